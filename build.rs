@@ -1,0 +1,33 @@
+//! Embeds the built-in rule pack (`queries/*.sql`) and its fixtures
+//! (`queries/fixtures/*.toml`) into the binary, so `aiwatch` works from any
+//! folder and a new rule file is picked up by the next build without a code change.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+fn embed(dir: &Path, ext: &str, name: &str, out: &mut String) {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect();
+    files.sort();
+    writeln!(out, "pub(crate) const {name}: &[(&str, &str)] = &[").unwrap();
+    for p in files {
+        let abs = std::fs::canonicalize(&p).unwrap();
+        let rel = p.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap_or(&p);
+        writeln!(out, "    ({:?}, include_str!({:?})),", rel.display().to_string(), abs.display().to_string()).unwrap();
+    }
+    writeln!(out, "];").unwrap();
+}
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut out = String::new();
+    embed(&root.join("queries"), "sql", "BUILTIN_RULES", &mut out);
+    embed(&root.join("queries/fixtures"), "toml", "BUILTIN_FIXTURES", &mut out);
+    let dest = Path::new(&std::env::var("OUT_DIR").unwrap()).join("builtin_rules.rs");
+    std::fs::write(dest, out).unwrap();
+    println!("cargo:rerun-if-changed=queries");
+    println!("cargo:rerun-if-changed=queries/fixtures");
+}

@@ -1,0 +1,39 @@
+//! One module per subcommand: its flags, then `run`.
+
+pub mod demo;
+pub mod generate;
+pub mod query;
+pub mod rules;
+pub mod scan;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use aiwatch::engine::{Engine, EngineConfig};
+use aiwatch::policy::Policy;
+
+/// Flags shared by every command that evaluates rules.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RuleArgs {
+    /// Policy file (TOML, see the README).
+    #[arg(long, value_name = "FILE")]
+    pub policy: PathBuf,
+    /// Folder of user rule files (*.sql) added to the built-in pack; an id equal
+    /// to a built-in's replaces it.
+    #[arg(long, value_name = "DIR")]
+    pub rules: Option<PathBuf>,
+    /// Allowed lateness in seconds: how far behind the newest event time an event may arrive.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub lateness: u64,
+}
+
+pub fn load_policy(path: &Path) -> anyhow::Result<Arc<Policy>> {
+    Ok(Arc::new(Policy::load(path)?))
+}
+
+pub async fn build_engine(policy: Arc<Policy>, rules_dir: Option<&Path>, lateness: u64) -> anyhow::Result<Engine> {
+    let rules = aiwatch::rules::pack(rules_dir)?;
+    let config = EngineConfig { lateness_seconds: lateness, ..Default::default() };
+    Engine::new(policy, rules, &config).await.context("the rule pack cannot be used")
+}

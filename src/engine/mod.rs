@@ -1,0 +1,516 @@
+//! The engine: decoded event batches in, alerts out.
+//!
+//! Each rule's SQL is planned once, at start, against the tables below; every
+//! step then refreshes the live tables from the event-time state and executes
+//! the rules' plans concurrently. A step costs what its batch (and the state
+//! rows sharing keys with it) costs, never what the whole state holds.
+//!
+//! | table | holds, at each step |
+//! |---|---|
+//! | `events` | the step's new events (duplicates dropped) |
+//! | `history` | `ai.request`/`ai.response` events of the last 24 h sharing a `request_id` or `conversation_id` with `events`, plus those of `events` |
+//! | `due_requests` | requests whose response deadline the watermark has just passed |
+//! | `due_artifacts` | stored artifacts whose retention deadline the watermark has just passed |
+//! | `policy_*` | the policy (see [`tables::register_policy`]) |
+
+pub mod state;
+pub mod tables;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Int32Builder, Int64Builder, RecordBatch, StringBuilder, TimestampNanosecondBuilder,
+};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampNanosecondType};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::execution::context::SessionState;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::collect;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::alert::{self, Alert, Evidence};
+use crate::event::{events_schema, Origin};
+use crate::policy::Policy;
+use crate::rules::Rule;
+use state::{Cols, Obligation, State, StepInput};
+use tables::LiveTable;
+
+/// Engine settings that are not the policy or the rules.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// How far behind the largest event time seen an event may still arrive.
+    pub lateness_seconds: u64,
+    /// Memory DataFusion may use to evaluate one step.
+    pub memory_limit_bytes: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { lateness_seconds: 60, memory_limit_bytes: 1 << 30 }
+    }
+}
+
+/// A rule that cannot be planned, or a step that failed to evaluate.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{file}:{line}: rule `{rule}`: {message}")]
+    Rule { rule: String, file: String, line: usize, message: String },
+    #[error("rule `{rule}` failed on this batch: {source}")]
+    Evaluate { rule: String, source: datafusion::error::DataFusionError },
+    #[error("{0}")]
+    Setup(#[from] datafusion::error::DataFusionError),
+}
+
+/// The columns a rule's query must return.
+pub const OUTPUT_COLUMNS: &str =
+    "subject (string), time (timestamp), event_ids (list of strings or one string); optional: tenant_id (string), summary (string)";
+
+struct CompiledRule {
+    rule: Arc<Rule>,
+    plan: LogicalPlan,
+    /// Live tables the plan reads; when all are empty the rule cannot fire and is skipped.
+    reads: Vec<Arc<LiveTable>>,
+}
+
+/// What one step produced.
+#[derive(Debug, Default)]
+pub struct StepReport {
+    pub alerts: Vec<Alert>,
+    /// New events evaluated (after dropping duplicates).
+    pub events: usize,
+    pub duplicates: usize,
+    pub late: usize,
+    /// Evaluation time of each rule that ran, by rule id.
+    pub rule_times: Vec<(String, Duration)>,
+    pub watermark: Option<i64>,
+}
+
+struct LiveTables {
+    events: Arc<LiveTable>,
+    history: Arc<LiveTable>,
+    due_requests: Arc<LiveTable>,
+    due_artifacts: Arc<LiveTable>,
+}
+
+/// A session with the policy registered, shared by the engine and `aiwatch query`.
+pub fn session(policy: &Arc<Policy>, config: &EngineConfig) -> Result<SessionContext, EngineError> {
+    let runtime = RuntimeEnvBuilder::new().with_memory_limit(config.memory_limit_bytes, 1.0).build_arc()?;
+    let session_config = SessionConfig::new()
+        // Rules run side by side, one task each; splitting a step's few thousand rows further only adds repartitioning.
+        .with_target_partitions(1)
+        .with_information_schema(true);
+    let ctx = SessionContext::new_with_config_rt(session_config, runtime);
+    tables::register_policy(&ctx, policy)?;
+    Ok(ctx)
+}
+
+fn due_schema(key: &str, start: &str, met: &str, met_event: &str, kind: Option<&str>) -> SchemaRef {
+    let ts = || DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()));
+    let mut fields = vec![
+        Field::new(key, DataType::Utf8, false),
+        Field::new("tenant_id", DataType::Utf8, true),
+    ];
+    if let Some(kind) = kind {
+        fields.push(Field::new(kind, DataType::Utf8, true));
+    }
+    fields.extend([
+        Field::new("event_id", DataType::Utf8, false),
+        Field::new(start, ts(), false),
+        Field::new("deadline", ts(), false),
+        Field::new(met, ts(), true),
+        Field::new(met_event, DataType::Utf8, true),
+        Field::new("origin_source", DataType::Utf8, false),
+        Field::new("origin_partition", DataType::Int32, true),
+        Field::new("origin_position", DataType::Int64, false),
+    ]);
+    Arc::new(Schema::new(fields))
+}
+
+fn due_requests_schema() -> SchemaRef {
+    due_schema("request_id", "requested_at", "responded_at", "response_event_id", None)
+}
+
+fn due_artifacts_schema() -> SchemaRef {
+    due_schema("artifact_id", "stored_at", "deleted_at", "deletion_event_id", Some("artifact_kind"))
+}
+
+fn due_batch(schema: &SchemaRef, due: &[Obligation], with_kind: bool) -> RecordBatch {
+    let mut key = StringBuilder::new();
+    let mut tenant = StringBuilder::new();
+    let mut kind = StringBuilder::new();
+    let mut event = StringBuilder::new();
+    let mut start = TimestampNanosecondBuilder::new().with_timezone("UTC");
+    let mut deadline = TimestampNanosecondBuilder::new().with_timezone("UTC");
+    let mut met = TimestampNanosecondBuilder::new().with_timezone("UTC");
+    let mut met_event = StringBuilder::new();
+    let mut src = StringBuilder::new();
+    let mut part = Int32Builder::new();
+    let mut pos = Int64Builder::new();
+    for o in due {
+        key.append_value(&o.key);
+        tenant.append_option(o.tenant_id.as_deref());
+        kind.append_option(o.kind.as_deref());
+        event.append_value(&o.event_id);
+        start.append_value(o.start);
+        deadline.append_value(o.deadline);
+        met.append_option(o.met.as_ref().map(|m| m.0));
+        met_event.append_option(o.met.as_ref().map(|m| m.1.as_str()));
+        let (s, p, q) = o.origin.columns();
+        src.append_value(s);
+        part.append_option(p);
+        pos.append_value(q);
+    }
+    let mut cols: Vec<ArrayRef> = vec![Arc::new(key.finish()), Arc::new(tenant.finish())];
+    if with_kind {
+        cols.push(Arc::new(kind.finish()));
+    }
+    cols.extend([
+        Arc::new(event.finish()) as ArrayRef,
+        Arc::new(start.finish()),
+        Arc::new(deadline.finish()),
+        Arc::new(met.finish()),
+        Arc::new(met_event.finish()),
+        Arc::new(src.finish()),
+        Arc::new(part.finish()),
+        Arc::new(pos.finish()),
+    ]);
+    RecordBatch::try_new(schema.clone(), cols).expect("due columns match their schema")
+}
+
+/// Where in the file a DataFusion/sqlparser message points ("Line: 12"), if anywhere.
+fn error_line(message: &str, rule: &Rule) -> usize {
+    if let Some(rest) = message.split("Line: ").nth(1) {
+        if let Ok(n) = rest.chars().take_while(char::is_ascii_digit).collect::<String>().parse() {
+            return n;
+        }
+    }
+    // Otherwise the first line of the query itself.
+    rule.sql
+        .lines()
+        .position(|l| {
+            let t = l.trim_start();
+            !t.is_empty() && !t.starts_with("--")
+        })
+        .map_or(1, |i| i + 1)
+}
+
+/// The streaming rule engine.
+pub struct Engine {
+    session: Arc<SessionState>,
+    task_ctx: Arc<TaskContext>,
+    rules: Vec<CompiledRule>,
+    live: LiveTables,
+    state: State,
+    policy: Arc<Policy>,
+    /// Violations already emitted in this run, with the watermark when they were.
+    emitted: HashMap<(usize, String), i64>,
+    emitted_swept: i64,
+}
+
+/// How long an emitted violation is remembered to suppress repeats (7 days of event time).
+const EMITTED_MEMORY: i64 = 7 * 86_400 * state::NANOS_PER_SEC;
+
+impl Engine {
+    /// Plans every rule against the engine's tables; fails naming the file and line of a broken rule.
+    pub async fn new(policy: Arc<Policy>, rules: Vec<Rule>, config: &EngineConfig) -> Result<Engine, EngineError> {
+        let ctx = session(&policy, config)?;
+        let live = LiveTables {
+            events: LiveTable::new(events_schema()),
+            history: LiveTable::new(events_schema()),
+            due_requests: LiveTable::new(due_requests_schema()),
+            due_artifacts: LiveTable::new(due_artifacts_schema()),
+        };
+        ctx.register_table("events", live.events.clone())?;
+        ctx.register_table("history", live.history.clone())?;
+        ctx.register_table("due_requests", live.due_requests.clone())?;
+        ctx.register_table("due_artifacts", live.due_artifacts.clone())?;
+        let session = ctx.state();
+
+        let mut compiled = Vec::with_capacity(rules.len());
+        for rule in rules {
+            let fail = |message: String| EngineError::Rule {
+                rule: rule.id.clone(),
+                file: rule.file.clone(),
+                line: error_line(&message, &rule),
+                message,
+            };
+            let plan = session.create_logical_plan(&rule.sql).await.map_err(|e| fail(e.to_string()))?;
+            if !matches!(plan, LogicalPlan::Projection(_) | LogicalPlan::Union(_) | LogicalPlan::Distinct(_) | LogicalPlan::Sort(_) | LogicalPlan::Limit(_) | LogicalPlan::Aggregate(_) | LogicalPlan::Filter(_) | LogicalPlan::SubqueryAlias(_))
+            {
+                return Err(fail("a rule must be a single SELECT query".into()));
+            }
+            check_output(plan.schema().as_arrow()).map_err(fail)?;
+            let plan = session.optimize(&plan).map_err(|e| fail(e.to_string()))?;
+            let mut names = Vec::new();
+            plan.apply_with_subqueries(|node| {
+                if let LogicalPlan::TableScan(scan) = node {
+                    names.push(scan.table_name.table().to_string());
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+            .map_err(|e| fail(e.to_string()))?;
+            let reads = names
+                .iter()
+                .filter_map(|n| match n.as_str() {
+                    "events" => Some(live.events.clone()),
+                    "history" => Some(live.history.clone()),
+                    "due_requests" => Some(live.due_requests.clone()),
+                    "due_artifacts" => Some(live.due_artifacts.clone()),
+                    _ => None,
+                })
+                .collect();
+            compiled.push(CompiledRule { rule: Arc::new(rule), plan, reads });
+        }
+        let task_ctx = session.task_ctx();
+        Ok(Engine {
+            session: Arc::new(session),
+            task_ctx,
+            rules: compiled,
+            live,
+            state: State::new(config.lateness_seconds),
+            policy,
+            emitted: HashMap::new(),
+            emitted_swept: i64::MIN,
+        })
+    }
+
+    pub fn rules(&self) -> impl Iterator<Item = &Rule> {
+        self.rules.iter().map(|r| r.rule.as_ref())
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Evaluates one batch of decoded events (schema [`events_schema`]).
+    pub async fn step(&mut self, events: RecordBatch) -> Result<StepReport, EngineError> {
+        let input = self.state.step(events, &self.policy);
+        self.evaluate(input).await
+    }
+
+    /// Ends a finite input: the watermark moves to the largest event time seen
+    /// and the deadlines it passes are evaluated.
+    pub async fn finish(&mut self) -> Result<StepReport, EngineError> {
+        let input = self.state.finish();
+        self.evaluate(input).await
+    }
+
+    async fn evaluate(&mut self, input: StepInput) -> Result<StepReport, EngineError> {
+        let due_requests = due_batch(&due_requests_schema(), &input.due_requests, false);
+        let due_artifacts = due_batch(&due_artifacts_schema(), &input.due_artifacts, true);
+        self.live.events.set(vec![input.events.clone()]);
+        self.live.history.set(input.history.clone());
+        self.live.due_requests.set(vec![due_requests.clone()]);
+        self.live.due_artifacts.set(vec![due_artifacts.clone()]);
+
+        let mut tasks = Vec::new();
+        for (i, r) in self.rules.iter().enumerate() {
+            if !r.reads.is_empty() && r.reads.iter().all(|t| t.is_empty()) {
+                continue;
+            }
+            let (session, task_ctx, plan) = (self.session.clone(), self.task_ctx.clone(), r.plan.clone());
+            tasks.push((
+                i,
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let physical = session.query_planner().create_physical_plan(&plan, session.as_ref()).await?;
+                    let batches = collect(physical, task_ctx).await?;
+                    Ok::<_, datafusion::error::DataFusionError>((batches, started.elapsed()))
+                }),
+            ));
+        }
+        let mut results = Vec::with_capacity(tasks.len());
+        for (i, task) in tasks {
+            match task.await.expect("rule evaluation does not panic") {
+                Ok((batches, took)) => results.push((i, batches, took)),
+                Err(source) => return Err(EngineError::Evaluate { rule: self.rules[i].rule.id.clone(), source }),
+            }
+        }
+        // Drop the step's data from the tables: it is owned by the state or done with.
+        for t in [&self.live.events, &self.live.history, &self.live.due_requests, &self.live.due_artifacts] {
+            t.set(Vec::new());
+        }
+
+        let watermark = self.state.watermark();
+        let detected_at = alert::now();
+        let mut report = StepReport {
+            events: input.events.num_rows(),
+            duplicates: input.duplicates,
+            late: input.late,
+            watermark,
+            ..Default::default()
+        };
+        for (i, batches, took) in results {
+            let rule = self.rules[i].rule.clone();
+            report.rule_times.push((rule.id.clone(), took));
+            for b in batches {
+                self.collect_alerts(i, &b, &detected_at, watermark.unwrap_or(i64::MIN), &mut report.alerts)
+                    .map_err(|source| EngineError::Evaluate { rule: rule.id.clone(), source })?;
+            }
+        }
+        if !report.alerts.is_empty() {
+            let origins = OriginIndex::build(&input.events, &input.history, [&input.due_requests, &input.due_artifacts]);
+            report.alerts = std::mem::take(&mut report.alerts).into_iter().map(|a| a.with_origins(|id| origins.get(id))).collect();
+        }
+        self.forget_emitted(watermark);
+        Ok(report)
+    }
+
+    fn collect_alerts(
+        &mut self,
+        i: usize,
+        batch: &RecordBatch,
+        detected_at: &str,
+        watermark: i64,
+        out: &mut Vec<Alert>,
+    ) -> Result<(), datafusion::error::DataFusionError> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let rule = self.rules[i].rule.clone();
+        let utf8 = |name: &str| -> Result<Option<ArrayRef>, datafusion::error::DataFusionError> {
+            Ok(match batch.column_by_name(name) {
+                Some(c) => Some(cast(c, &DataType::Utf8)?),
+                None => None,
+            })
+        };
+        let subject = utf8("subject")?.expect("checked at planning");
+        let subject = subject.as_string::<i32>();
+        let tenant = utf8("tenant_id")?;
+        let summary = utf8("summary")?;
+        let time = cast(
+            batch.column_by_name("time").expect("checked at planning"),
+            &DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+        )?;
+        let time = time.as_primitive::<TimestampNanosecondType>();
+        let ids_col = batch.column_by_name("event_ids").expect("checked at planning");
+        let ids_list = cast(ids_col, &DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))).ok();
+        let ids_one = if ids_list.is_none() { Some(cast(ids_col, &DataType::Utf8)?) } else { None };
+
+        for row in 0..batch.num_rows() {
+            if subject.is_null(row) {
+                continue;
+            }
+            let subj = subject.value(row);
+            let key = (i, subj.to_string());
+            if self.emitted.contains_key(&key) {
+                continue;
+            }
+            self.emitted.insert(key, watermark);
+            let event_ids: Vec<String> = match (&ids_list, &ids_one) {
+                (Some(l), _) => {
+                    let l = l.as_list::<i32>();
+                    if l.is_null(row) {
+                        Vec::new()
+                    } else {
+                        let v = l.value(row);
+                        let v = v.as_string::<i32>();
+                        v.iter().flatten().map(str::to_string).collect()
+                    }
+                }
+                (None, Some(s)) => {
+                    let s = s.as_string::<i32>();
+                    if s.is_null(row) { Vec::new() } else { vec![s.value(row).to_string()] }
+                }
+                (None, None) => Vec::new(),
+            };
+            let text = |c: &Option<ArrayRef>| {
+                c.as_ref().and_then(|c| {
+                    let c = c.as_string::<i32>();
+                    c.is_valid(row).then(|| c.value(row).to_string())
+                })
+            };
+            let summary = text(&summary).unwrap_or_else(|| format!("{}: {}", rule.title, subj));
+            out.push(Alert {
+                alert_id: alert::alert_id(&rule.id, subj),
+                rule_id: rule.id.clone(),
+                category: rule.category.clone(),
+                severity: rule.severity.clone(),
+                subject: subj.to_string(),
+                tenant_id: text(&tenant),
+                time: if time.is_null(row) { detected_at.to_string() } else { alert::format_time(time.value(row)) },
+                detected_at: detected_at.to_string(),
+                summary,
+                controls: rule.controls.clone(),
+                evidence: Evidence { event_ids, events: Vec::new() },
+                title: rule.title.clone(),
+                remediation: rule.remediation.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn forget_emitted(&mut self, watermark: Option<i64>) {
+        let Some(w) = watermark else { return };
+        let cutoff = w.saturating_sub(EMITTED_MEMORY);
+        if cutoff.saturating_sub(self.emitted_swept) >= 3600 * state::NANOS_PER_SEC {
+            self.emitted.retain(|_, at| *at >= cutoff);
+            self.emitted_swept = cutoff;
+        }
+    }
+}
+
+/// Checks a rule's output columns against [`OUTPUT_COLUMNS`].
+fn check_output(schema: &Schema) -> Result<(), String> {
+    let is_string = |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+    let field = |name: &str| schema.field_with_name(name).ok();
+    let mut problems = Vec::new();
+    match field("subject") {
+        Some(f) if is_string(f.data_type()) => {}
+        Some(f) => problems.push(format!("column `subject` must be a string, not {}", f.data_type())),
+        None => problems.push("column `subject` is missing".into()),
+    }
+    match field("time") {
+        Some(f) if matches!(f.data_type(), DataType::Timestamp(_, _)) => {}
+        Some(f) => problems.push(format!("column `time` must be a timestamp, not {}", f.data_type())),
+        None => problems.push("column `time` is missing".into()),
+    }
+    match field("event_ids") {
+        Some(f) if is_string(f.data_type()) => {}
+        Some(f) if matches!(f.data_type(), DataType::List(i) | DataType::LargeList(i) if is_string(i.data_type())) => {}
+        Some(f) => problems.push(format!("column `event_ids` must be a list of strings, not {}", f.data_type())),
+        None => problems.push("column `event_ids` is missing".into()),
+    }
+    for name in ["tenant_id", "summary"] {
+        if let Some(f) = field(name) {
+            if !is_string(f.data_type()) && f.data_type() != &DataType::Null {
+                problems.push(format!("column `{name}` must be a string, not {}", f.data_type()));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{}; a rule returns {OUTPUT_COLUMNS}", problems.join("; ")))
+    }
+}
+
+/// Origins of the events a step touched, looked up only when the step raised alerts.
+struct OriginIndex {
+    map: HashMap<String, Origin>,
+}
+
+impl OriginIndex {
+    fn build<'a>(events: &RecordBatch, history: &[RecordBatch], due: [&'a Vec<Obligation>; 2]) -> OriginIndex {
+        let mut map = HashMap::new();
+        for b in std::iter::once(events).chain(history) {
+            let c = Cols::of(b);
+            for i in 0..b.num_rows() {
+                map.entry(c.event_id.value(i).to_string()).or_insert_with(|| c.origin(i));
+            }
+        }
+        for o in due.into_iter().flatten() {
+            map.entry(o.event_id.clone()).or_insert_with(|| o.origin.clone());
+        }
+        OriginIndex { map }
+    }
+
+    fn get(&self, id: &str) -> Option<&Origin> {
+        self.map.get(id)
+    }
+}

@@ -1,0 +1,1 @@
+//! Synthetic AI traffic (placeholder until written).

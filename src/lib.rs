@@ -1,0 +1,23 @@
+//! aiwatch: streaming SOC 2 monitoring for AI request logs.
+//!
+//! The data path, one direction:
+//!
+//! - [`sources`]: JSON Lines files or Kafka yield raw records with their origin ([`event::RawBatch`]);
+//! - [`decode`]: records become Arrow batches of the `events` schema ([`event::events_schema`]),
+//!   or dead letters;
+//! - [`engine`]: event-time state and the SQL rules ([`rules`], `queries/`) against the
+//!   [`policy`] turn batches into [`alert::Alert`]s;
+//! - [`outputs`]: alerts and dead letters leave for files, stdout and on-call tools.
+//!
+//! [`pipeline`] wires these together for `aiwatch scan`; [`generate`] makes synthetic traffic.
+
+pub mod alert;
+pub mod decode;
+pub mod engine;
+pub mod event;
+pub mod generate;
+pub mod outputs;
+pub mod pipeline;
+pub mod policy;
+pub mod rules;
+pub mod sources;

@@ -1,0 +1,157 @@
+//! The scan pipeline: files are read and decoded on one thread while the engine
+//! evaluates the previous batch on the runtime, with at most two batches in
+//! flight, so memory stays bounded whatever the input size.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::sync::mpsc;
+
+use crate::alert::Alert;
+use crate::decode::{Decoded, DeadLetter, Decoder};
+use crate::engine::{Engine, StepReport};
+use crate::outputs::JsonLines;
+use crate::sources::file::LineReader;
+
+/// Running counts of a scan or a stream, for the summary and metrics.
+#[derive(Debug, Default, Clone)]
+pub struct Totals {
+    pub records: usize,
+    pub events: usize,
+    pub dead_letters: usize,
+    pub blank: usize,
+    pub duplicates: usize,
+    pub late: usize,
+    pub bytes: usize,
+    pub alerts_by_rule: BTreeMap<String, usize>,
+    pub elapsed: Duration,
+}
+
+impl Totals {
+    pub fn add_decoded(&mut self, d: &Decoded) {
+        self.records += d.events.num_rows() + d.dead_letters.len() + d.blank;
+        self.dead_letters += d.dead_letters.len();
+        self.blank += d.blank;
+        self.bytes += d.bytes;
+    }
+
+    pub fn add_step(&mut self, r: &StepReport) {
+        self.events += r.events;
+        self.duplicates += r.duplicates;
+        self.late += r.late;
+        for a in &r.alerts {
+            *self.alerts_by_rule.entry(a.rule_id.clone()).or_default() += 1;
+        }
+    }
+
+    pub fn alerts(&self) -> usize {
+        self.alerts_by_rule.values().sum()
+    }
+
+    /// The multi-line summary printed on stderr at the end of a scan.
+    pub fn render(&self) -> String {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        let mut s = format!(
+            "aiwatch: {} events ({} duplicates dropped, {} late), {} dead letters, {} blank lines, {:.1} MB in {:.2} s: {:.0} events/s\n",
+            self.events,
+            self.duplicates,
+            self.late,
+            self.dead_letters,
+            self.blank,
+            self.bytes as f64 / 1e6,
+            secs,
+            (self.events + self.duplicates) as f64 / secs
+        );
+        s.push_str(&format!("aiwatch: {} alerts\n", self.alerts()));
+        for (rule, n) in &self.alerts_by_rule {
+            s.push_str(&format!("  {rule:<28} {n}\n"));
+        }
+        s
+    }
+}
+
+/// Where dead letters go: a JSON Lines file, or warnings on stderr when none was given.
+pub enum DeadLetterSink {
+    File(JsonLines),
+    Warn,
+}
+
+impl DeadLetterSink {
+    pub fn write(&mut self, dead: &[DeadLetter]) -> std::io::Result<()> {
+        match self {
+            DeadLetterSink::File(f) => f.write_dead_letters(dead),
+            DeadLetterSink::Warn => {
+                for d in dead {
+                    tracing::warn!(origin = %d.origin, reason = %d.reason, "malformed event (pass --dead-letter FILE to keep its bytes)");
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Reads and decodes every input in order on a thread of its own.
+fn spawn_reader(inputs: Vec<String>, batch_size: usize) -> mpsc::Receiver<anyhow::Result<Decoded>> {
+    let (tx, rx) = mpsc::channel(2);
+    std::thread::Builder::new()
+        .name("aiwatch-reader".into())
+        .spawn(move || {
+            let mut decoder = Decoder::new();
+            for input in inputs {
+                let mut reader = match LineReader::open(&input).with_context(|| format!("cannot open input {input}")) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                };
+                loop {
+                    match reader.next_batch(batch_size) {
+                        Ok(Some(raw)) => {
+                            if tx.blocking_send(Ok(decoder.decode(&raw))).is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            let _ = tx.blocking_send(Err(anyhow::Error::new(e).context(format!("cannot read input {input}"))));
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+        .expect("spawn reader thread");
+    rx
+}
+
+/// Scans JSON Lines inputs to the end, then moves the watermark to the largest
+/// event time seen so absence rules settle. Alerts are handed to `on_alerts` as
+/// they fire.
+pub async fn scan(
+    engine: &mut Engine,
+    inputs: Vec<String>,
+    batch_size: usize,
+    dead: &mut DeadLetterSink,
+    mut on_alerts: impl FnMut(&[Alert]) -> anyhow::Result<()>,
+    mut on_progress: impl FnMut(&Totals),
+) -> anyhow::Result<Totals> {
+    let started = Instant::now();
+    let mut totals = Totals::default();
+    let mut rx = spawn_reader(inputs, batch_size);
+    while let Some(decoded) = rx.recv().await {
+        let decoded = decoded?;
+        totals.add_decoded(&decoded);
+        dead.write(&decoded.dead_letters).context("cannot write dead letters")?;
+        let report = engine.step(decoded.events).await?;
+        totals.add_step(&report);
+        on_alerts(&report.alerts)?;
+        on_progress(&totals);
+    }
+    let report = engine.finish().await?;
+    totals.add_step(&report);
+    on_alerts(&report.alerts)?;
+    totals.elapsed = started.elapsed();
+    Ok(totals)
+}
