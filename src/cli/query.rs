@@ -1,5 +1,87 @@
-//! `aiwatch query` (written below).
+//! `aiwatch query`: ad hoc SQL over events files and the policy tables, for audits.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use arrow::array::{AsArray, BooleanArray, RecordBatch};
+use arrow::compute::filter_record_batch;
+use datafusion::datasource::MemTable;
+
+use aiwatch::decode::Decoder;
+use aiwatch::engine::{session, EngineConfig};
+use aiwatch::event::{col, events_schema};
+use aiwatch::policy::Policy;
+use aiwatch::sources::file::LineReader;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Format {
+    Table,
+    Csv,
+    Jsonl,
+}
+
 #[derive(clap::Args, Debug)]
-pub struct Args {}
-pub async fn run(_a: Args) -> anyhow::Result<ExitCode> { anyhow::bail!("not yet") }
+pub struct Args {
+    /// Policy file whose tables (policy_vendors, policy_tenants, ...) the SQL may join (default: empty policy).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// The SQL query; the table `events` holds every valid event of the inputs, duplicates dropped.
+    pub sql: String,
+    /// JSON Lines inputs, plain or gzip; `-` reads standard input.
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<String>,
+}
+
+pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let policy = match &a.policy {
+        Some(p) => Arc::new(Policy::load(p)?),
+        None => Arc::new(Policy::empty()),
+    };
+    let ctx = session(&policy, &EngineConfig::default())?;
+    let mut decoder = Decoder::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut batches = Vec::new();
+    let mut dead = 0usize;
+    for input in &a.inputs {
+        let mut reader = LineReader::open(input).with_context(|| format!("cannot open input {input}"))?;
+        while let Some(raw) = reader.next_batch(65_536).with_context(|| format!("cannot read input {input}"))? {
+            let d = decoder.decode(&raw);
+            dead += d.dead_letters.len();
+            let ids = d.events.column(col::EVENT_ID).as_string::<i32>();
+            let keep: BooleanArray = ids.iter().map(|id| Some(seen.insert(id.unwrap_or_default().to_string()))).collect();
+            batches.push(filter_record_batch(&d.events, &keep)?);
+        }
+    }
+    if dead > 0 {
+        tracing::warn!(dead_letters = dead, "malformed events were skipped; `aiwatch scan --dead-letter FILE` lists them");
+    }
+    ctx.register_table("events", Arc::new(MemTable::try_new(events_schema(), vec![batches])?))?;
+    let results: Vec<RecordBatch> = ctx.sql(&a.sql).await.context("the query cannot be planned")?.collect().await.context("the query failed")?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match a.format {
+        Format::Table => writeln!(out, "{}", arrow::util::pretty::pretty_format_batches(&results)?)?,
+        Format::Csv => {
+            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
+            for b in &results {
+                w.write(b)?;
+            }
+        }
+        Format::Jsonl => {
+            let mut w = arrow::json::LineDelimitedWriter::new(&mut out);
+            for b in &results {
+                w.write(b)?;
+            }
+            w.finish()?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}

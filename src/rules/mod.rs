@@ -19,6 +19,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub mod fixtures;
+
 include!(concat!(env!("OUT_DIR"), "/builtin_rules.rs"));
 
 pub const SEVERITIES: [&str; 5] = ["critical", "high", "medium", "low", "info"];
