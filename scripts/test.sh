@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: starts a real single-node Kafka
+# broker on 127.0.0.1 (fetched from Maven Central on first use), runs every
+# test against it, and stops it again. This is what `.ci/run` calls.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Reuse a build directory outside the clone when there is one (CI and later
+# sessions), so a clean clone does not rebuild DataFusion from nothing.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/aiwatch-target}"
+mkdir -p "$CARGO_TARGET_DIR"
+
+for tool in cargo java mvn python3 cc make; do
+  command -v "$tool" >/dev/null || { echo "test.sh: '$tool' is required but not installed" >&2; exit 1; }
+done
+
+# Build first so a compile error is reported before the broker starts.
+cargo build --locked --all-targets
+
+started_kafka=""
+if [[ -z "${AIWATCH_KAFKA_BOOTSTRAP:-}" ]]; then
+  if ! scripts/kafka.sh status >/dev/null 2>&1; then
+    scripts/kafka.sh start >/dev/null
+    started_kafka=1
+  fi
+  export AIWATCH_KAFKA_BOOTSTRAP="127.0.0.1:${AIWATCH_KAFKA_PORT:-19092}"
+fi
+cleanup() { [[ -n "$started_kafka" ]] && scripts/kafka.sh stop >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+
+cargo test --locked --all-targets "$@"

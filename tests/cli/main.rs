@@ -1,0 +1,6 @@
+//! End-to-end tests of the real `aiwatch` binary (one test binary, one module per area).
+
+mod errors;
+mod example;
+mod invariance;
+mod support;
