@@ -15,7 +15,7 @@ for tool in cargo java mvn python3 cc make; do
 done
 
 # Build first so a compile error is reported before the broker starts.
-cargo build --locked --all-targets
+cargo build --locked --tests
 
 started_kafka=""
 if [[ -z "${AIWATCH_KAFKA_BOOTSTRAP:-}" ]]; then
@@ -28,4 +28,4 @@ fi
 cleanup() { [[ -n "$started_kafka" ]] && scripts/kafka.sh stop >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 
-cargo test --locked --all-targets "$@"
+cargo test --locked "$@"

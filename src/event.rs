@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 /// Where one record came from: a line of a file, or a Kafka message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Origin {
     File { path: Arc<str>, line: u64 },
     Kafka { topic: Arc<str>, partition: i32, offset: i64 },

@@ -12,6 +12,7 @@
 //! [`pipeline`] wires these together for `aiwatch scan`; [`generate`] makes synthetic traffic.
 
 pub mod alert;
+pub mod config;
 pub mod decode;
 pub mod engine;
 pub mod event;
@@ -21,3 +22,5 @@ pub mod pipeline;
 pub mod policy;
 pub mod rules;
 pub mod sources;
+pub mod stream;
+pub mod telemetry;

@@ -20,6 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Monitor Kafka continuously: alerts to on-call outputs, metrics for Prometheus.
+    Run(cli::run::Args),
     /// Check JSON Lines event files against the policy and print the violations.
     Scan(cli::scan::Args),
     /// Run ad hoc SQL over events and the policy tables.
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("start the tokio runtime");
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Run(a) => cli::run::run(a).await,
             Command::Scan(a) => cli::scan::run(a).await,
             Command::Query(a) => cli::query::run(a).await,
             Command::Rules(c) => cli::rules::run(c).await,

@@ -4,6 +4,7 @@ pub mod demo;
 pub mod generate;
 pub mod query;
 pub mod rules;
+pub mod run;
 pub mod scan;
 
 use std::path::{Path, PathBuf};

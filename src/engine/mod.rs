@@ -13,6 +13,7 @@
 //! | `due_artifacts` | stored artifacts whose retention deadline the watermark has just passed |
 //! | `policy_*` | the policy (see [`tables::register_policy`]) |
 
+pub mod checkpoint;
 pub mod state;
 pub mod tables;
 

@@ -72,10 +72,10 @@ impl<'a> Cols<'a> {
 }
 
 /// A map whose entries expire by event time, swept now and then rather than every step.
-#[derive(Debug)]
-struct Expiring<V> {
-    map: HashMap<String, (i64, V)>,
-    swept_at: i64,
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Expiring<V> {
+    pub(crate) map: HashMap<String, (i64, V)>,
+    pub(crate) swept_at: i64,
 }
 
 impl<V> Default for Expiring<V> {
@@ -95,7 +95,7 @@ impl<V> Expiring<V> {
 }
 
 /// What is still owed for one key: a response to a request, or a deletion of an artifact.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Obligation {
     pub key: String,
     /// Event time of the earliest event that opened it.
@@ -111,9 +111,11 @@ pub struct Obligation {
 }
 
 /// Open obligations keyed by id, released in deadline order.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Deadlines {
     open: HashMap<String, Obligation>,
+    /// Derived from `open`; rebuilt on restore.
+    #[serde(skip)]
     queue: BinaryHeap<Reverse<(i64, String)>>,
     /// Fulfilments that came before anything opened their key.
     early: Expiring<String>,
@@ -185,6 +187,11 @@ impl Deadlines {
 
     pub fn open_len(&self) -> usize {
         self.open.len()
+    }
+
+    /// Rebuilds the deadline queue after a restore.
+    pub(crate) fn reindex(&mut self) {
+        self.queue = self.open.values().map(|o| Reverse((o.deadline, o.key.clone()))).collect();
     }
 }
 
@@ -308,6 +315,19 @@ impl History {
     pub fn rows(&self) -> usize {
         self.rows
     }
+
+    /// The retained segments, oldest first (for checkpoints).
+    pub(crate) fn segments(&self) -> impl Iterator<Item = &RecordBatch> {
+        self.segments.values().map(|s| &s.batch)
+    }
+
+    /// Restores retained segments written by [`History::segments`].
+    pub(crate) fn restore(&mut self, batches: Vec<RecordBatch>) {
+        *self = History::default();
+        for b in batches {
+            self.insert(b);
+        }
+    }
 }
 
 /// What one step hands to the rules.
@@ -327,11 +347,11 @@ pub struct StepInput {
 /// All event-time state of the engine.
 #[derive(Debug)]
 pub struct State {
-    lateness: i64,
-    max_seen: Option<i64>,
-    watermark: i64,
+    pub(crate) lateness: i64,
+    pub(crate) max_seen: Option<i64>,
+    pub(crate) watermark: i64,
     /// Seen event ids by minute of event time: a retry has its original's time.
-    seen: BTreeMap<i64, HashSet<String>>,
+    pub(crate) seen: BTreeMap<i64, HashSet<String>>,
     pub history: History,
     pub requests: Deadlines,
     pub artifacts: Deadlines,

@@ -2,3 +2,4 @@
 //! records with their origin, not yet decoded.
 
 pub mod file;
+pub mod kafka;

@@ -1,0 +1,170 @@
+//! Kafka consumer with at-least-once offsets: auto-commit and auto offset
+//! store are off; the stream loop commits only offsets whose events are
+//! durable in a checkpoint and whose alerts every output has taken. On a
+//! revoke the durable offsets of the revoked partitions are committed
+//! synchronously, and those partitions leave the commit set (no stale commits).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use crate::config::KafkaConfig;
+use crate::telemetry::Metrics;
+
+pub type TopicPartition = (String, i32);
+
+/// Offsets shared between the stream loop and the rebalance callbacks.
+#[derive(Default)]
+pub struct Offsets {
+    /// Partitions this consumer holds now.
+    pub assigned: HashSet<TopicPartition>,
+    /// Next offset to read per partition, for events already durable and delivered.
+    pub durable: HashMap<TopicPartition, i64>,
+}
+
+/// librdkafka callbacks: rebalances and statistics (consumer lag).
+pub struct Context {
+    pub offsets: Arc<Mutex<Offsets>>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl ClientContext for Context {
+    fn stats(&self, statistics: Statistics) {
+        for (name, topic) in &statistics.topics {
+            for (id, p) in &topic.partitions {
+                if *id >= 0 && p.consumer_lag >= 0 {
+                    self.metrics.consumer_lag.with_label_values(&[name.as_str(), &id.to_string()]).set(p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let mut offsets = self.offsets.lock().expect("offsets lock");
+            let mut commit = TopicPartitionList::new();
+            for e in tpl.elements() {
+                let tp = (e.topic().to_string(), e.partition());
+                if let Some(next) = offsets.durable.get(&tp) {
+                    let _ = commit.add_partition_offset(&tp.0, tp.1, Offset::Offset(*next));
+                }
+                offsets.assigned.remove(&tp);
+            }
+            if commit.count() > 0 {
+                match consumer.commit(&commit, CommitMode::Sync) {
+                    Ok(()) => tracing::info!(partitions = commit.count(), "committed durable offsets of revoked partitions"),
+                    Err(e) => tracing::warn!(error = %e, "could not commit offsets on revoke; the next owner re-reads from the last commit"),
+                }
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let mut offsets = self.offsets.lock().expect("offsets lock");
+            for e in tpl.elements() {
+                offsets.assigned.insert((e.topic().to_string(), e.partition()));
+            }
+            tracing::info!(partitions = tpl.count(), "partitions assigned");
+        }
+    }
+}
+
+/// librdkafka settings shared by consumer and producer: bootstrap, user options and resolved secrets.
+pub fn client_config(k: &KafkaConfig) -> anyhow::Result<ClientConfig> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &k.bootstrap_servers);
+    for (key, value) in &k.options {
+        c.set(key, value);
+    }
+    for (key, secret) in &k.secret_options {
+        c.set(key, secret.resolve(&format!("kafka.secret_options.{key}"))?);
+    }
+    Ok(c)
+}
+
+/// A subscribed consumer with at-least-once settings.
+pub fn consumer(k: &KafkaConfig, context: Context) -> anyhow::Result<StreamConsumer<Context>> {
+    let mut c = client_config(k)?;
+    c.set("group.id", &k.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("statistics.interval.ms", "5000")
+        .set("enable.partition.eof", "false");
+    let consumer: StreamConsumer<Context> = c.create_with_context(context)?;
+    let topics: Vec<&str> = k.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    Ok(consumer)
+}
+
+/// The end offset of every partition of `topics` now: where `--until-end` stops.
+pub fn end_offsets(consumer: &StreamConsumer<Context>, topics: &[String]) -> anyhow::Result<HashMap<TopicPartition, (i64, i64)>> {
+    let mut out = HashMap::new();
+    for t in topics {
+        let md = consumer.fetch_metadata(Some(t), Duration::from_secs(30))?;
+        let topic = md.topics().first().ok_or_else(|| anyhow::anyhow!("topic {t} not found"))?;
+        if let Some(e) = topic.error() {
+            anyhow::bail!("topic {t}: {e:?}; create it first (scripts/kafka.sh topics --create --topic {t})");
+        }
+        for p in topic.partitions() {
+            let (low, high) = consumer.fetch_watermarks(t, p.id(), Duration::from_secs(30))?;
+            out.insert((t.clone(), p.id()), (low, high));
+        }
+    }
+    Ok(out)
+}
+
+/// The group's committed offsets for the given partitions (absent when none).
+pub fn committed(consumer: &StreamConsumer<Context>, parts: &[TopicPartition]) -> anyhow::Result<HashMap<TopicPartition, i64>> {
+    let mut tpl = TopicPartitionList::new();
+    for (t, p) in parts {
+        tpl.add_partition(t, *p);
+    }
+    // Right after start the group coordinator may not be known yet: retry briefly.
+    let mut attempt = 0;
+    let got = loop {
+        match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+            Ok(got) => break got,
+            Err(e) if attempt < 20 => {
+                tracing::debug!(error = %e, "committed offsets not available yet; retrying");
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(250 * attempt.min(8)));
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("cannot read the group's committed offsets")),
+        }
+    };
+    Ok(got
+        .elements()
+        .into_iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Commits `next` offsets for the partitions still assigned.
+pub fn commit(consumer: &StreamConsumer<Context>, offsets: &Mutex<Offsets>, mode: CommitMode) -> anyhow::Result<usize> {
+    let o = offsets.lock().expect("offsets lock");
+    let mut tpl = TopicPartitionList::new();
+    for (tp, next) in &o.durable {
+        if o.assigned.contains(tp) {
+            tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(*next))?;
+        }
+    }
+    drop(o);
+    if tpl.count() == 0 {
+        return Ok(0);
+    }
+    consumer.commit(&tpl, mode)?;
+    Ok(tpl.count())
+}

@@ -1,0 +1,362 @@
+//! `aiwatch run`: Kafka in, the same engine as `scan`, alerts out to every
+//! output, at least once.
+//!
+//! The loop takes messages into a raw batch until it is full or the batch
+//! wait passes, then: decode; dead letters out; engine step; alerts to every
+//! output (an output that fails is retried with backoff, and consumption
+//! waits for it, so memory stays bounded and nothing is dropped); and, every
+//! checkpoint interval, the engine state is written with the offsets it covers
+//! and those offsets are committed. A restart restores the checkpoint and
+//! skips messages it already covers.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rdkafka::consumer::CommitMode;
+use rdkafka::message::Message;
+use rdkafka::producer::FutureProducer;
+use tokio::sync::watch;
+
+use crate::alert::Alert;
+use crate::config::{DeadLetterConfig, OutputConfig, RunConfig};
+use crate::decode::{DeadLetter, Decoder};
+use crate::engine::{Engine, EngineConfig};
+use crate::event::{Origin, RawBatch};
+use crate::outputs::http::{Alertmanager, Webhook};
+use crate::outputs::kafka::{send_dead_letters, KafkaAlerts};
+use crate::outputs::{AlertOutput, JsonLines};
+use crate::pipeline::Totals;
+use crate::policy::Policy;
+use crate::sources::kafka::{self, Context, Offsets, TopicPartition};
+use crate::telemetry::Metrics;
+
+/// Flags of `aiwatch run` that are not in the config file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Read up to the end offsets present at start, settle the watermark, flush and exit.
+    pub until_end: bool,
+}
+
+enum DeadLetters {
+    Kafka { producer: FutureProducer, topic: String },
+    File(JsonLines),
+    Warn,
+}
+
+impl DeadLetters {
+    async fn send(&mut self, dead: &[DeadLetter]) -> anyhow::Result<()> {
+        if dead.is_empty() {
+            return Ok(());
+        }
+        match self {
+            DeadLetters::Kafka { producer, topic } => send_dead_letters(producer, topic, dead).await,
+            DeadLetters::File(f) => Ok(f.write_dead_letters(dead)?),
+            DeadLetters::Warn => {
+                for d in dead {
+                    tracing::warn!(origin = %d.origin, reason = %d.reason, "malformed event (configure [dead_letter] to keep its bytes)");
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Builds every configured output; secrets are resolved here and never logged.
+fn build_outputs(config: &RunConfig, producer: &Option<FutureProducer>) -> anyhow::Result<Vec<Box<dyn AlertOutput>>> {
+    let mut outs: Vec<Box<dyn AlertOutput>> = Vec::new();
+    for o in &config.outputs {
+        outs.push(match o {
+            OutputConfig::Stdout => Box::new(JsonLines::append(None)?),
+            OutputConfig::File { path } => {
+                Box::new(JsonLines::append(Some(path)).with_context(|| format!("cannot open alert file {}", path.display()))?)
+            }
+            OutputConfig::Kafka { topic } => Box::new(KafkaAlerts { producer: producer.clone().expect("producer built for kafka outputs"), topic: topic.clone() }),
+            OutputConfig::Webhook { url, auth_header, auth_value, max_retries, timeout_ms } => {
+                let auth = match (auth_header, auth_value) {
+                    (Some(h), Some(v)) => Some((h.clone(), v.resolve("output.webhook.auth_value")?)),
+                    (None, None) => None,
+                    _ => anyhow::bail!("a webhook output needs both `auth_header` and `auth_value`, or neither"),
+                };
+                Box::new(Webhook::new(url.clone(), auth, *max_retries, *timeout_ms)?)
+            }
+            OutputConfig::Alertmanager { url, generator_url, max_retries, timeout_ms } => {
+                Box::new(Alertmanager::new(url, generator_url.clone(), *max_retries, *timeout_ms)?)
+            }
+        });
+    }
+    if outs.is_empty() {
+        tracing::warn!("no [[output]] configured; alerts go to stdout");
+        outs.push(Box::new(JsonLines::append(None)?));
+    }
+    Ok(outs)
+}
+
+/// Hands `alerts` to every output; retries the ones that fail until they take
+/// them or shutdown is requested (then the step is not committed).
+async fn deliver(outputs: &mut [Box<dyn AlertOutput>], alerts: &[Alert], metrics: &Metrics, stop: &watch::Receiver<bool>) -> anyhow::Result<()> {
+    if alerts.is_empty() {
+        return Ok(());
+    }
+    let mut pending: Vec<usize> = (0..outputs.len()).collect();
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let mut failed = Vec::new();
+        for i in pending {
+            let out = &mut outputs[i];
+            let name = out.name().to_string();
+            match out.send(alerts).await {
+                Ok(()) => metrics.output_up.with_label_values(&[name.as_str()]).set(1),
+                Err(e) => {
+                    metrics.output_errors.with_label_values(&[name.as_str()]).inc();
+                    metrics.output_up.with_label_values(&[name.as_str()]).set(0);
+                    tracing::error!(output = %name, error = %format!("{e:#}"), alerts = alerts.len(),
+                        "output did not take the alerts; holding back offset commits and retrying");
+                    failed.push(i);
+                }
+            }
+        }
+        if failed.is_empty() {
+            return Ok(());
+        }
+        if *stop.borrow() {
+            anyhow::bail!("shutting down with alerts not taken by every output; their offsets stay uncommitted");
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+        pending = failed;
+    }
+}
+
+/// Position JSON of a checkpoint: `[[topic, partition, next_offset], ...]`.
+fn position_json(next: &HashMap<TopicPartition, i64>) -> serde_json::Value {
+    let mut v: Vec<_> = next.iter().map(|((t, p), o)| serde_json::json!([t, p, o])).collect();
+    v.sort_by_key(|x| x.to_string());
+    serde_json::Value::Array(v)
+}
+
+fn parse_position(v: &serde_json::Value) -> HashMap<TopicPartition, i64> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| Some(((e.get(0)?.as_str()?.to_string(), e.get(1)?.as_i64()? as i32), e.get(2)?.as_i64()?)))
+        .collect()
+}
+
+/// Stops the loop on SIGINT or SIGTERM: the current batch is finished, flushed and committed.
+fn shutdown_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutdown requested: finishing the current batch, then flushing and committing");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+struct Loop {
+    engine: Engine,
+    decoder: Decoder,
+    outputs: Vec<Box<dyn AlertOutput>>,
+    dead: DeadLetters,
+    metrics: Arc<Metrics>,
+    offsets: Arc<Mutex<Offsets>>,
+    /// Next offset per partition of what the engine has processed.
+    processed: HashMap<TopicPartition, i64>,
+    checkpoint_path: PathBuf,
+    totals: Totals,
+    stop: watch::Receiver<bool>,
+}
+
+impl Loop {
+    async fn step(&mut self, raw: &RawBatch) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let decoded = self.decoder.decode(raw);
+        self.totals.add_decoded(&decoded);
+        self.metrics.bytes.inc_by(decoded.bytes as u64);
+        for d in &decoded.dead_letters {
+            self.metrics.dead_letters.with_label_values(&[d.kind]).inc();
+        }
+        self.dead.send(&decoded.dead_letters).await.context("cannot write dead letters")?;
+        let report = self.engine.step(decoded.events).await?;
+        self.totals.add_step(&report);
+        self.metrics.observe_step(&report, started.elapsed().as_secs_f64());
+        self.metrics.state_entries.set(self.engine.state().size() as i64);
+        deliver(&mut self.outputs, &report.alerts, &self.metrics, &self.stop).await?;
+        for (_, origin) in raw.iter() {
+            if let Origin::Kafka { topic, partition, offset } = origin {
+                let next = self.processed.entry((topic.to_string(), *partition)).or_insert(0);
+                *next = (*next).max(offset + 1);
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes what was processed durable, then commits it.
+    fn checkpoint(&mut self, consumer: &rdkafka::consumer::StreamConsumer<Context>, mode: CommitMode) -> anyhow::Result<()> {
+        let started = Instant::now();
+        self.engine.write_checkpoint(&self.checkpoint_path, position_json(&self.processed))?;
+        self.metrics.checkpoints.inc();
+        self.metrics.checkpoint_seconds.observe(started.elapsed().as_secs_f64());
+        self.offsets.lock().expect("offsets lock").durable = self.processed.clone();
+        match kafka::commit(consumer, &self.offsets, mode) {
+            Ok(n) if n > 0 => self.metrics.commits.inc(),
+            Ok(_) => {}
+            // The checkpoint holds the truth; a failed commit only means a restart skips by checkpoint instead.
+            Err(e) => tracing::warn!(error = %e, "offset commit failed; the checkpoint still covers these events"),
+        }
+        Ok(())
+    }
+}
+
+/// Runs until shutdown (or, with `until_end`, until the end offsets present at start).
+pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Totals> {
+    let started = Instant::now();
+    let metrics = Metrics::new();
+    if config.metrics.enabled {
+        let bound = crate::telemetry::serve(config.metrics.listen, metrics.clone())
+            .await
+            .with_context(|| format!("cannot listen on {} for metrics (set [metrics] listen)", config.metrics.listen))?;
+        tracing::info!(address = %bound, "metrics and health on http://{bound}/metrics");
+    }
+    let policy = Arc::new(Policy::load(&config.policy)?);
+    let rules = crate::rules::pack(config.rules.as_deref())?;
+    let engine_config = EngineConfig { lateness_seconds: config.lateness_seconds, ..Default::default() };
+    let mut engine = Engine::new(policy, rules, &engine_config).await.context("the rule pack cannot be used")?;
+    std::fs::create_dir_all(&config.state_dir).with_context(|| format!("cannot create state_dir {}", config.state_dir.display()))?;
+    let checkpoint_path = config.state_dir.join("checkpoint.aiwatch");
+    let covered = match engine.restore_checkpoint(&checkpoint_path)? {
+        Some(pos) => {
+            let covered = parse_position(&pos);
+            tracing::info!(path = %checkpoint_path.display(), partitions = covered.len(), "restored engine state from checkpoint");
+            covered
+        }
+        None => HashMap::new(),
+    };
+
+    let needs_producer = matches!(config.dead_letter, Some(DeadLetterConfig::Kafka { .. }))
+        || config.outputs.iter().any(|o| matches!(o, OutputConfig::Kafka { .. }));
+    let producer: Option<FutureProducer> = if needs_producer {
+        let mut c = kafka::client_config(&config.kafka)?;
+        c.set("enable.idempotence", "true").set("linger.ms", "5");
+        Some(c.create().context("cannot create the Kafka producer")?)
+    } else {
+        None
+    };
+    let dead = match &config.dead_letter {
+        Some(DeadLetterConfig::Kafka { topic }) => DeadLetters::Kafka { producer: producer.clone().expect("built above"), topic: topic.clone() },
+        Some(DeadLetterConfig::File { path }) => DeadLetters::File(JsonLines::append(Some(path))?),
+        None => DeadLetters::Warn,
+    };
+    let outputs = build_outputs(&config, &producer)?;
+
+    let offsets = Arc::new(Mutex::new(Offsets::default()));
+    let consumer = kafka::consumer(&config.kafka, Context { offsets: offsets.clone(), metrics: metrics.clone() })
+        .context("cannot create the Kafka consumer")?;
+
+    // With --until-end: the end offsets now, and where each partition starts.
+    let mut remaining: HashMap<TopicPartition, i64> = HashMap::new();
+    if options.until_end {
+        let ends = kafka::end_offsets(&consumer, &config.kafka.topics)?;
+        let parts: Vec<TopicPartition> = ends.keys().cloned().collect();
+        let committed = kafka::committed(&consumer, &parts)?;
+        for (tp, (low, high)) in ends {
+            let start = covered.get(&tp).copied().unwrap_or(0).max(committed.get(&tp).copied().unwrap_or(0)).max(low);
+            if start < high {
+                remaining.insert(tp, high);
+            }
+        }
+        tracing::info!(partitions = remaining.len(), "reading up to the end offsets present at start");
+    }
+
+    let stop = shutdown_signal();
+    let mut lp = Loop {
+        engine,
+        decoder: Decoder::new(),
+        outputs,
+        dead,
+        metrics: metrics.clone(),
+        offsets: offsets.clone(),
+        processed: covered.clone(),
+        checkpoint_path,
+        totals: Totals::default(),
+        stop: stop.clone(),
+    };
+    metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+
+    let batch_size = config.kafka.batch_size;
+    let wait = Duration::from_millis(config.kafka.max_batch_wait_ms);
+    let checkpoint_every = Duration::from_secs(config.checkpoint_interval_seconds.max(1));
+    let mut last_checkpoint = Instant::now();
+    let mut raw = RawBatch::with_capacity(batch_size, batch_size * 512);
+    let mut deadline = tokio::time::Instant::now() + wait;
+    let mut topics: HashMap<String, Arc<str>> = HashMap::new();
+    let mut stop_rx = stop.clone();
+
+    while !(options.until_end && remaining.is_empty()) {
+        tokio::select! {
+            biased;
+            _ = stop_rx.changed() => break,
+            _ = tokio::time::sleep_until(deadline) => {
+                if !raw.is_empty() {
+                    lp.step(&raw).await?;
+                    raw = RawBatch::with_capacity(batch_size, batch_size * 512);
+                }
+                deadline = tokio::time::Instant::now() + wait;
+            }
+            msg = consumer.recv() => {
+                let msg = match msg {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Kafka consumer error; continuing");
+                        continue;
+                    }
+                };
+                let tp = (msg.topic().to_string(), msg.partition());
+                let offset = msg.offset();
+                if covered.get(&tp).is_some_and(|c| offset < *c) {
+                    continue; // already in the restored state
+                }
+                let topic = topics.entry(tp.0.clone()).or_insert_with(|| Arc::from(tp.0.as_str())).clone();
+                raw.push(msg.payload().unwrap_or_default(), Origin::Kafka { topic, partition: tp.1, offset });
+                if let Some(high) = remaining.get(&tp) {
+                    if offset + 1 >= *high {
+                        remaining.remove(&tp);
+                    }
+                }
+                if raw.len() >= batch_size {
+                    lp.step(&raw).await?;
+                    raw = RawBatch::with_capacity(batch_size, batch_size * 512);
+                    deadline = tokio::time::Instant::now() + wait;
+                }
+            }
+        }
+        if last_checkpoint.elapsed() >= checkpoint_every {
+            lp.checkpoint(&consumer, CommitMode::Async)?;
+            last_checkpoint = Instant::now();
+        }
+    }
+
+    if !raw.is_empty() {
+        lp.step(&raw).await?;
+    }
+    if options.until_end {
+        let report = lp.engine.finish().await?;
+        lp.totals.add_step(&report);
+        lp.metrics.observe_step(&report, 0.0);
+        deliver(&mut lp.outputs, &report.alerts, &lp.metrics, &lp.stop).await?;
+    }
+    lp.checkpoint(&consumer, CommitMode::Sync)?;
+    if let Some(p) = &producer {
+        use rdkafka::producer::Producer;
+        p.flush(Duration::from_secs(30)).context("cannot flush the Kafka producer")?;
+    }
+    lp.totals.elapsed = started.elapsed();
+    Ok(lp.totals)
+}

@@ -1,0 +1,163 @@
+//! Prometheus metrics and the health listener (`/metrics`, `/healthz`, `/readyz`).
+//!
+//! Labels are fixed and low-cardinality: rule ids, severities, dead-letter
+//! reasons, output names, topic and partition. Never a tenant, an actor or any
+//! event content.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::engine::StepReport;
+
+/// Every metric aiwatch exports.
+pub struct Metrics {
+    pub registry: Registry,
+    pub events: IntCounter,
+    pub bytes: IntCounter,
+    pub dead_letters: IntCounterVec,
+    pub duplicates: IntCounter,
+    pub late: IntCounter,
+    pub batches: IntCounter,
+    pub batch_seconds: Histogram,
+    pub rule_seconds: HistogramVec,
+    pub alerts: IntCounterVec,
+    pub consumer_lag: IntGaugeVec,
+    pub watermark: Gauge,
+    pub state_entries: IntGauge,
+    pub output_errors: IntCounterVec,
+    pub output_up: IntGaugeVec,
+    pub checkpoints: IntCounter,
+    pub checkpoint_seconds: Histogram,
+    pub commits: IntCounter,
+    /// Set once the engine runs and the consumer is subscribed.
+    pub ready: AtomicBool,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let histogram = |name: &str, help: &str| {
+            let buckets = prometheus::exponential_buckets(0.0005, 2.0, 16).expect("valid buckets");
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric");
+            registry.register(Box::new(h.clone())).expect("unique metric");
+            h
+        };
+        let rule_seconds = HistogramVec::new(
+            HistogramOpts::new("aiwatch_rule_evaluation_seconds", "Time to evaluate one rule on one step.")
+                .buckets(prometheus::exponential_buckets(0.0001, 2.0, 16).expect("valid buckets")),
+            &["rule"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(rule_seconds.clone())).expect("unique metric");
+        let consumer_lag = IntGaugeVec::new(Opts::new("aiwatch_consumer_lag", "Messages behind the partition end."), &["topic", "partition"])
+            .expect("valid metric");
+        registry.register(Box::new(consumer_lag.clone())).expect("unique metric");
+        let watermark = Gauge::new("aiwatch_watermark_seconds", "Event-time watermark, Unix seconds.").expect("valid metric");
+        registry.register(Box::new(watermark.clone())).expect("unique metric");
+        let state_entries = IntGauge::new("aiwatch_state_entries", "Entries held in event-time state.").expect("valid metric");
+        registry.register(Box::new(state_entries.clone())).expect("unique metric");
+        let output_up = IntGaugeVec::new(Opts::new("aiwatch_output_up", "1 when the output took its last alerts, 0 while it fails."), &["output"])
+            .expect("valid metric");
+        registry.register(Box::new(output_up.clone())).expect("unique metric");
+        Arc::new(Metrics {
+            events: counter("aiwatch_events_consumed_total", "Valid events consumed."),
+            bytes: counter("aiwatch_bytes_consumed_total", "Bytes of records consumed."),
+            dead_letters: counter_vec("aiwatch_dead_letters_total", "Malformed records sent to the dead-letter output.", &["reason"]),
+            duplicates: counter("aiwatch_duplicate_events_total", "Retried events dropped (same event_id)."),
+            late: counter("aiwatch_late_events_total", "Events older than the watermark when they arrived."),
+            batches: counter("aiwatch_batches_total", "Engine steps."),
+            batch_seconds: histogram("aiwatch_batch_duration_seconds", "Time to evaluate one step, all rules."),
+            rule_seconds,
+            alerts: counter_vec("aiwatch_alerts_total", "Alerts emitted.", &["rule", "severity"]),
+            consumer_lag,
+            watermark,
+            state_entries,
+            output_errors: counter_vec("aiwatch_output_errors_total", "Failed hand-offs to an output.", &["output"]),
+            output_up,
+            checkpoints: counter("aiwatch_checkpoints_total", "Checkpoints written."),
+            checkpoint_seconds: histogram("aiwatch_checkpoint_duration_seconds", "Time to write one checkpoint."),
+            commits: counter("aiwatch_offset_commits_total", "Offset commits to Kafka."),
+            ready: AtomicBool::new(false),
+            registry,
+        })
+    }
+
+    /// Records one engine step.
+    pub fn observe_step(&self, r: &StepReport, seconds: f64) {
+        self.batches.inc();
+        self.batch_seconds.observe(seconds);
+        self.events.inc_by(r.events as u64);
+        self.duplicates.inc_by(r.duplicates as u64);
+        self.late.inc_by(r.late as u64);
+        for (rule, took) in &r.rule_times {
+            self.rule_seconds.with_label_values(&[rule.as_str()]).observe(took.as_secs_f64());
+        }
+        for a in &r.alerts {
+            self.alerts.with_label_values(&[a.rule_id.as_str(), a.severity.as_str()]).inc();
+        }
+        if let Some(w) = r.watermark {
+            self.watermark.set(w as f64 / 1e9);
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding");
+        String::from_utf8(buf).expect("metrics are UTF-8")
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until the process ends.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let metrics = metrics.clone();
+                    async move { Ok::<_, Infallible>(route(&req, &metrics)) }
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    Ok(bound)
+}
+
+fn route(req: &Request<hyper::body::Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
+    let text = |status: StatusCode, body: String, ctype: &'static str| {
+        Response::builder().status(status).header("content-type", ctype).body(Full::new(Bytes::from(body))).expect("valid response")
+    };
+    match req.uri().path() {
+        "/metrics" => text(StatusCode::OK, metrics.render(), "text/plain; version=0.0.4"),
+        "/healthz" => text(StatusCode::OK, "ok\n".into(), "text/plain"),
+        "/readyz" if metrics.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready\n".into(), "text/plain"),
+        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n".into(), "text/plain"),
+        _ => text(StatusCode::NOT_FOUND, "not found: try /metrics, /healthz or /readyz\n".into(), "text/plain"),
+    }
+}
