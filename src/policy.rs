@@ -279,6 +279,15 @@ impl Policy {
         self.tenant(tenant_id).retention_days.days(kind).map(|d| d as i64 * SECONDS_PER_DAY)
     }
 
+    /// The longest retention period of any tenant and kind, in seconds (0 when none).
+    pub fn max_retention_seconds(&self) -> i64 {
+        std::iter::once(&self.defaults)
+            .chain(self.tenants.values())
+            .flat_map(|t| ARTIFACT_KINDS.iter().filter_map(|k| t.retention_days.days(k)))
+            .max()
+            .map_or(0, |d| d as i64 * SECONDS_PER_DAY)
+    }
+
     /// A small policy that approves nothing: every provider is unapproved.
     pub fn empty() -> Policy {
         Policy::parse("", "<empty policy>").expect("the empty policy is valid")

@@ -273,7 +273,7 @@ impl Engine {
             task_ctx,
             rules: compiled,
             live,
-            state: State::new(config.lateness_seconds),
+            state: State::new(config.lateness_seconds, &policy),
             policy,
             emitted: HashMap::new(),
             emitted_swept: i64::MIN,

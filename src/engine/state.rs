@@ -162,11 +162,14 @@ impl Deadlines {
         }
     }
 
-    /// Takes every obligation whose deadline is at or before `watermark`.
-    fn due(&mut self, watermark: i64) -> Vec<Obligation> {
+    /// Takes every obligation whose deadline is before `watermark` (or at it, when
+    /// `inclusive`: the end of a finite input, after which nothing more arrives).
+    /// While streaming, an event exactly at the watermark is still on time, so a
+    /// deadline equal to the watermark can still be met and must wait.
+    fn due(&mut self, watermark: i64, inclusive: bool) -> Vec<Obligation> {
         let mut out = Vec::new();
         while let Some(Reverse((deadline, _))) = self.queue.peek() {
-            if *deadline > watermark {
+            if *deadline > watermark || (*deadline == watermark && !inclusive) {
                 break;
             }
             let Reverse((deadline, key)) = self.queue.pop().expect("peeked");
@@ -348,6 +351,9 @@ pub struct StepInput {
 #[derive(Debug)]
 pub struct State {
     pub(crate) lateness: i64,
+    /// How long a fulfilment seen before its obligation (a response before its
+    /// request, a deletion before its store) and a decided key are remembered.
+    pub(crate) obligation_memory: i64,
     pub(crate) max_seen: Option<i64>,
     pub(crate) watermark: i64,
     /// Seen event ids by minute of event time: a retry has its original's time.
@@ -360,9 +366,13 @@ pub struct State {
 const SEEN_BUCKET: i64 = 60 * NANOS_PER_SEC;
 
 impl State {
-    pub fn new(lateness_seconds: u64) -> State {
+    /// `policy` sets how long early fulfilments are kept: the longest of 24 h,
+    /// the response timeout and the longest retention period.
+    pub fn new(lateness_seconds: u64, policy: &Policy) -> State {
+        let longest = policy.response_timeout_seconds.max(policy.max_retention_seconds());
         State {
             lateness: lateness_seconds as i64 * NANOS_PER_SEC,
+            obligation_memory: HISTORY_HORIZON.max(longest.saturating_mul(NANOS_PER_SEC)),
             max_seen: None,
             watermark: i64::MIN,
             seen: BTreeMap::new(),
@@ -406,8 +416,8 @@ impl State {
         if let Some(m) = self.max_seen {
             self.watermark = self.watermark.max(m.saturating_sub(self.lateness));
         }
-        let due_requests = self.requests.due(self.watermark);
-        let due_artifacts = self.artifacts.due(self.watermark);
+        let due_requests = self.requests.due(self.watermark, false);
+        let due_artifacts = self.artifacts.due(self.watermark, false);
         self.expire();
         StepInput { events, history, due_requests, due_artifacts, duplicates, late }
     }
@@ -420,8 +430,8 @@ impl State {
         StepInput {
             events: RecordBatch::new_empty(crate::event::events_schema()),
             history: Vec::new(),
-            due_requests: self.requests.due(self.watermark),
-            due_artifacts: self.artifacts.due(self.watermark),
+            due_requests: self.requests.due(self.watermark, true),
+            due_artifacts: self.artifacts.due(self.watermark, true),
             duplicates: 0,
             late: 0,
         }
@@ -469,8 +479,11 @@ impl State {
                 }
             }
             "artifact.stored" => {
-                let (Some(a), Some(kind)) = (Cols::opt(c.artifact_id, i), Cols::opt(c.artifact_kind, i)) else { return };
-                if let Some(secs) = policy.retention_seconds(tenant.unwrap_or(""), kind) {
+                // Retention is the tenant's: without a tenant (or kind) there is no deadline to miss.
+                let (Some(a), Some(kind), Some(tenant)) = (Cols::opt(c.artifact_id, i), Cols::opt(c.artifact_kind, i), tenant) else {
+                    return;
+                };
+                if let Some(secs) = policy.retention_seconds(tenant, kind) {
                     self.artifacts.open(obligation(a, t.saturating_add(secs * NANOS_PER_SEC), Some(kind)));
                 }
             }
@@ -488,10 +501,10 @@ impl State {
         if self.watermark == i64::MIN {
             return;
         }
-        let horizon_cutoff = self.watermark.saturating_sub(HISTORY_HORIZON);
-        self.history.expire(horizon_cutoff);
-        self.requests.expire(horizon_cutoff);
-        self.artifacts.expire(horizon_cutoff);
+        self.history.expire(self.watermark.saturating_sub(HISTORY_HORIZON));
+        let obligation_cutoff = self.watermark.saturating_sub(self.obligation_memory);
+        self.requests.expire(obligation_cutoff);
+        self.artifacts.expire(obligation_cutoff);
         // A retry carries its original's time; once that time is a lateness
         // behind the watermark, a retry would be late anyway.
         let seen_cutoff = self.watermark.saturating_sub(self.lateness).div_euclid(SEEN_BUCKET);
@@ -533,12 +546,13 @@ mod tests {
         d.open(ob("b", 5, 15));
         d.open(ob("a", 8, 18)); // an earlier request for the same key counts
         d.fulfil("b", 16, "r");
-        assert!(d.due(14).is_empty());
-        let due: Vec<_> = d.due(18).into_iter().map(|o| (o.key, o.deadline, o.met.map(|m| m.0))).collect();
+        assert!(d.due(14, true).is_empty());
+        assert!(d.due(15, false).is_empty(), "a deadline equal to the watermark can still be met");
+        let due: Vec<_> = d.due(18, true).into_iter().map(|o| (o.key, o.deadline, o.met.map(|m| m.0))).collect();
         assert_eq!(due, vec![("b".into(), 15, Some(16)), ("a".into(), 18, None)]);
-        assert!(d.due(100).is_empty(), "the superseded entry of `a` is skipped");
+        assert!(d.due(100, true).is_empty(), "the superseded entry of `a` is skipped");
         d.open(ob("a", 30, 40));
-        assert!(d.due(100).is_empty(), "a decided key is not reopened");
+        assert!(d.due(100, true).is_empty(), "a decided key is not reopened");
     }
 
     #[test]
@@ -547,6 +561,6 @@ mod tests {
         d.fulfil("x", 3, "resp");
         d.fulfil("x", 2, "resp0");
         d.open(ob("x", 5, 9));
-        assert_eq!(d.due(9)[0].met, Some((2, "resp0".into())));
+        assert_eq!(d.due(9, true)[0].met, Some((2, "resp0".into())));
     }
 }
