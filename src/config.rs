@@ -228,6 +228,11 @@ mod tests {
     }
 
     #[test]
+    fn compose_config_is_valid() {
+        RunConfig::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/aiwatch-compose.toml")).unwrap();
+    }
+
+    #[test]
     fn unknown_key_is_refused_with_its_line() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
