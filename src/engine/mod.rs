@@ -241,8 +241,10 @@ impl Engine {
                 message,
             };
             let plan = session.create_logical_plan(&rule.sql).await.map_err(|e| fail(e.to_string()))?;
-            if !matches!(plan, LogicalPlan::Projection(_) | LogicalPlan::Union(_) | LogicalPlan::Distinct(_) | LogicalPlan::Sort(_) | LogicalPlan::Limit(_) | LogicalPlan::Aggregate(_) | LogicalPlan::Filter(_) | LogicalPlan::SubqueryAlias(_))
-            {
+            if matches!(
+                plan,
+                LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Copy(_) | LogicalPlan::Statement(_) | LogicalPlan::Explain(_) | LogicalPlan::DescribeTable(_)
+            ) {
                 return Err(fail("a rule must be a single SELECT query".into()));
             }
             check_output(plan.schema().as_arrow()).map_err(fail)?;

@@ -1,0 +1,125 @@
+//! `run --until-end` throughput beside the raw consume rate of the same topic,
+//! measured in the same run against a real broker.
+//!
+//! ```sh
+//! scripts/kafka.sh start
+//! AIWATCH_KAFKA_BOOTSTRAP=127.0.0.1:19092 cargo bench --bench kafka [-- EVENTS]
+//! ```
+//!
+//! Fills a fresh 4-partition topic with about one million generated events,
+//! then (1) drains it with a bare rdkafka consumer that only counts messages
+//! and bytes, and (2) runs the whole `aiwatch run --until-end` path (consume,
+//! decode, state, 13 rules, alerts to a file, checkpoint, commit) in-process.
+//! Figures go to docs/benchmarks.md. No assertions.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use aiwatch::config::RunConfig;
+use aiwatch::generate::{Generator, GeneratorConfig, DEMO_POLICY};
+use aiwatch::stream::{run, RunOptions};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+const PARTITIONS: i32 = 4;
+
+fn main() -> anyhow::Result<()> {
+    let bootstrap = std::env::var("AIWATCH_KAFKA_BOOTSTRAP")
+        .map_err(|_| anyhow::anyhow!("set AIWATCH_KAFKA_BOOTSTRAP (start a broker with scripts/kafka.sh start)"))?;
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let events: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let topic = format!("aiwatch-bench-{}", std::process::id());
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+
+    // Fill the topic.
+    let admin: AdminClient<_> = ClientConfig::new().set("bootstrap.servers", &bootstrap).create()?;
+    runtime.block_on(admin.create_topics(
+        &[NewTopic::new(&topic, PARTITIONS, TopicReplication::Fixed(1))],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+    ))?;
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?;
+    let mut g = Generator::new(GeneratorConfig { events_per_second: 200.0, max_disorder_seconds: 5.0, ..Default::default() });
+    let mut line = Vec::with_capacity(1024);
+    let started = Instant::now();
+    for i in 0..events {
+        line.clear();
+        g.next_into(&mut line);
+        let partition = (i % PARTITIONS as u64) as i32;
+        loop {
+            match producer.send(BaseRecord::<(), [u8]>::to(&topic).payload(&line[..]).partition(partition)) {
+                Ok(()) => break,
+                Err((_, _)) => {
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120))?;
+    eprintln!("produced {events} events to {topic} in {:.1} s", started.elapsed().as_secs_f64());
+
+    // (1) The raw consume rate: count messages until every partition's end.
+    let raw: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", format!("{topic}-raw"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = HashMap::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(&topic, p, Offset::Beginning)?;
+        ends.insert(p, raw.fetch_watermarks(&topic, p, Duration::from_secs(30))?.1);
+    }
+    raw.assign(&tpl)?;
+    let started = Instant::now();
+    let (mut n, mut bytes) = (0u64, 0u64);
+    while !ends.is_empty() {
+        if let Some(Ok(m)) = raw.poll(Duration::from_millis(100)) {
+            n += 1;
+            bytes += m.payload().map_or(0, |p| p.len()) as u64;
+            if m.offset() + 1 >= ends.get(&m.partition()).copied().unwrap_or(i64::MAX) {
+                ends.remove(&m.partition());
+            }
+        }
+    }
+    let raw_secs = started.elapsed().as_secs_f64();
+    let raw_rate = n as f64 / raw_secs;
+    println!("raw consume: {n} messages, {:.0} MB in {raw_secs:.2} s: {raw_rate:.0} msg/s", bytes as f64 / 1e6);
+
+    // (2) aiwatch run --until-end over the same topic.
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("policy.toml"), DEMO_POLICY)?;
+    let config_path = dir.path().join("aiwatch.toml");
+    let mut f = std::fs::File::create(&config_path)?;
+    write!(
+        f,
+        "policy = \"policy.toml\"\nstate_dir = \"state\"\n[kafka]\nbootstrap_servers = \"{bootstrap}\"\ntopics = [\"{topic}\"]\ngroup_id = \"{topic}-aiwatch\"\n\
+         [dead_letter]\nkind = \"file\"\npath = \"dead.jsonl\"\n[[output]]\nkind = \"file\"\npath = \"alerts.jsonl\"\n[metrics]\nenabled = false\n"
+    )?;
+    drop(f);
+    let config = RunConfig::load(&config_path)?;
+    let started = Instant::now();
+    let totals = runtime.block_on(run(config, RunOptions { until_end: true }))?;
+    let secs = started.elapsed().as_secs_f64();
+    let rate = totals.records as f64 / secs;
+    println!(
+        "aiwatch run --until-end: {} messages, {} events, {} alerts in {secs:.2} s: {rate:.0} msg/s ({:.0} % of raw)",
+        totals.records,
+        totals.events,
+        totals.alerts(),
+        100.0 * rate / raw_rate
+    );
+    let _ = runtime.block_on(admin.delete_topics(&[&topic], &AdminOptions::new()));
+    Ok(())
+}
