@@ -138,3 +138,84 @@ impl Engine {
         Ok(Some(snap.position))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    use crate::decode::Decoder;
+    use crate::engine::{Engine, EngineConfig};
+    use crate::event::{Origin, RawBatch};
+    use crate::generate::{Generator, GeneratorConfig, DEMO_POLICY};
+    use crate::policy::Policy;
+
+    fn batches(n: usize, per: usize) -> Vec<RawBatch> {
+        let mut g = Generator::new(GeneratorConfig { events_per_second: 5.0, max_disorder_seconds: 20.0, duplicate_rate: 0.01, ..Default::default() });
+        let mut out = Vec::new();
+        let mut line = Vec::new();
+        for chunk in 0..n.div_ceil(per) {
+            let mut raw = RawBatch::default();
+            for i in 0..per.min(n - chunk * per) {
+                line.clear();
+                g.next_into(&mut line);
+                raw.push(&line, Origin::Kafka { topic: "t".into(), partition: 0, offset: (chunk * per + i) as i64 });
+            }
+            out.push(raw);
+        }
+        out
+    }
+
+    async fn engine() -> Engine {
+        let policy = Arc::new(Policy::parse(DEMO_POLICY, "demo").unwrap());
+        Engine::new(policy, crate::rules::builtin(), &EngineConfig::default()).await.unwrap()
+    }
+
+    async fn feed(e: &mut Engine, raws: &[RawBatch], out: &mut Vec<(String, String)>) {
+        let mut d = Decoder::new();
+        for raw in raws {
+            let r = e.step(d.decode(raw).events).await.unwrap();
+            out.extend(r.alerts.into_iter().map(|a| (a.rule_id, a.subject)));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restart_from_a_checkpoint_finds_exactly_what_one_run_finds() {
+        let raws = batches(12_000, 500);
+        let mut whole = Vec::new();
+        let mut e = engine().await;
+        feed(&mut e, &raws, &mut whole).await;
+        whole.extend(e.finish().await.unwrap().alerts.into_iter().map(|a| (a.rule_id, a.subject)));
+        let expected: BTreeSet<_> = whole.iter().cloned().collect();
+        assert!(expected.iter().any(|(r, _)| r == "retention.expired"), "the stream has absence violations");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ckpt");
+        let mut first = Vec::new();
+        let mut e = engine().await;
+        feed(&mut e, &raws[..11], &mut first).await;
+        e.write_checkpoint(&path, serde_json::json!({"next": 5500})).unwrap();
+        drop(e);
+
+        let mut e = engine().await;
+        assert_eq!(e.restore_checkpoint(&path).unwrap(), Some(serde_json::json!({"next": 5500})));
+        let mut second = Vec::new();
+        feed(&mut e, &raws[11..], &mut second).await;
+        second.extend(e.finish().await.unwrap().alerts.into_iter().map(|a| (a.rule_id, a.subject)));
+
+        let firsts: BTreeSet<_> = first.iter().cloned().collect();
+        assert!(second.iter().all(|v| !firsts.contains(v)), "a violation emitted before the checkpoint is not emitted again");
+        let union: BTreeSet<_> = first.into_iter().chain(second).collect();
+        assert_eq!(union, expected);
+    }
+
+    #[tokio::test]
+    async fn a_damaged_checkpoint_is_refused_with_advice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ckpt");
+        std::fs::write(&path, b"not a checkpoint at all").unwrap();
+        let err = engine().await.restore_checkpoint(&path).unwrap_err().to_string();
+        assert!(err.contains("move it away"), "{err}");
+        assert_eq!(engine().await.restore_checkpoint(&dir.path().join("none")).unwrap(), None);
+    }
+}

@@ -507,9 +507,11 @@ impl Drop for Process {
     }
 }
 
-/// `aiwatch run --until-end` to a successful exit within `limit`.
-pub fn run_until_end(config: &Path, limit: Duration, env: &[(&str, &str)]) {
-    Process::run(config, true, env).wait_ok(limit);
+/// `aiwatch run --until-end` to a successful exit within `limit`; returns its stderr (logs and summary).
+pub fn run_until_end(config: &Path, limit: Duration, env: &[(&str, &str)]) -> String {
+    let mut p = Process::run(config, true, env);
+    p.wait_ok(limit);
+    std::fs::read_to_string(&p.stderr).unwrap_or_default()
 }
 
 /// Polls `probe` every 100 ms until it gives a value; fails after `limit`.
@@ -658,7 +660,7 @@ pub fn parse_metrics(text: &str) -> Vec<Sample> {
         if let Some(r) = rest.strip_prefix('{') {
             let mut chars = r.char_indices().peekable();
             let end = loop {
-                // name
+                // A label name, after the comma that ends the previous label.
                 let mut key = String::new();
                 while let Some(&(_, c)) = chars.peek() {
                     if c == '=' || c == '}' {

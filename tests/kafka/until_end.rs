@@ -1,6 +1,9 @@
-//! `run --until-end` over a topic finds exactly what `scan` finds in the same lines.
+//! `run --until-end` over a partitioned topic finds exactly what `scan` finds
+//! in the same lines, commits everything it read, and keeps Kafka origins.
 
 use std::time::Duration;
+
+use serde_json::Value;
 
 use crate::support::*;
 
@@ -12,8 +15,78 @@ fn until_end_on_the_example_stream_finds_exactly_the_expected_violations() {
     let produced = produce_file(&topic, &examples().join("events.jsonl"));
 
     let cfg = RunConfig::new(dir.path(), &topic);
-    run_until_end(&cfg.write(dir.path()), Duration::from_secs(90), &[]);
+    let config = cfg.write(dir.path());
+    run_until_end(&config, Duration::from_secs(90), &[]);
 
     let alerts = json_lines(cfg.alerts());
     assert_same_violations(&violations_once(&alerts), &expected_violations(), "run --until-end on the example topic");
+
+    // Evidence names where each event came from, and that is where it is.
+    for a in &alerts {
+        for e in a["evidence"]["events"].as_array().into_iter().flatten() {
+            assert_eq!(e["topic"], Value::from(topic.as_str()), "evidence origin: {a}");
+            let at = (e["partition"].as_i64().unwrap() as i32, e["offset"].as_i64().unwrap());
+            let bytes = produced.at.get(&at).unwrap_or_else(|| panic!("evidence points at no produced message: {e}"));
+            let id = e["event_id"].as_str().unwrap();
+            let sent: Value = serde_json::from_slice(bytes).expect("evidence points at a valid event");
+            assert_eq!(sent["event_id"].as_str(), Some(id), "evidence {e} points at another event");
+        }
+    }
+
+    // 14 dead letters, each with its Kafka origin, the bytes as sent and a reason.
+    let dead = json_lines(cfg.dead_letters());
+    assert_eq!(dead.len(), 14, "dead letters: {dead:#?}");
+    for d in &dead {
+        let o = &d["origin"];
+        assert_eq!(o["topic"], Value::from(topic.as_str()), "dead letter origin: {d}");
+        let at = (o["partition"].as_i64().unwrap() as i32, o["offset"].as_i64().unwrap());
+        let kept: Vec<u8> = match (d["raw"].as_str(), d["raw_hex"].as_str()) {
+            (Some(raw), _) => raw.as_bytes().to_vec(),
+            (None, Some(hex)) => (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect(),
+            _ => panic!("dead letter without bytes: {d}"),
+        };
+        assert_eq!(Some(&kept), produced.at.get(&at), "dead letter keeps the bytes of {at:?}");
+        assert!(!d["reason"].as_str().unwrap_or_default().is_empty(), "dead letter without a reason: {d}");
+    }
+
+    // Everything read was committed.
+    assert_eq!(committed_offsets(&cfg.group, &topic), end_offsets(&topic), "committed offsets of the group");
+
+    // A second --until-end in the same group and state dir has nothing left to read or say.
+    run_until_end(&config, Duration::from_secs(60), &[]);
+    assert_eq!(json_lines(cfg.alerts()).len(), alerts.len(), "a finished replay emitted alerts again");
+    assert_eq!(json_lines(cfg.dead_letters()).len(), 14, "a finished replay wrote dead letters again");
+    delete_topics(&[&topic]);
+}
+
+#[test]
+fn until_end_on_a_generated_stream_equals_scan_of_the_same_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, policy) = (dir.path().join("events.jsonl"), dir.path().join("policy.toml"));
+    // Disorder well within the default 60 s lateness, so the answer must not depend on arrival.
+    generate(
+        &["--events", "20000", "--disorder", "20", "--duplicates", "0.01", "--malformed", "0.001", "--seed", "7"],
+        &events,
+        &policy,
+    );
+    let scanned = scan(&policy, &events, dir.path());
+    assert!(scanned.len() > 50, "the generated stream should hold violations, found {}", scanned.len());
+    let scanned_dead = json_lines(&dir.path().join("scan-dead.jsonl")).len();
+
+    let topic = unique("generated");
+    create_topic(&topic, PARTITIONS);
+    produce_file(&topic, &events);
+    let mut cfg = RunConfig::new(dir.path(), &topic);
+    cfg.policy = policy;
+    let log = run_until_end(&cfg.write(dir.path()), Duration::from_secs(120), &[]);
+    let summary: String = log.lines().filter(|l| l.starts_with("aiwatch:")).collect::<Vec<_>>().join("\n");
+
+    assert_same_violations(
+        &violations_once(&json_lines(cfg.alerts())),
+        &scanned,
+        &format!("run --until-end vs scan of the generated stream (run summary: {summary})"),
+    );
+    assert_eq!(json_lines(cfg.dead_letters()).len(), scanned_dead, "dead letters of run vs scan");
+    assert_eq!(committed_offsets(&cfg.group, &topic), end_offsets(&topic), "committed offsets of the group");
+    delete_topics(&[&topic]);
 }
