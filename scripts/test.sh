@@ -10,6 +10,15 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/aiwatch-target}"
 mkdir -p "$CARGO_TARGET_DIR"
 
+# librdkafka is built with TLS against the system OpenSSL.
+if ! pkg-config --exists openssl 2>/dev/null; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq libssl-dev pkg-config >/dev/null
+  else
+    echo "test.sh: install libssl-dev and pkg-config (OpenSSL headers for librdkafka)" >&2; exit 1
+  fi
+fi
+
 for tool in cargo java mvn python3 cc make; do
   command -v "$tool" >/dev/null || { echo "test.sh: '$tool' is required but not installed" >&2; exit 1; }
 done
