@@ -330,11 +330,13 @@ impl<'a> J<'a> {
 // ---------------------------------------------------------------------------
 // PRNG: SplitMix64
 
+/// A small seeded pseudo-random sequence (SplitMix64): reproducible everywhere,
+/// and enough for synthetic traffic and test shuffles (not for secrets).
 #[derive(Debug, Clone)]
-struct Rng(u64);
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

@@ -2,19 +2,10 @@
 
 use std::path::Path;
 
+use aiwatch::generate::Rng;
+
 use crate::support::*;
 
-/// A stable pseudo-random sequence (SplitMix64), so a failure can be replayed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
 
 /// Rewrites `src` in an arrival order where no event comes more than `jitter_s` after
 /// an event with a later time: sort by event time plus a random delay in [0, jitter_s].
