@@ -27,6 +27,7 @@ use arrow::array::{
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampNanosecondType};
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::TableProvider;
 use datafusion::execution::context::SessionState;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::TaskContext;
@@ -304,12 +305,12 @@ impl Engine {
     }
 
     async fn evaluate(&mut self, input: StepInput) -> Result<StepReport, EngineError> {
-        let due_requests = due_batch(&due_requests_schema(), &input.due_requests, false);
-        let due_artifacts = due_batch(&due_artifacts_schema(), &input.due_artifacts, true);
+        let due_requests = due_batch(&self.live.due_requests.schema(), &input.due_requests, false);
+        let due_artifacts = due_batch(&self.live.due_artifacts.schema(), &input.due_artifacts, true);
         self.live.events.set(vec![input.events.clone()]);
         self.live.history.set(input.history.clone());
-        self.live.due_requests.set(vec![due_requests.clone()]);
-        self.live.due_artifacts.set(vec![due_artifacts.clone()]);
+        self.live.due_requests.set(vec![due_requests]);
+        self.live.due_artifacts.set(vec![due_artifacts]);
 
         let mut tasks = Vec::new();
         for (i, r) in self.rules.iter().enumerate() {

@@ -1,6 +1,11 @@
-//! Integration tests of `aiwatch run` against a real Kafka broker
-//! (`AIWATCH_KAFKA_BOOTSTRAP`; `scripts/test.sh` starts one). Every test uses
-//! its own topics and consumer group, so they run in parallel and re-run.
+//! Integration tests of `aiwatch run` against a real Kafka broker, as separate
+//! processes: the broker comes from `AIWATCH_KAFKA_BOOTSTRAP` (`scripts/test.sh`
+//! starts one and sets it). Every test makes its own topics and consumer group,
+//! so the tests run in parallel and can be re-run against the same broker.
 
+mod crash;
+mod metrics;
+mod outputs;
+mod shutdown;
 mod support;
 mod until_end;

@@ -114,6 +114,8 @@ pub struct Produced {
 pub fn produce_lines(topic: &str, data: &[u8]) -> Produced {
     let producer: FutureProducer = client_config()
         .set("linger.ms", "20")
+        // Small record batches (see "Arrival across partitions" in RunConfig).
+        .set("batch.size", "8192")
         .set("enable.idempotence", "true")
         .set("queue.buffering.max.messages", "1000000")
         .set("queue.buffering.max.kbytes", "1048576")
@@ -330,6 +332,26 @@ pub fn generate(args: &[&str], out: &Path, policy: &Path) {
 // ---------------------------------------------------------------- the run config
 
 /// A `aiwatch run` config: one input topic, a file output, a file dead-letter output.
+///
+/// # Arrival across partitions
+///
+/// The engine's watermark is global: the largest event time seen, minus the
+/// lateness (60 s). A test that expects `run` to find what `scan` finds must
+/// therefore keep the interleaving of partitions within the lateness, and
+/// librdkafka does not: it hands over each partition's fetched data in one run
+/// (up to 1 MB by default), and with no committed offsets each partition goes
+/// through `auto.offset.reset` on its own, so under load one partition was seen
+/// read 1,234 records ahead of the others. Three things bound it here:
+///
+/// - small record batches from the producer and small fetches
+///   (`max.partition.fetch.bytes`): partitions interleave every ~25 records;
+/// - [`RunConfig::start_at_beginning`]: a committed offset on every partition,
+///   so all of them start in the same fetch;
+/// - the example stream (two days in 1,106 lines: 25 records are hours of event
+///   time) is taken in one engine step, see [`RunConfig::single_step`].
+///
+/// `until_end::until_end_with_default_fetch_sizes_equals_scan` (ignored) shows
+/// what happens without them.
 pub struct RunConfig {
     pub policy: PathBuf,
     pub topic: String,
@@ -342,6 +364,8 @@ pub struct RunConfig {
     pub checkpoint_interval_seconds: u64,
     pub batch_size: usize,
     pub max_batch_wait_ms: u64,
+    /// `[kafka.options]`: librdkafka settings.
+    pub kafka_options: Vec<(String, String)>,
     /// More TOML appended at the end (e.g. `[[output]]` tables).
     pub extra: String,
 }
@@ -361,8 +385,32 @@ impl RunConfig {
             checkpoint_interval_seconds: 5,
             batch_size: 8192,
             max_batch_wait_ms: 200,
+            kafka_options: vec![
+                // A member killed with -9 holds its partitions until its session times out:
+                // the broker's minimum, so a restart in the same group gets them within seconds.
+                ("session.timeout.ms".into(), "6000".into()),
+                ("heartbeat.interval.ms".into(), "1000".into()),
+                // Small fetches (see "Arrival across partitions" above).
+                ("max.partition.fetch.bytes".into(), "8192".into()),
+            ],
             extra: String::new(),
         }
+    }
+
+    /// Commits the beginning of every partition for the group, so `aiwatch run`
+    /// finds a committed offset for each and starts them together.
+    pub fn start_at_beginning(&self) {
+        let c: BaseConsumer = client_config().set("group.id", &self.group).set("enable.auto.commit", "false").create().expect("Kafka consumer");
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partition_count(&self.topic) {
+            tpl.add_partition_offset(&self.topic, p, Offset::Offset(0)).unwrap();
+        }
+        c.commit(&tpl, rdkafka::consumer::CommitMode::Sync).expect("commit the start offsets");
+    }
+
+    /// With `--until-end`, no step before the end: the whole topic in one engine step.
+    pub fn single_step(&mut self) {
+        self.max_batch_wait_ms = 600_000;
     }
 
     pub fn alerts(&self) -> &Path {
@@ -386,10 +434,9 @@ impl RunConfig {
         writeln!(t, "batch_size = {}", self.batch_size).unwrap();
         writeln!(t, "max_batch_wait_ms = {}", self.max_batch_wait_ms).unwrap();
         writeln!(t, "\n[kafka.options]").unwrap();
-        // A member killed with -9 holds its partitions until its session times out:
-        // the broker's minimum, so a restart in the same group gets them within seconds.
-        writeln!(t, "\"session.timeout.ms\" = \"6000\"").unwrap();
-        writeln!(t, "\"heartbeat.interval.ms\" = \"1000\"").unwrap();
+        for (k, v) in &self.kafka_options {
+            writeln!(t, "{} = {}", toml_str(k), toml_str(v)).unwrap();
+        }
         if let Some(d) = &self.dead_letters {
             writeln!(t, "\n[dead_letter]\nkind = \"file\"\npath = {}", q(d)).unwrap();
         }
@@ -715,5 +762,30 @@ pub fn scrape(addr: SocketAddr) -> Option<Vec<Sample>> {
     match http_get(addr, "/metrics") {
         Some((200, body)) => Some(parse_metrics(&body)),
         _ => None,
+    }
+}
+
+// ---------------------------------------------------------------- the run summary
+
+/// The counts of the summary `aiwatch run` prints on stderr when it ends.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Summary {
+    pub events: u64,
+    pub duplicates: u64,
+    pub late: u64,
+    pub dead_letters: u64,
+}
+
+impl Summary {
+    /// Parses `aiwatch: N events (D duplicates dropped, L late), X dead letters, ...`.
+    pub fn parse(log: &str) -> Option<Summary> {
+        let line = log.lines().rev().find(|l| l.starts_with("aiwatch: ") && l.contains(" events ("))?;
+        let nums: Vec<u64> = line.split_whitespace().filter_map(|t| t.trim_matches(|c| c == '(' || c == ',' || c == ')').parse().ok()).collect();
+        Some(Summary { events: nums[0], duplicates: nums[1], late: nums[2], dead_letters: nums[3] })
+    }
+
+    /// Records the run took in (blank lines aside).
+    pub fn records(&self) -> u64 {
+        self.events + self.duplicates + self.dead_letters
     }
 }
