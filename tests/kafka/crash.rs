@@ -1,7 +1,7 @@
 //! `kill -9` in the middle of a stream, then a restart from the checkpoint:
 //! no violation is lost, and a violation emitted again carries the same `alert_id`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::support::*;
@@ -54,7 +54,7 @@ fn kill_9_and_restart_lose_no_violation_and_repeat_only_with_the_same_alert_id()
     assert!((summary.records() as i64) < total, "the restart read {} of {total} records: it did not resume", summary.records());
 
     // Nothing lost: both runs together found what scan finds.
-    let union: std::collections::BTreeSet<Violation> = all.iter().map(violation_of).collect();
+    let union: BTreeSet<Violation> = all.iter().map(violation_of).collect();
     assert_same_violations(&union, &scanned, &format!("alerts of the killed run plus the restart ({summary:?})"));
 
     // Repeats are allowed after a crash, but only with the same alert_id; within a run, none.
@@ -75,15 +75,11 @@ fn kill_9_and_restart_lose_no_violation_and_repeat_only_with_the_same_alert_id()
     violations_once(&all[before..]);
 
     // Evidence keeps each event's Kafka origin across the restart (restored state included).
-    let unlocated: Vec<String> = all[before..]
-        .iter()
-        .filter(|a| a["evidence"]["events"].as_array().map_or(0, Vec::len) < a["evidence"]["event_ids"].as_array().map_or(0, Vec::len))
-        .map(|a| format!("{} {}: ids={} located={}", a["rule_id"], a["subject"], a["evidence"]["event_ids"], a["evidence"]["events"]))
-        .collect();
+    let unlocated = alerts_without_origins(&all[before..]);
     assert!(unlocated.is_empty(), "alerts of the restart without Kafka origins ({}): {:#?}", unlocated.len(), &unlocated[..unlocated.len().min(5)]);
 
     // Every malformed record reached the dead-letter file, some perhaps twice.
-    let dead: std::collections::BTreeSet<(i64, i64)> = json_lines(cfg.dead_letters())
+    let dead: BTreeSet<(i64, i64)> = json_lines(cfg.dead_letters())
         .iter()
         .map(|d| (d["origin"]["partition"].as_i64().unwrap(), d["origin"]["offset"].as_i64().unwrap()))
         .collect();

@@ -2,6 +2,9 @@
 //! processes: the broker comes from `AIWATCH_KAFKA_BOOTSTRAP` (`scripts/test.sh`
 //! starts one and sets it). Every test makes its own topics and consumer group,
 //! so the tests run in parallel and can be re-run against the same broker.
+//!
+//! Run: `scripts/test.sh`, or with a broker already up
+//! `AIWATCH_KAFKA_BOOTSTRAP=127.0.0.1:19092 cargo test --test kafka`.
 
 mod crash;
 mod metrics;

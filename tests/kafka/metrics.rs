@@ -100,11 +100,7 @@ fn metrics_count_the_stream_and_carry_no_tenant_or_content() {
     // The watermark: the largest valid event time minus the default 60 s lateness.
     let dead: BTreeSet<Vec<u8>> = json_lines(cfg.dead_letters())
         .iter()
-        .map(|d| match (d["raw"].as_str(), d["raw_hex"].as_str()) {
-            (Some(raw), _) => raw.as_bytes().to_vec(),
-            (None, Some(hex)) => (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect(),
-            _ => panic!("dead letter without bytes: {d}"),
-        })
+        .map(dead_letter_bytes)
         .collect();
     let (tenants, max_time) = example_facts(&dead);
     let watermark = metric_sum(&m, "aiwatch_watermark_seconds");

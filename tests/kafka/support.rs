@@ -276,6 +276,29 @@ pub fn violations_once(alerts: &[Value]) -> BTreeSet<Violation> {
     set
 }
 
+/// The original bytes a dead-letter record keeps (`raw`, or `raw_hex` when they are not UTF-8).
+pub fn dead_letter_bytes(d: &Value) -> Vec<u8> {
+    match (d["raw"].as_str(), d["raw_hex"].as_str()) {
+        (Some(raw), _) => raw.as_bytes().to_vec(),
+        (None, Some(hex)) => (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect(),
+        _ => panic!("dead letter without bytes: {d}"),
+    }
+}
+
+/// Alerts whose evidence lacks the Kafka origin of one of its events (alerts.md:
+/// from Kafka, each evidence event carries its topic, partition and offset).
+pub fn alerts_without_origins(alerts: &[Value]) -> Vec<String> {
+    alerts
+        .iter()
+        .filter(|a| {
+            let ids = a["evidence"]["event_ids"].as_array().map_or(0, Vec::len);
+            let located = a["evidence"]["events"].as_array().into_iter().flatten().filter(|e| e["topic"].is_string() && e["offset"].is_i64());
+            located.count() < ids
+        })
+        .map(|a| format!("{} {}: ids={} events={}", a["rule_id"], a["subject"], a["evidence"]["event_ids"], a["evidence"]["events"]))
+        .collect()
+}
+
 /// Asserts two violation sets are equal, listing what is missing and what is extra.
 pub fn assert_same_violations(got: &BTreeSet<Violation>, want: &BTreeSet<Violation>, what: &str) {
     if got == want {
@@ -782,6 +805,11 @@ impl Summary {
         let line = log.lines().rev().find(|l| l.starts_with("aiwatch: ") && l.contains(" events ("))?;
         let nums: Vec<u64> = line.split_whitespace().filter_map(|t| t.trim_matches(|c| c == '(' || c == ',' || c == ')').parse().ok()).collect();
         Some(Summary { events: nums[0], duplicates: nums[1], late: nums[2], dead_letters: nums[3] })
+    }
+
+    /// The summary lines of a log, for failure messages.
+    pub fn text(log: &str) -> String {
+        log.lines().filter(|l| l.starts_with("aiwatch: ")).collect::<Vec<_>>().join(" / ")
     }
 
     /// Records the run took in (blank lines aside).

@@ -34,12 +34,7 @@ fn until_end_on_the_example_stream_finds_exactly_the_expected_violations() {
             assert_eq!(sent["event_id"].as_str(), Some(id), "evidence {e} points at another event");
         }
     }
-    // alerts.md: from Kafka, each evidence event carries its topic, partition and offset.
-    let unlocated: Vec<_> = alerts
-        .iter()
-        .filter(|a| a["evidence"]["events"].as_array().map_or(0, Vec::len) < a["evidence"]["event_ids"].as_array().map_or(0, Vec::len))
-        .map(|a| format!("{} {} ids={} located={}", a["rule_id"], a["subject"], a["evidence"]["event_ids"], a["evidence"]["events"]))
-        .collect();
+    let unlocated = alerts_without_origins(&alerts);
     assert!(unlocated.is_empty(), "evidence events without their Kafka origin ({}): {:#?}", unlocated.len(), &unlocated[..unlocated.len().min(10)]);
 
     // 14 dead letters, each with its Kafka origin, the bytes as sent and a reason.
@@ -49,12 +44,7 @@ fn until_end_on_the_example_stream_finds_exactly_the_expected_violations() {
         let o = &d["origin"];
         assert_eq!(o["topic"], Value::from(topic.as_str()), "dead letter origin: {d}");
         let at = (o["partition"].as_i64().unwrap() as i32, o["offset"].as_i64().unwrap());
-        let kept: Vec<u8> = match (d["raw"].as_str(), d["raw_hex"].as_str()) {
-            (Some(raw), _) => raw.as_bytes().to_vec(),
-            (None, Some(hex)) => (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect(),
-            _ => panic!("dead letter without bytes: {d}"),
-        };
-        assert_eq!(Some(&kept), produced.at.get(&at), "dead letter keeps the bytes of {at:?}");
+        assert_eq!(Some(&dead_letter_bytes(d)), produced.at.get(&at), "dead letter keeps the bytes of {at:?}");
         assert!(!d["reason"].as_str().unwrap_or_default().is_empty(), "dead letter without a reason: {d}");
     }
 
@@ -89,8 +79,7 @@ fn until_end_on_a_generated_stream_equals_scan_of_the_same_lines() {
     cfg.policy = policy;
     cfg.start_at_beginning();
     let log = run_until_end(&cfg.write(dir.path()), Duration::from_secs(120), &[]);
-    let summary: String = log.lines().filter(|l| l.starts_with("aiwatch:")).collect::<Vec<_>>().join("\n");
-    eprintln!("TMPDIAG {summary}");
+    let summary = Summary::text(&log);
 
     assert_same_violations(
         &violations_once(&json_lines(cfg.alerts())),
@@ -112,7 +101,8 @@ fn until_end_on_a_generated_stream_equals_scan_of_the_same_lines() {
 /// chunk and makes most of the other partitions' events late, although no
 /// partition is out of order by more than the generator's 20 s: responses and
 /// deletions arrive after their deadlines were released, so `run --until-end`
-/// reports about a thousand false `logging.missing_response` violations here.
+/// reports hundreds of false `logging.missing_response` violations here (393 to
+/// 1,106 in trials, with 7,000 to 11,000 of the 20,000 events late).
 /// Per-partition watermarks (the smallest over the assigned partitions) would fix it.
 #[test]
 #[ignore = "known engine limitation: global watermark over partitions read in 1 MB chunks turns a backlog late"]
@@ -129,7 +119,7 @@ fn until_end_with_default_fetch_sizes_equals_scan() {
     cfg.policy = policy;
     cfg.kafka_options.retain(|(k, _)| k != "max.partition.fetch.bytes");
     let log = run_until_end(&cfg.write(dir.path()), Duration::from_secs(120), &[]);
-    let summary: String = log.lines().filter(|l| l.starts_with("aiwatch:")).collect::<Vec<_>>().join("\n");
+    let summary = Summary::text(&log);
     assert_same_violations(
         &violations_once(&json_lines(cfg.alerts())),
         &scanned,
