@@ -160,7 +160,7 @@ fn default_batch_wait() -> u64 {
     500
 }
 fn default_retries() -> u32 {
-    8
+    3
 }
 fn default_timeout() -> u64 {
     5000

@@ -124,7 +124,11 @@ async fn deliver(outputs: &mut [Box<dyn AlertOutput>], alerts: &[Alert], metrics
         if *stop.borrow() {
             anyhow::bail!("shutting down with alerts not taken by every output; their offsets stay uncommitted");
         }
-        tokio::time::sleep(backoff).await;
+        let mut stop_changed = stop.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop_changed.changed() => {}
+        }
         backoff = (backoff * 2).min(Duration::from_secs(30));
         pending = failed;
     }
@@ -169,32 +173,63 @@ struct Loop {
     offsets: Arc<Mutex<Offsets>>,
     /// Next offset per partition of what the engine has processed.
     processed: HashMap<TopicPartition, i64>,
+    /// Where each partition started in this run (checkpoint, commit or log start).
+    start: HashMap<TopicPartition, i64>,
+    /// Newest event time seen per partition, for the watermark hold.
+    newest: HashMap<TopicPartition, i64>,
     checkpoint_path: PathBuf,
     totals: Totals,
     stop: watch::Receiver<bool>,
 }
 
 impl Loop {
+    /// The watermark hold of [`crate::engine::Engine::step_held`]: the smallest
+    /// newest event time among partitions with unread messages (`i64::MIN` when
+    /// one of them has given none yet), so a backlog read faster on one
+    /// partition than on another does not make the slower one's events late.
+    fn hold(&self) -> Option<i64> {
+        let offsets = self.offsets.lock().expect("offsets lock");
+        let parts: Vec<&TopicPartition> =
+            if offsets.assigned.is_empty() { offsets.high.keys().collect() } else { offsets.assigned.iter().collect() };
+        parts
+            .into_iter()
+            .filter(|tp| {
+                let next = self.processed.get(*tp).or_else(|| self.start.get(*tp)).copied().unwrap_or(0);
+                offsets.high.get(*tp).is_some_and(|high| next < *high)
+            })
+            .map(|tp| self.newest.get(tp).copied().unwrap_or(i64::MIN))
+            .min()
+    }
+
     async fn step(&mut self, raw: &RawBatch) -> anyhow::Result<()> {
         let started = Instant::now();
         let decoded = self.decoder.decode(raw);
-        self.totals.add_decoded(&decoded);
-        self.metrics.bytes.inc_by(decoded.bytes as u64);
-        for d in &decoded.dead_letters {
-            self.metrics.dead_letters.with_label_values(&[d.kind]).inc();
-        }
-        self.dead.send(&decoded.dead_letters).await.context("cannot write dead letters")?;
-        let report = self.engine.step(decoded.events).await?;
-        self.totals.add_step(&report);
-        self.metrics.observe_step(&report, started.elapsed().as_secs_f64());
-        self.metrics.state_entries.set(self.engine.state().size() as i64);
-        deliver(&mut self.outputs, &report.alerts, &self.metrics, &self.stop).await?;
         for (_, origin) in raw.iter() {
             if let Origin::Kafka { topic, partition, offset } = origin {
                 let next = self.processed.entry((topic.to_string(), *partition)).or_insert(0);
                 *next = (*next).max(offset + 1);
             }
         }
+        let c = crate::engine::state::Cols::of(&decoded.events);
+        for i in 0..decoded.events.num_rows() {
+            if let Origin::Kafka { topic, partition, .. } = c.origin(i) {
+                let newest = self.newest.entry((topic.to_string(), partition)).or_insert(i64::MIN);
+                *newest = (*newest).max(c.time.value(i));
+            }
+        }
+        self.totals.add_decoded(&decoded);
+        self.metrics.bytes.inc_by(decoded.bytes as u64);
+        for d in &decoded.dead_letters {
+            self.metrics.dead_letters.with_label_values(&[d.kind]).inc();
+        }
+        self.dead.send(&decoded.dead_letters).await.context("cannot write dead letters")?;
+        let hold = self.hold();
+        let report = self.engine.step_held(decoded.events, hold).await?;
+        self.totals.add_step(&report);
+        self.metrics.observe_step(&report, started.elapsed().as_secs_f64());
+        self.metrics.state_entries.set(self.engine.state().size() as i64);
+        // On failure the run stops before the next checkpoint, so `processed` is never made durable early.
+        deliver(&mut self.outputs, &report.alerts, &self.metrics, &self.stop).await?;
         Ok(())
     }
 
@@ -260,18 +295,22 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
     let consumer = kafka::consumer(&config.kafka, Context { offsets: offsets.clone(), metrics: metrics.clone() })
         .context("cannot create the Kafka consumer")?;
 
-    // With --until-end: the end offsets now, and where each partition starts.
+    // Where each partition starts and ends now: the ends bound `--until-end`,
+    // and both say which partitions have a backlog (the watermark hold).
+    let ends = kafka::end_offsets(&consumer, &config.kafka.topics)?;
+    let parts: Vec<TopicPartition> = ends.keys().cloned().collect();
+    let committed = kafka::committed(&consumer, &parts)?;
+    let mut start = HashMap::new();
     let mut remaining: HashMap<TopicPartition, i64> = HashMap::new();
-    if options.until_end {
-        let ends = kafka::end_offsets(&consumer, &config.kafka.topics)?;
-        let parts: Vec<TopicPartition> = ends.keys().cloned().collect();
-        let committed = kafka::committed(&consumer, &parts)?;
-        for (tp, (low, high)) in ends {
-            let start = covered.get(&tp).copied().unwrap_or(0).max(committed.get(&tp).copied().unwrap_or(0)).max(low);
-            if start < high {
-                remaining.insert(tp, high);
-            }
+    for (tp, (low, high)) in ends {
+        let from = covered.get(&tp).copied().unwrap_or(0).max(committed.get(&tp).copied().unwrap_or(0)).max(low);
+        if options.until_end && from < high {
+            remaining.insert(tp.clone(), high);
         }
+        offsets.lock().expect("offsets lock").high.insert(tp.clone(), high);
+        start.insert(tp, from);
+    }
+    if options.until_end {
         tracing::info!(partitions = remaining.len(), "reading up to the end offsets present at start");
     }
 
@@ -284,6 +323,8 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
         metrics: metrics.clone(),
         offsets: offsets.clone(),
         processed: covered.clone(),
+        start,
+        newest: HashMap::new(),
         checkpoint_path,
         totals: Totals::default(),
         stop: stop.clone(),

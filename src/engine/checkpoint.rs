@@ -42,7 +42,7 @@ struct Snapshot {
     seen: BTreeMap<i64, HashSet<String>>,
     requests: Deadlines,
     artifacts: Deadlines,
-    /// (rule_id, subject, watermark when emitted)
+    /// (rule_id, subject, event time of the violation)
     emitted: Vec<(String, String, i64)>,
     position: serde_json::Value,
 }

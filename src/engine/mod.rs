@@ -209,7 +209,7 @@ pub struct Engine {
     live: LiveTables,
     state: State,
     policy: Arc<Policy>,
-    /// Violations already emitted in this run, with the watermark when they were.
+    /// Violations already emitted in this run, with their event time.
     emitted: HashMap<(usize, String), i64>,
     emitted_swept: i64,
 }
@@ -293,7 +293,13 @@ impl Engine {
 
     /// Evaluates one batch of decoded events (schema [`events_schema`]).
     pub async fn step(&mut self, events: RecordBatch) -> Result<StepReport, EngineError> {
-        let input = self.state.step(events, &self.policy);
+        self.step_held(events, None).await
+    }
+
+    /// Like [`Engine::step`], with the watermark held at or below `hold` minus
+    /// the lateness (see [`State::step`]); `i64::MIN` holds it where it is.
+    pub async fn step_held(&mut self, events: RecordBatch, hold: Option<i64>) -> Result<StepReport, EngineError> {
+        let input = self.state.step(events, &self.policy, hold);
         self.evaluate(input).await
     }
 
@@ -353,7 +359,7 @@ impl Engine {
             let rule = self.rules[i].rule.clone();
             report.rule_times.push((rule.id.clone(), took));
             for b in batches {
-                self.collect_alerts(i, &b, &detected_at, watermark.unwrap_or(i64::MIN), &mut report.alerts)
+                self.collect_alerts(i, &b, &detected_at, &mut report.alerts)
                     .map_err(|source| EngineError::Evaluate { rule: rule.id.clone(), source })?;
             }
         }
@@ -370,7 +376,6 @@ impl Engine {
         i: usize,
         batch: &RecordBatch,
         detected_at: &str,
-        watermark: i64,
         out: &mut Vec<Alert>,
     ) -> Result<(), datafusion::error::DataFusionError> {
         if batch.num_rows() == 0 {
@@ -405,7 +410,9 @@ impl Engine {
             if self.emitted.contains_key(&key) {
                 continue;
             }
-            self.emitted.insert(key, watermark);
+            // Remembered by the violation's own event time: the watermark may not exist yet.
+            let at = if time.is_null(row) { self.state.max_seen().unwrap_or(i64::MAX) } else { time.value(row) };
+            self.emitted.insert(key, at);
             let event_ids: Vec<String> = match (&ids_list, &ids_one) {
                 (Some(l), _) => {
                     let l = l.as_list::<i32>();

@@ -391,7 +391,12 @@ impl State {
     }
 
     /// Takes a decoded batch into the state and returns what the rules see for it.
-    pub fn step(&mut self, batch: RecordBatch, policy: &Policy) -> StepInput {
+    ///
+    /// `hold`, when given, caps the event time the watermark may follow: a
+    /// source with several partitions passes the smallest newest-event-time of
+    /// the partitions it has not caught up with, so reading one partition's
+    /// backlog ahead of another's does not make the other's events late.
+    pub fn step(&mut self, batch: RecordBatch, policy: &Policy, hold: Option<i64>) -> StepInput {
         let (events, duplicates) = self.drop_duplicates(batch);
         let c = Cols::of(&events);
         let mut late = 0;
@@ -414,7 +419,8 @@ impl State {
         }
 
         if let Some(m) = self.max_seen {
-            self.watermark = self.watermark.max(m.saturating_sub(self.lateness));
+            let bound = hold.map_or(m, |h| m.min(h));
+            self.watermark = self.watermark.max(bound.saturating_sub(self.lateness));
         }
         let due_requests = self.requests.due(self.watermark, false);
         let due_artifacts = self.artifacts.due(self.watermark, false);

@@ -19,13 +19,16 @@ use crate::telemetry::Metrics;
 
 pub type TopicPartition = (String, i32);
 
-/// Offsets shared between the stream loop and the rebalance callbacks.
+/// Offsets shared between the stream loop and the librdkafka callbacks.
 #[derive(Default)]
 pub struct Offsets {
     /// Partitions this consumer holds now.
     pub assigned: HashSet<TopicPartition>,
     /// Next offset to read per partition, for events already durable and delivered.
     pub durable: HashMap<TopicPartition, i64>,
+    /// The latest known end (high watermark) of each partition: fetched at
+    /// start, refreshed by librdkafka statistics.
+    pub high: HashMap<TopicPartition, i64>,
 }
 
 /// librdkafka callbacks: rebalances and statistics (consumer lag).
@@ -36,10 +39,18 @@ pub struct Context {
 
 impl ClientContext for Context {
     fn stats(&self, statistics: Statistics) {
+        let mut offsets = self.offsets.lock().expect("offsets lock");
         for (name, topic) in &statistics.topics {
             for (id, p) in &topic.partitions {
-                if *id >= 0 && p.consumer_lag >= 0 {
+                if *id < 0 {
+                    continue; // librdkafka's internal "unassigned" partition
+                }
+                if p.consumer_lag >= 0 {
                     self.metrics.consumer_lag.with_label_values(&[name.as_str(), &id.to_string()]).set(p.consumer_lag);
+                }
+                if p.hi_offset >= 0 {
+                    let high = offsets.high.entry((name.clone(), *id)).or_insert(0);
+                    *high = (*high).max(p.hi_offset);
                 }
             }
         }
