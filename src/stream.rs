@@ -335,6 +335,7 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
     let wait = Duration::from_millis(config.kafka.max_batch_wait_ms);
     let checkpoint_every = Duration::from_secs(config.checkpoint_interval_seconds.max(1));
     let mut last_checkpoint = Instant::now();
+    let mut last_checkpoint_took = Duration::ZERO;
     let mut raw = RawBatch::with_capacity(batch_size, batch_size * 512);
     let mut deadline = tokio::time::Instant::now() + wait;
     let mut topics: HashMap<String, Arc<str>> = HashMap::new();
@@ -378,8 +379,12 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
                 }
             }
         }
-        if last_checkpoint.elapsed() >= checkpoint_every {
+        // A checkpoint writes the whole state; with a large state, space them so
+        // that writing takes at most a tenth of the time (a restart then re-reads more).
+        if last_checkpoint.elapsed() >= checkpoint_every.max(last_checkpoint_took * 10) {
+            let t = Instant::now();
             lp.checkpoint(&consumer, CommitMode::Async)?;
+            last_checkpoint_took = t.elapsed();
             last_checkpoint = Instant::now();
         }
     }
