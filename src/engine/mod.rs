@@ -191,6 +191,18 @@ fn error_line(message: &str, rule: &Rule) -> usize {
             return n;
         }
     }
+    // A planning error names the unknown field or table: point at its first use.
+    for marker in ["No field named ", "table '", "Invalid function '"] {
+        if let Some(rest) = message.split(marker).nth(1) {
+            let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '.').collect();
+            let name = name.trim_end_matches('.').rsplit('.').next().unwrap_or_default();
+            if !name.is_empty() {
+                if let Some(i) = rule.sql.lines().position(|l| !l.trim_start().starts_with("--") && l.contains(name)) {
+                    return i + 1;
+                }
+            }
+        }
+    }
     // Otherwise the first line of the query itself.
     rule.sql
         .lines()
