@@ -28,6 +28,9 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 const PARTITIONS: i32 = 4;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc; // as the binary
+
 fn main() -> anyhow::Result<()> {
     let bootstrap = std::env::var("AIWATCH_KAFKA_BOOTSTRAP")
         .map_err(|_| anyhow::anyhow!("set AIWATCH_KAFKA_BOOTSTRAP (start a broker with scripts/kafka.sh start)"))?;

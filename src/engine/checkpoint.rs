@@ -7,7 +7,7 @@
 //! JSON (watermark, seen ids, open deadlines, emitted violations, source
 //! position), then an Arrow IPC stream of the retained history rows.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
@@ -16,7 +16,7 @@ use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use serde::{Deserialize, Serialize};
 
-use super::state::Deadlines;
+use super::state::{Deadlines, HashSet};
 use super::Engine;
 use crate::event::events_schema;
 

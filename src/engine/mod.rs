@@ -17,7 +17,6 @@ pub mod checkpoint;
 pub mod state;
 pub mod tables;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,7 +38,7 @@ use crate::alert::{self, Alert, Evidence};
 use crate::event::{events_schema, Origin};
 use crate::policy::Policy;
 use crate::rules::Rule;
-use state::{Cols, Obligation, State, StepInput};
+use state::{Cols, HashMap, HashSet, Obligation, State, StepInput};
 use tables::LiveTable;
 
 /// Engine settings that are not the policy or the rules.
@@ -290,7 +289,7 @@ impl Engine {
             live,
             state: State::new(config.lateness_seconds, &policy),
             policy,
-            emitted: HashMap::new(),
+            emitted: HashMap::default(),
             emitted_swept: i64::MIN,
         })
     }
@@ -376,7 +375,7 @@ impl Engine {
             }
         }
         if !report.alerts.is_empty() {
-            let origins = OriginIndex::build(&input.events, &input.history, [&input.due_requests, &input.due_artifacts]);
+            let origins = OriginIndex::build(&report.alerts, &input.events, &input.history, [&input.due_requests, &input.due_artifacts]);
             report.alerts = std::mem::take(&mut report.alerts).into_iter().map(|a| a.with_origins(|id| origins.get(id))).collect();
         }
         self.forget_emitted(watermark);
@@ -513,22 +512,29 @@ fn check_output(schema: &Schema) -> Result<(), String> {
     }
 }
 
-/// Origins of the events a step touched, looked up only when the step raised alerts.
+/// Origins of the evidence events of a step's alerts, found by one pass over
+/// what the step touched (only when it raised alerts).
 struct OriginIndex {
     map: HashMap<String, Origin>,
 }
 
 impl OriginIndex {
-    fn build<'a>(events: &RecordBatch, history: &[RecordBatch], due: [&'a Vec<Obligation>; 2]) -> OriginIndex {
-        let mut map = HashMap::new();
+    fn build(alerts: &[Alert], events: &RecordBatch, history: &[RecordBatch], due: [&Vec<Obligation>; 2]) -> OriginIndex {
+        let wanted: HashSet<&str> = alerts.iter().flat_map(|a| a.evidence.event_ids.iter().map(String::as_str)).collect();
+        let mut map = HashMap::default();
         for b in std::iter::once(events).chain(history) {
             let c = Cols::of(b);
             for i in 0..b.num_rows() {
-                map.entry(c.event_id.value(i).to_string()).or_insert_with(|| c.origin(i));
+                let id = c.event_id.value(i);
+                if wanted.contains(id) && !map.contains_key(id) {
+                    map.insert(id.to_string(), c.origin(i));
+                }
             }
         }
         for o in due.into_iter().flatten() {
-            map.entry(o.event_id.clone()).or_insert_with(|| o.origin.clone());
+            if wanted.contains(o.event_id.as_str()) {
+                map.entry(o.event_id.clone()).or_insert_with(|| o.origin.clone());
+            }
         }
         OriginIndex { map }
     }

@@ -16,7 +16,7 @@
 //! about it, so memory follows the horizons, not the length of the stream.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BinaryHeap};
 
 use arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use arrow::compute::{filter_record_batch, interleave_record_batch};
@@ -26,6 +26,11 @@ use crate::event::{col, Origin};
 use crate::policy::Policy;
 
 pub const NANOS_PER_SEC: i64 = 1_000_000_000;
+
+/// Hash maps keyed by ids on the hot path: a fast keyed hash (ids are not secret,
+/// and aHash's random keys still resist collision floods).
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
+pub(crate) type HashSet<K> = std::collections::HashSet<K, ahash::RandomState>;
 /// The longest horizon of a pairing rule (`xtenant.conversation`, 24 h).
 pub const HISTORY_HORIZON: i64 = 86_400 * NANOS_PER_SEC;
 
@@ -80,7 +85,7 @@ pub(crate) struct Expiring<V> {
 
 impl<V> Default for Expiring<V> {
     fn default() -> Self {
-        Expiring { map: HashMap::new(), swept_at: i64::MIN }
+        Expiring { map: HashMap::default(), swept_at: i64::MIN }
     }
 }
 
@@ -226,9 +231,9 @@ impl History {
             return None;
         }
         let c = Cols::of(batch);
-        let mut refs: HashSet<(u64, u32)> = HashSet::new();
-        let mut seen_req: HashSet<&str> = HashSet::new();
-        let mut seen_conv: HashSet<&str> = HashSet::new();
+        let mut refs: HashSet<(u64, u32)> = HashSet::default();
+        let mut seen_req: HashSet<&str> = HashSet::default();
+        let mut seen_conv: HashSet<&str> = HashSet::default();
         for i in 0..batch.num_rows() {
             if !keeps_history(c.event_type.value(i)) {
                 continue;
