@@ -11,7 +11,7 @@ use super::AlertOutput;
 use crate::alert::Alert;
 
 /// POST with retries; 2xx is success, 4xx other than 408/429 is a permanent refusal.
-async fn post_json(client: &reqwest::Client, req: impl Fn() -> reqwest::RequestBuilder, max_retries: u32, what: &str) -> anyhow::Result<()> {
+async fn post_json(req: impl Fn() -> reqwest::RequestBuilder, max_retries: u32, what: &str) -> anyhow::Result<()> {
     let mut delay = Duration::from_millis(100);
     let mut attempt = 0;
     loop {
@@ -34,7 +34,6 @@ async fn post_json(client: &reqwest::Client, req: impl Fn() -> reqwest::RequestB
         attempt += 1;
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(10));
-        let _ = client;
     }
 }
 
@@ -88,7 +87,6 @@ impl AlertOutput for Webhook {
         for a in alerts {
             let body = a.to_json_line();
             post_json(
-                &self.client,
                 || {
                     let mut r = self.client.post(&self.url).header("content-type", "application/json").body(body.clone());
                     if let Some((k, v)) = &self.auth {
@@ -166,7 +164,6 @@ impl AlertOutput for Alertmanager {
         }
         let body = serde_json::to_vec(&self.payload(alerts))?;
         post_json(
-            &self.client,
             || self.client.post(&self.endpoint).header("content-type", "application/json").body(body.clone()),
             self.max_retries,
             "alertmanager",
