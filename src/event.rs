@@ -70,6 +70,13 @@ impl RawBatch {
         RawBatch { data: Vec::with_capacity(bytes), ends: Vec::with_capacity(records), origins: Vec::with_capacity(records) }
     }
 
+    /// Empties the batch, keeping its buffers for the next one.
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.ends.clear();
+        self.origins.clear();
+    }
+
     pub fn push(&mut self, bytes: &[u8], origin: Origin) {
         self.data.extend_from_slice(bytes);
         self.ends.push(self.data.len());

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use crate::alert::Alert;
 use crate::decode::{Decoded, DeadLetter, Decoder};
 use crate::engine::{Engine, StepReport};
+use crate::event::RawBatch;
 use crate::outputs::JsonLines;
 use crate::sources::file::LineReader;
 
@@ -98,6 +99,7 @@ fn spawn_reader(inputs: Vec<String>, batch_size: usize) -> mpsc::Receiver<anyhow
         .name("aiwatch-reader".into())
         .spawn(move || {
             let mut decoder = Decoder::new();
+            let mut raw = RawBatch::default();
             for input in inputs {
                 let mut reader = match LineReader::open(&input).with_context(|| format!("cannot open input {input}")) {
                     Ok(r) => r,
@@ -107,13 +109,13 @@ fn spawn_reader(inputs: Vec<String>, batch_size: usize) -> mpsc::Receiver<anyhow
                     }
                 };
                 loop {
-                    match reader.next_batch(batch_size) {
-                        Ok(Some(raw)) => {
+                    match reader.next_batch_into(&mut raw, batch_size) {
+                        Ok(true) => {
                             if tx.blocking_send(Ok(decoder.decode(&raw))).is_err() {
                                 return;
                             }
                         }
-                        Ok(None) => break,
+                        Ok(false) => break,
                         Err(e) => {
                             let _ = tx.blocking_send(Err(anyhow::Error::new(e).context(format!("cannot read input {input}"))));
                             return;

@@ -348,7 +348,7 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
             _ = tokio::time::sleep_until(deadline) => {
                 if !raw.is_empty() {
                     lp.step(&raw).await?;
-                    raw = RawBatch::with_capacity(batch_size, batch_size * 512);
+                    raw.clear();
                 }
                 deadline = tokio::time::Instant::now() + wait;
             }
@@ -374,7 +374,7 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
                 }
                 if raw.len() >= batch_size {
                     lp.step(&raw).await?;
-                    raw = RawBatch::with_capacity(batch_size, batch_size * 512);
+                    raw.clear();
                     deadline = tokio::time::Instant::now() + wait;
                 }
             }

@@ -36,10 +36,18 @@ impl LineReader {
 
     /// The next batch, or `None` at the end of the input.
     pub fn next_batch(&mut self, batch_size: usize) -> io::Result<Option<RawBatch>> {
+        let mut batch = RawBatch::default();
+        Ok(self.next_batch_into(&mut batch, batch_size)?.then_some(batch))
+    }
+
+    /// Fills `batch` (emptied first, its buffers reused: a scan then touches the
+    /// same memory batch after batch) with up to `batch_size` lines; `false` at
+    /// the end of the input.
+    pub fn next_batch_into(&mut self, batch: &mut RawBatch, batch_size: usize) -> io::Result<bool> {
+        batch.clear();
         if self.done {
-            return Ok(None);
+            return Ok(false);
         }
-        let mut batch = RawBatch::with_capacity(batch_size, batch_size * 512);
         while batch.len() < batch_size {
             self.buf.clear();
             if self.reader.read_until(b'\n', &mut self.buf)? == 0 {
@@ -56,7 +64,7 @@ impl LineReader {
             }
             batch.push(rec, Origin::File { path: self.name.clone(), line: self.line });
         }
-        Ok(if batch.is_empty() { None } else { Some(batch) })
+        Ok(!batch.is_empty())
     }
 }
 
