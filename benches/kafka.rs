@@ -111,7 +111,13 @@ fn main() -> anyhow::Result<()> {
          [dead_letter]\nkind = \"file\"\npath = \"dead.jsonl\"\n[[output]]\nkind = \"file\"\npath = \"alerts.jsonl\"\n[metrics]\nenabled = false\n"
     )?;
     drop(f);
-    let config = RunConfig::load(&config_path)?;
+    let mut config = RunConfig::load(&config_path)?;
+    if let Some(secs) = std::env::var("AIWATCH_BENCH_CHECKPOINT_SECONDS").ok().and_then(|v| v.parse().ok()) {
+        config.checkpoint_interval_seconds = secs;
+    }
+    if let Some(n) = std::env::var("AIWATCH_BENCH_BATCH").ok().and_then(|v| v.parse().ok()) {
+        config.kafka.batch_size = n;
+    }
     let started = Instant::now();
     let totals = runtime.block_on(run(config, RunOptions { until_end: true }))?;
     let secs = started.elapsed().as_secs_f64();

@@ -154,7 +154,7 @@ fn default_group() -> String {
     "aiwatch".into()
 }
 fn default_batch_size() -> usize {
-    8192
+    32_768
 }
 fn default_batch_wait() -> u64 {
     500

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use futures::FutureExt as _;
 use rdkafka::consumer::CommitMode;
 use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
@@ -250,6 +251,55 @@ impl Loop {
     }
 }
 
+/// Turns consumed messages into raw records, skipping what a restored
+/// checkpoint already covers and ticking off `--until-end` partitions.
+/// Lookups go by `(&str, partition)`, so a message costs no allocation.
+struct Intake {
+    topics: HashMap<String, Arc<str>>,
+    covered: HashMap<String, HashMap<i32, i64>>,
+    remaining: HashMap<String, HashMap<i32, i64>>,
+}
+
+impl Intake {
+    fn new(covered: &HashMap<TopicPartition, i64>, remaining: &HashMap<TopicPartition, i64>) -> Intake {
+        let nest = |m: &HashMap<TopicPartition, i64>| {
+            let mut out: HashMap<String, HashMap<i32, i64>> = HashMap::new();
+            for ((t, p), o) in m {
+                out.entry(t.clone()).or_default().insert(*p, *o);
+            }
+            out
+        };
+        Intake { topics: HashMap::new(), covered: nest(covered), remaining: nest(remaining) }
+    }
+
+    fn take(&mut self, msg: rdkafka::error::KafkaResult<rdkafka::message::BorrowedMessage<'_>>, raw: &mut RawBatch) {
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "Kafka consumer error; continuing");
+                return;
+            }
+        };
+        let (name, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
+        if self.covered.get(name).and_then(|m| m.get(&partition)).is_some_and(|c| offset < *c) {
+            return; // already in the restored state
+        }
+        let topic = match self.topics.get(name) {
+            Some(t) => t.clone(),
+            None => self.topics.entry(name.to_string()).or_insert_with(|| Arc::from(name)).clone(),
+        };
+        raw.push(msg.payload().unwrap_or_default(), Origin::Kafka { topic, partition, offset });
+        if let Some(parts) = self.remaining.get_mut(name) {
+            if parts.get(&partition).is_some_and(|high| offset + 1 >= *high) {
+                parts.remove(&partition);
+                if parts.is_empty() {
+                    self.remaining.remove(name);
+                }
+            }
+        }
+    }
+}
+
 /// Runs until shutdown (or, with `until_end`, until the end offsets present at start).
 pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Totals> {
     let started = Instant::now();
@@ -337,45 +387,35 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
     let mut last_checkpoint = Instant::now();
     let mut last_checkpoint_took = Duration::ZERO;
     let mut raw = RawBatch::with_capacity(batch_size, batch_size * 512);
-    let mut deadline = tokio::time::Instant::now() + wait;
-    let mut topics: HashMap<String, Arc<str>> = HashMap::new();
+    let mut intake = Intake::new(&covered, &remaining);
     let mut stop_rx = stop.clone();
+    let flush_timer = tokio::time::sleep(wait);
+    tokio::pin!(flush_timer);
 
-    while !(options.until_end && remaining.is_empty()) {
+    while !(options.until_end && intake.remaining.is_empty()) {
         tokio::select! {
             biased;
             _ = stop_rx.changed() => break,
-            _ = tokio::time::sleep_until(deadline) => {
+            _ = &mut flush_timer => {
                 if !raw.is_empty() {
                     lp.step(&raw).await?;
                     raw.clear();
                 }
-                deadline = tokio::time::Instant::now() + wait;
+                flush_timer.as_mut().reset(tokio::time::Instant::now() + wait);
             }
             msg = consumer.recv() => {
-                let msg = match msg {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "Kafka consumer error; continuing");
-                        continue;
-                    }
-                };
-                let tp = (msg.topic().to_string(), msg.partition());
-                let offset = msg.offset();
-                if covered.get(&tp).is_some_and(|c| offset < *c) {
-                    continue; // already in the restored state
-                }
-                let topic = topics.entry(tp.0.clone()).or_insert_with(|| Arc::from(tp.0.as_str())).clone();
-                raw.push(msg.payload().unwrap_or_default(), Origin::Kafka { topic, partition: tp.1, offset });
-                if let Some(high) = remaining.get(&tp) {
-                    if offset + 1 >= *high {
-                        remaining.remove(&tp);
+                intake.take(msg, &mut raw);
+                // Take what librdkafka already holds without going back to the scheduler.
+                while raw.len() < batch_size && !(options.until_end && intake.remaining.is_empty()) {
+                    match consumer.recv().now_or_never() {
+                        Some(msg) => intake.take(msg, &mut raw),
+                        None => break,
                     }
                 }
                 if raw.len() >= batch_size {
                     lp.step(&raw).await?;
                     raw.clear();
-                    deadline = tokio::time::Instant::now() + wait;
+                    flush_timer.as_mut().reset(tokio::time::Instant::now() + wait);
                 }
             }
         }
