@@ -15,15 +15,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use arrow::array::Array as _;
 use futures::FutureExt as _;
 use rdkafka::consumer::CommitMode;
 use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
-use tokio::sync::watch;
+use rdkafka::consumer::StreamConsumer;
+use tokio::sync::{mpsc, watch};
 
 use crate::alert::Alert;
 use crate::config::{DeadLetterConfig, OutputConfig, RunConfig};
-use crate::decode::{DeadLetter, Decoder};
+use crate::decode::{DeadLetter, Decoded, Decoder};
 use crate::engine::{Engine, EngineConfig};
 use crate::event::{Origin, RawBatch};
 use crate::outputs::http::{Alertmanager, Webhook};
@@ -167,7 +169,6 @@ fn shutdown_signal() -> watch::Receiver<bool> {
 
 struct Loop {
     engine: Engine,
-    decoder: Decoder,
     outputs: Vec<Box<dyn AlertOutput>>,
     dead: DeadLetters,
     metrics: Arc<Metrics>,
@@ -202,21 +203,16 @@ impl Loop {
             .min()
     }
 
-    async fn step(&mut self, raw: &RawBatch) -> anyhow::Result<()> {
+    async fn step(&mut self, step: DecodedStep) -> anyhow::Result<()> {
         let started = Instant::now();
-        let decoded = self.decoder.decode(raw);
-        for (_, origin) in raw.iter() {
-            if let Origin::Kafka { topic, partition, offset } = origin {
-                let next = self.processed.entry((topic.to_string(), *partition)).or_insert(0);
-                *next = (*next).max(offset + 1);
-            }
+        let DecodedStep { decoded, next, newest } = step;
+        for (tp, n) in next {
+            let e = self.processed.entry(tp).or_insert(0);
+            *e = (*e).max(n);
         }
-        let c = crate::engine::state::Cols::of(&decoded.events);
-        for i in 0..decoded.events.num_rows() {
-            if let Origin::Kafka { topic, partition, .. } = c.origin(i) {
-                let newest = self.newest.entry((topic.to_string(), partition)).or_insert(i64::MIN);
-                *newest = (*newest).max(c.time.value(i));
-            }
+        for (tp, t) in newest {
+            let e = self.newest.entry(tp).or_insert(i64::MIN);
+            *e = (*e).max(t);
         }
         self.totals.add_decoded(&decoded);
         self.metrics.bytes.inc_by(decoded.bytes as u64);
@@ -249,6 +245,57 @@ impl Loop {
         }
         Ok(())
     }
+}
+
+/// A decoded batch with what it says about its partitions.
+struct DecodedStep {
+    decoded: Decoded,
+    /// Next offset per partition after this batch.
+    next: Vec<(TopicPartition, i64)>,
+    /// Newest event time per partition in this batch.
+    newest: Vec<(TopicPartition, i64)>,
+}
+
+/// Decodes raw batches on a thread of its own, so decoding batch N+1 overlaps
+/// the engine's step on batch N (as `scan` does). Raw buffers go back to the
+/// intake through `pool`, so at most a few batches are ever in flight.
+fn spawn_decoder(
+    mut raw_rx: mpsc::Receiver<RawBatch>,
+    decoded_tx: mpsc::Sender<DecodedStep>,
+    pool: mpsc::UnboundedSender<RawBatch>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("aiwatch-decoder".into())
+        .spawn(move || {
+            let mut decoder = Decoder::new();
+            while let Some(raw) = raw_rx.blocking_recv() {
+                let decoded = decoder.decode(&raw);
+                let mut next: HashMap<(&str, i32), i64> = HashMap::new();
+                for (_, origin) in raw.iter() {
+                    if let Origin::Kafka { topic, partition, offset } = origin {
+                        let e = next.entry((&**topic, *partition)).or_insert(0);
+                        *e = (*e).max(offset + 1);
+                    }
+                }
+                let c = crate::engine::state::Cols::of(&decoded.events);
+                let mut newest: HashMap<(&str, i32), i64> = HashMap::new();
+                for i in 0..decoded.events.num_rows() {
+                    if c.origin_partition.is_valid(i) {
+                        let e = newest.entry((c.origin_source.value(i), c.origin_partition.value(i))).or_insert(i64::MIN);
+                        *e = (*e).max(c.time.value(i));
+                    }
+                }
+                let owned = |m: HashMap<(&str, i32), i64>| m.into_iter().map(|((t, p), v)| ((t.to_string(), p), v)).collect();
+                let step = DecodedStep { next: owned(next), newest: owned(newest), decoded };
+                if decoded_tx.blocking_send(step).is_err() {
+                    return;
+                }
+                let mut raw = raw;
+                raw.clear();
+                let _ = pool.send(raw);
+            }
+        })
+        .expect("spawn decoder thread")
 }
 
 /// Turns consumed messages into raw records, skipping what a restored
@@ -297,6 +344,58 @@ impl Intake {
                 }
             }
         }
+    }
+}
+
+/// Settings of the intake task.
+struct IntakeLoop {
+    batch_size: usize,
+    wait: Duration,
+    until_end: bool,
+    stop: watch::Receiver<bool>,
+    raw_tx: mpsc::Sender<RawBatch>,
+    pool: mpsc::UnboundedReceiver<RawBatch>,
+}
+
+/// Takes messages into raw batches and hands a batch on when it is full or
+/// the batch wait passes; ends on shutdown or, with `--until-end`, at the end
+/// offsets. Dropping its sender is what ends the decoder and the engine loop.
+async fn intake_loop(consumer: Arc<StreamConsumer<Context>>, mut intake: Intake, mut l: IntakeLoop) {
+    let Some(mut raw) = l.pool.recv().await else { return };
+    let flush_timer = tokio::time::sleep(l.wait);
+    tokio::pin!(flush_timer);
+    let done = |intake: &Intake| l.until_end && intake.remaining.is_empty();
+    while !done(&intake) {
+        let full = tokio::select! {
+            biased;
+            _ = l.stop.changed() => break,
+            _ = &mut flush_timer => {
+                flush_timer.as_mut().reset(tokio::time::Instant::now() + l.wait);
+                !raw.is_empty()
+            }
+            msg = consumer.recv() => {
+                intake.take(msg, &mut raw);
+                // Take what librdkafka already holds without going back to the scheduler.
+                while raw.len() < l.batch_size && !done(&intake) {
+                    match consumer.recv().now_or_never() {
+                        Some(msg) => intake.take(msg, &mut raw),
+                        None => break,
+                    }
+                }
+                raw.len() >= l.batch_size
+            }
+        };
+        if full {
+            if l.raw_tx.send(raw).await.is_err() {
+                return;
+            }
+            let Some(next) = l.pool.recv().await else { return };
+            raw = next;
+            flush_timer.as_mut().reset(tokio::time::Instant::now() + l.wait);
+        }
+    }
+    if !raw.is_empty() {
+        let _ = l.raw_tx.send(raw).await;
     }
 }
 
@@ -367,7 +466,6 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
     let stop = shutdown_signal();
     let mut lp = Loop {
         engine,
-        decoder: Decoder::new(),
         outputs,
         dead,
         metrics: metrics.clone(),
@@ -384,41 +482,26 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
     let batch_size = config.kafka.batch_size;
     let wait = Duration::from_millis(config.kafka.max_batch_wait_ms);
     let checkpoint_every = Duration::from_secs(config.checkpoint_interval_seconds.max(1));
+    let consumer = Arc::new(consumer);
+
+    // intake (this runtime) -> decoder (its own thread) -> engine (below), bounded at each hop.
+    let (raw_tx, raw_rx) = mpsc::channel::<RawBatch>(1);
+    let (decoded_tx, mut decoded_rx) = mpsc::channel::<DecodedStep>(1);
+    let (pool_tx, pool_rx) = mpsc::unbounded_channel::<RawBatch>();
+    for _ in 0..3 {
+        let _ = pool_tx.send(RawBatch::with_capacity(batch_size, batch_size * 512));
+    }
+    let decoder = spawn_decoder(raw_rx, decoded_tx, pool_tx);
+    let intake = tokio::spawn(intake_loop(
+        consumer.clone(),
+        Intake::new(&covered, &remaining),
+        IntakeLoop { batch_size, wait, until_end: options.until_end, stop: stop.clone(), raw_tx, pool: pool_rx },
+    ));
+
     let mut last_checkpoint = Instant::now();
     let mut last_checkpoint_took = Duration::ZERO;
-    let mut raw = RawBatch::with_capacity(batch_size, batch_size * 512);
-    let mut intake = Intake::new(&covered, &remaining);
-    let mut stop_rx = stop.clone();
-    let flush_timer = tokio::time::sleep(wait);
-    tokio::pin!(flush_timer);
-
-    while !(options.until_end && intake.remaining.is_empty()) {
-        tokio::select! {
-            biased;
-            _ = stop_rx.changed() => break,
-            _ = &mut flush_timer => {
-                if !raw.is_empty() {
-                    lp.step(&raw).await?;
-                    raw.clear();
-                }
-                flush_timer.as_mut().reset(tokio::time::Instant::now() + wait);
-            }
-            msg = consumer.recv() => {
-                intake.take(msg, &mut raw);
-                // Take what librdkafka already holds without going back to the scheduler.
-                while raw.len() < batch_size && !(options.until_end && intake.remaining.is_empty()) {
-                    match consumer.recv().now_or_never() {
-                        Some(msg) => intake.take(msg, &mut raw),
-                        None => break,
-                    }
-                }
-                if raw.len() >= batch_size {
-                    lp.step(&raw).await?;
-                    raw.clear();
-                    flush_timer.as_mut().reset(tokio::time::Instant::now() + wait);
-                }
-            }
-        }
+    while let Some(step) = decoded_rx.recv().await {
+        lp.step(step).await?;
         // A checkpoint writes the whole state; with a large state, space them so
         // that writing takes at most a tenth of the time (a restart then re-reads more).
         if last_checkpoint.elapsed() >= checkpoint_every.max(last_checkpoint_took * 10) {
@@ -428,10 +511,9 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
             last_checkpoint = Instant::now();
         }
     }
+    intake.await.context("the Kafka intake task failed")?;
+    decoder.join().map_err(|_| anyhow::anyhow!("the decoder thread panicked"))?;
 
-    if !raw.is_empty() {
-        lp.step(&raw).await?;
-    }
     if options.until_end {
         let report = lp.engine.finish().await?;
         lp.totals.add_step(&report);
