@@ -236,6 +236,7 @@ impl Loop {
         self.engine.write_checkpoint(&self.checkpoint_path, position_json(&self.processed))?;
         self.metrics.checkpoints.inc();
         self.metrics.checkpoint_seconds.observe(started.elapsed().as_secs_f64());
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), state_entries = self.engine.state().size(), "checkpoint written");
         self.offsets.lock().expect("offsets lock").durable = self.processed.clone();
         match kafka::commit(consumer, &self.offsets, mode) {
             Ok(n) if n > 0 => self.metrics.commits.inc(),
