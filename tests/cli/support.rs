@@ -10,9 +10,11 @@ pub fn aiwatch() -> Command {
 
 /// `../shared` beside the checkout (override with AIWATCH_SHARED).
 pub fn shared() -> PathBuf {
-    std::env::var_os("AIWATCH_SHARED")
+    let dir = std::env::var_os("AIWATCH_SHARED")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    assert!(dir.join("spec/examples").is_dir(), "the contracts folder {} is missing: keep shared/ beside the checkout or set AIWATCH_SHARED", dir.display());
+    dir
 }
 
 pub fn examples() -> PathBuf {
