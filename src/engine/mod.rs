@@ -347,7 +347,10 @@ impl Engine {
         }
         let mut results = Vec::with_capacity(tasks.len());
         for (i, task) in tasks {
-            match task.await.expect("rule evaluation does not panic") {
+            let outcome = task.await.unwrap_or_else(|e| {
+                Err(datafusion::error::DataFusionError::Internal(format!("rule evaluation stopped unexpectedly: {e}")))
+            });
+            match outcome {
                 Ok((batches, took)) => results.push((i, batches, took)),
                 Err(source) => return Err(EngineError::Evaluate { rule: self.rules[i].rule.id.clone(), source }),
             }
