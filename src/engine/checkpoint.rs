@@ -1,16 +1,20 @@
-//! Checkpoints: the engine's whole event-time state in one file, written
-//! atomically (temporary file, fsync, rename), together with the source
-//! position it covers (Kafka offsets), so a restart, after `kill -9` too,
-//! resumes exactly where the durable state ends.
+//! Checkpoints: the engine's event-time state, written atomically (temporary
+//! file, fsync, rename) together with the source position it covers (Kafka
+//! offsets), so a restart, after `kill -9` too, resumes exactly where the
+//! durable state ends.
 //!
-//! Layout: the magic `AIWCKPT1`, a little-endian u64 length, that many bytes of
-//! JSON (watermark, seen ids, open deadlines, emitted violations, source
-//! position), then an Arrow IPC stream of the retained history rows.
+//! Layout: `PATH` holds the magic `AIWCKPT2`, a little-endian u64 length and
+//! that many bytes of JSON (watermark, seen ids, open deadlines, emitted
+//! violations, the ids of the live history segments, the source position).
+//! History rows, the bulk of the state, are immutable once a step has them:
+//! each segment is written once, as an Arrow IPC file in `PATH.history/`, and
+//! deleted after a checkpoint no longer lists it. A checkpoint therefore
+//! writes what changed since the last one plus the small mutable parts.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
@@ -20,7 +24,7 @@ use super::state::{Deadlines, HashSet};
 use super::Engine;
 use crate::event::events_schema;
 
-const MAGIC: &[u8; 8] = b"AIWCKPT1";
+const MAGIC: &[u8; 8] = b"AIWCKPT2";
 
 /// What is written: borrowed from the live state, so a checkpoint copies nothing.
 #[derive(Serialize)]
@@ -31,6 +35,8 @@ struct SnapshotRef<'a> {
     requests: &'a Deadlines,
     artifacts: &'a Deadlines,
     emitted: Vec<(&'a str, &'a str, i64)>,
+    segments: Vec<u64>,
+    next_segment: u64,
     position: serde_json::Value,
 }
 
@@ -44,6 +50,8 @@ struct Snapshot {
     artifacts: Deadlines,
     /// (rule_id, subject, event time of the violation)
     emitted: Vec<(String, String, i64)>,
+    segments: Vec<u64>,
+    next_segment: u64,
     position: serde_json::Value,
 }
 
@@ -58,8 +66,23 @@ pub enum CheckpointError {
 
 impl Engine {
     /// Writes the state and the source `position` it covers to `path`, atomically.
-    pub fn write_checkpoint(&self, path: &Path, position: serde_json::Value) -> Result<(), CheckpointError> {
+    pub fn write_checkpoint(&mut self, path: &Path, position: serde_json::Value) -> Result<(), CheckpointError> {
         let io = |source| CheckpointError::Io { path: path.display().to_string(), source };
+        let dir = segment_dir(path);
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let mut live = Vec::new();
+        for (id, batch) in self.state.history.segments() {
+            live.push(id);
+            if !self.persisted_segments.contains(&id) {
+                write_atomically(&segment_file(&dir, id), |w| {
+                    let mut ipc = StreamWriter::try_new(w, &events_schema()).map_err(std::io::Error::other)?;
+                    ipc.write(batch).map_err(std::io::Error::other)?;
+                    ipc.finish().map_err(std::io::Error::other)
+                })
+                .map_err(io)?;
+                self.persisted_segments.insert(id);
+            }
+        }
         let snap = SnapshotRef {
             max_seen: self.state.max_seen,
             watermark: self.state.watermark,
@@ -67,29 +90,23 @@ impl Engine {
             requests: &self.state.requests,
             artifacts: &self.state.artifacts,
             emitted: self.emitted.iter().map(|((i, subject), at)| (self.rules[*i].rule.id.as_str(), subject.as_str(), *at)).collect(),
+            segments: live.clone(),
+            next_segment: self.state.history.next_segment_id(),
             position,
         };
-        let tmp = path.with_extension("tmp");
-        {
-            let mut w = BufWriter::new(File::create(&tmp).map_err(io)?);
-            let json = serde_json::to_vec(&snap).expect("state serializes");
-            w.write_all(MAGIC).map_err(io)?;
-            w.write_all(&(json.len() as u64).to_le_bytes()).map_err(io)?;
-            w.write_all(&json).map_err(io)?;
-            let mut ipc = StreamWriter::try_new(&mut w, &events_schema()).map_err(|e| io(std::io::Error::other(e)))?;
-            for b in self.state.history.segments() {
-                ipc.write(b).map_err(|e| io(std::io::Error::other(e)))?;
-            }
-            ipc.finish().map_err(|e| io(std::io::Error::other(e)))?;
-            drop(ipc);
-            let f = w.into_inner().map_err(|e| io(e.into_error()))?;
-            f.sync_all().map_err(io)?;
-        }
-        std::fs::rename(&tmp, path).map_err(io)?;
-        if let Some(dir) = path.parent() {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
+        let json = serde_json::to_vec(&snap).expect("state serializes");
+        write_atomically(path, |w| {
+            w.write_all(MAGIC)?;
+            w.write_all(&(json.len() as u64).to_le_bytes())?;
+            w.write_all(&json)
+        })
+        .map_err(io)?;
+        // Only now is an expired segment unreferenced by the durable checkpoint.
+        let live: HashSet<u64> = live.into_iter().collect();
+        let gone: Vec<u64> = self.persisted_segments.iter().filter(|id| !live.contains(id)).copied().collect();
+        for id in gone {
+            let _ = std::fs::remove_file(segment_file(&dir, id));
+            self.persisted_segments.remove(&id);
         }
         Ok(())
     }
@@ -114,12 +131,15 @@ impl Engine {
         let mut json = vec![0u8; len];
         r.read_exact(&mut json).map_err(|e| corrupt(e.to_string()))?;
         let snap: Snapshot = serde_json::from_slice(&json).map_err(|e| corrupt(e.to_string()))?;
-        let ipc = StreamReader::try_new(r, None).map_err(|e| corrupt(e.to_string()))?;
-        let mut segments = Vec::new();
-        for b in ipc {
-            segments.push(b.map_err(|e| corrupt(e.to_string()))?);
+        let dir = segment_dir(path);
+        let mut segments = Vec::with_capacity(snap.segments.len());
+        for id in &snap.segments {
+            let file = segment_file(&dir, *id);
+            let f = File::open(&file).map_err(|e| corrupt(format!("history segment {}: {e}", file.display())))?;
+            for b in StreamReader::try_new(BufReader::new(f), None).map_err(|e| corrupt(e.to_string()))? {
+                segments.push((*id, b.map_err(|e| corrupt(e.to_string()))?));
+            }
         }
-
         self.state.max_seen = snap.max_seen;
         self.state.watermark = snap.watermark;
         self.state.seen = snap.seen;
@@ -127,7 +147,8 @@ impl Engine {
         self.state.requests.reindex();
         self.state.artifacts = snap.artifacts;
         self.state.artifacts.reindex();
-        self.state.history.restore(segments);
+        self.state.history.restore(segments, snap.next_segment);
+        self.persisted_segments = snap.segments.iter().copied().collect();
         let index: std::collections::HashMap<&str, usize> =
             self.rules.iter().enumerate().map(|(i, r)| (r.rule.id.as_str(), i)).collect();
         self.emitted = snap
@@ -137,6 +158,31 @@ impl Engine {
             .collect();
         Ok(Some(snap.position))
     }
+}
+
+fn segment_dir(checkpoint: &Path) -> PathBuf {
+    let mut name = checkpoint.file_name().unwrap_or_default().to_os_string();
+    name.push(".history");
+    checkpoint.with_file_name(name)
+}
+
+fn segment_file(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("segment-{id:012}.arrow"))
+}
+
+/// Writes a file whole or not at all: temporary file, fsync, rename, fsync of the folder.
+fn write_atomically(path: &Path, write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut w = BufWriter::new(File::create(&tmp)?);
+    write(&mut w)?;
+    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -223,6 +223,8 @@ pub struct Engine {
     /// Violations already emitted in this run, with their event time.
     emitted: HashMap<(usize, String), i64>,
     emitted_swept: i64,
+    /// History segments already written by a checkpoint (they never change).
+    persisted_segments: HashSet<u64>,
 }
 
 /// How long an emitted violation is remembered to suppress repeats (7 days of event time).
@@ -291,6 +293,7 @@ impl Engine {
             policy,
             emitted: HashMap::default(),
             emitted_swept: i64::MIN,
+            persisted_segments: HashSet::default(),
         })
     }
 

@@ -324,17 +324,23 @@ impl History {
         self.rows
     }
 
-    /// The retained segments, oldest first (for checkpoints).
-    pub(crate) fn segments(&self) -> impl Iterator<Item = &RecordBatch> {
-        self.segments.values().map(|s| &s.batch)
+    /// The retained segments with their ids, oldest first (for checkpoints).
+    pub(crate) fn segments(&self) -> impl Iterator<Item = (u64, &RecordBatch)> {
+        self.segments.iter().map(|(id, s)| (*id, &s.batch))
     }
 
-    /// Restores retained segments written by [`History::segments`].
-    pub(crate) fn restore(&mut self, batches: Vec<RecordBatch>) {
+    pub(crate) fn next_segment_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// Restores segments written by [`History::segments`], keeping their ids.
+    pub(crate) fn restore(&mut self, segments: Vec<(u64, RecordBatch)>, next_id: u64) {
         *self = History::default();
-        for b in batches {
+        for (id, b) in segments {
+            self.next_id = id;
             self.insert(b);
         }
+        self.next_id = self.next_id.max(next_id);
     }
 }
 
