@@ -3,8 +3,7 @@
 //! offsets), so a restart, after `kill -9` too, resumes exactly where the
 //! durable state ends.
 //!
-//! Layout: `PATH` holds the magic `AIWCKPT2`, a little-endian u64 length and
-//! that many bytes of JSON (watermark, seen ids, open deadlines, emitted
+//! Layout: `PATH` holds the magic `AIWCKPT2`, then JSON to the end of the file (watermark, seen ids, open deadlines, emitted
 //! violations, the ids of the live history segments, the source position).
 //! History rows, the bulk of the state, are immutable once a step has them:
 //! each segment is written once, as an Arrow IPC file in `PATH.history/`, and
@@ -94,11 +93,10 @@ impl Engine {
             next_segment: self.state.history.next_segment_id(),
             position,
         };
-        let json = serde_json::to_vec(&snap).expect("state serializes");
+        // Streamed into the file: no copy of the state in memory.
         write_atomically(path, |w| {
             w.write_all(MAGIC)?;
-            w.write_all(&(json.len() as u64).to_le_bytes())?;
-            w.write_all(&json)
+            serde_json::to_writer(&mut *w, &snap).map_err(std::io::Error::other)
         })
         .map_err(io)?;
         // Only now is an expired segment unreferenced by the durable checkpoint.
@@ -122,15 +120,12 @@ impl Engine {
         };
         let corrupt = |why: String| CheckpointError::Corrupt { path: p.clone(), why };
         let mut r = BufReader::new(f);
-        let mut head = [0u8; 16];
+        let mut head = [0u8; 8];
         r.read_exact(&mut head).map_err(|e| corrupt(e.to_string()))?;
-        if &head[..8] != MAGIC {
+        if &head != MAGIC {
             return Err(corrupt("bad magic".into()));
         }
-        let len = u64::from_le_bytes(head[8..].try_into().expect("8 bytes")) as usize;
-        let mut json = vec![0u8; len];
-        r.read_exact(&mut json).map_err(|e| corrupt(e.to_string()))?;
-        let snap: Snapshot = serde_json::from_slice(&json).map_err(|e| corrupt(e.to_string()))?;
+        let snap: Snapshot = serde_json::from_reader(r).map_err(|e| corrupt(e.to_string()))?;
         let dir = segment_dir(path);
         let mut segments = Vec::with_capacity(snap.segments.len());
         for id in &snap.segments {
