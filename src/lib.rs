@@ -7,9 +7,11 @@
 //!   or dead letters;
 //! - [`engine`]: event-time state and the SQL rules ([`rules`], `queries/`) against the
 //!   [`policy`] turn batches into [`alert::Alert`]s;
-//! - [`outputs`]: alerts and dead letters leave for files, stdout and on-call tools.
+//! - [`outputs`]: alerts and dead letters leave for files, stdout, Kafka and on-call tools;
+//!   [`telemetry`] exports Prometheus metrics and health.
 //!
-//! [`pipeline`] wires these together for `aiwatch scan`; [`generate`] makes synthetic traffic.
+//! [`pipeline`] wires these together for `aiwatch scan`, [`stream`] for `aiwatch run`
+//! (configured by [`config`]); [`generate`] makes synthetic traffic.
 
 pub mod alert;
 pub mod config;
