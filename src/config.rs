@@ -51,6 +51,10 @@ pub struct KafkaConfig {
     /// A step runs at least this often while events arrive (milliseconds).
     #[serde(default = "default_batch_wait")]
     pub max_batch_wait_ms: u64,
+    /// A partition that gave no message for this long (milliseconds, wall
+    /// clock) and has no known backlog stops holding back the watermark.
+    #[serde(default = "default_idle_partition")]
+    pub idle_partition_ms: u64,
     /// Any librdkafka option, passed as is (`security.protocol`, `ssl.ca.location`, ...).
     #[serde(default)]
     pub options: BTreeMap<String, String>,
@@ -158,6 +162,9 @@ fn default_batch_size() -> usize {
 }
 fn default_batch_wait() -> u64 {
     500
+}
+fn default_idle_partition() -> u64 {
+    10_000
 }
 fn default_retries() -> u32 {
     3

@@ -179,6 +179,9 @@ struct Loop {
     start: HashMap<TopicPartition, i64>,
     /// Newest event time seen per partition, for the watermark hold.
     newest: HashMap<TopicPartition, i64>,
+    /// When each partition last gave a message (wall clock), and how long until it counts as idle.
+    last_message: HashMap<TopicPartition, Instant>,
+    idle_after: Duration,
     checkpoint_path: PathBuf,
     totals: Totals,
     stop: watch::Receiver<bool>,
@@ -186,9 +189,13 @@ struct Loop {
 
 impl Loop {
     /// The watermark hold of [`crate::engine::Engine::step_held`]: the smallest
-    /// newest event time among partitions with unread messages (`i64::MIN` when
-    /// one of them has given none yet), so a backlog read faster on one
-    /// partition than on another does not make the slower one's events late.
+    /// newest event time among the partitions that are still delivering, so
+    /// one partition read ahead of another does not make the other's events
+    /// late. A partition counts while it has unread messages (known from its
+    /// end offset) or gave a message within the idle timeout; one that has
+    /// given nothing yet but has a backlog holds the watermark where it is
+    /// (`i64::MIN`). An idle partition does not hold it, so absence rules
+    /// still come due when some partitions go quiet.
     fn hold(&self) -> Option<i64> {
         let offsets = self.offsets.lock().expect("offsets lock");
         let parts: Vec<&TopicPartition> =
@@ -197,7 +204,8 @@ impl Loop {
             .into_iter()
             .filter(|tp| {
                 let next = self.processed.get(*tp).or_else(|| self.start.get(*tp)).copied().unwrap_or(0);
-                offsets.high.get(*tp).is_some_and(|high| next < *high)
+                let backlog = offsets.high.get(*tp).is_some_and(|high| next < *high);
+                backlog || self.last_message.get(*tp).is_some_and(|t| t.elapsed() < self.idle_after)
             })
             .map(|tp| self.newest.get(tp).copied().unwrap_or(i64::MIN))
             .min()
@@ -206,7 +214,9 @@ impl Loop {
     async fn step(&mut self, step: DecodedStep) -> anyhow::Result<()> {
         let started = Instant::now();
         let DecodedStep { decoded, next, newest } = step;
+        let now = Instant::now();
         for (tp, n) in next {
+            self.last_message.insert(tp.clone(), now);
             let e = self.processed.entry(tp).or_insert(0);
             *e = (*e).max(n);
         }
@@ -474,6 +484,8 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
         processed: covered.clone(),
         start,
         newest: HashMap::new(),
+        last_message: HashMap::new(),
+        idle_after: Duration::from_millis(config.kafka.idle_partition_ms),
         checkpoint_path,
         totals: Totals::default(),
         stop: stop.clone(),

@@ -541,6 +541,11 @@ impl OriginIndex {
             if wanted.contains(o.event_id.as_str()) {
                 map.entry(o.event_id.clone()).or_insert_with(|| o.origin.clone());
             }
+            if let (Some((_, id)), Some(origin)) = (&o.met, &o.met_origin) {
+                if wanted.contains(id.as_str()) {
+                    map.entry(id.clone()).or_insert_with(|| origin.clone());
+                }
+            }
         }
         OriginIndex { map }
     }

@@ -113,6 +113,8 @@ pub struct Obligation {
     pub origin: Origin,
     /// The earliest fulfilling event seen so far (time, event id).
     pub met: Option<(i64, String)>,
+    /// Where the fulfilling event came from, for the alert's evidence.
+    pub met_origin: Option<Origin>,
 }
 
 /// Open obligations keyed by id, released in deadline order.
@@ -122,8 +124,8 @@ pub struct Deadlines {
     /// Derived from `open`; rebuilt on restore.
     #[serde(skip)]
     queue: BinaryHeap<Reverse<(i64, String)>>,
-    /// Fulfilments that came before anything opened their key.
-    early: Expiring<String>,
+    /// Fulfilments that came before anything opened their key: (event id, origin).
+    early: Expiring<(String, Origin)>,
     /// Keys already decided, so a retry after the verdict does not reopen them.
     closed: Expiring<()>,
 }
@@ -137,12 +139,16 @@ impl Deadlines {
         match self.open.get_mut(&o.key) {
             Some(cur) if o.start < cur.start => {
                 o.met = cur.met.take();
+                o.met_origin = cur.met_origin.take();
                 self.queue.push(Reverse((o.deadline, o.key.clone())));
                 *cur = o;
             }
             Some(_) => {}
             None => {
-                o.met = self.early.map.remove(&o.key).map(|(t, id)| (t, id));
+                if let Some((t, (id, origin))) = self.early.map.remove(&o.key) {
+                    o.met = Some((t, id));
+                    o.met_origin = Some(origin);
+                }
                 self.queue.push(Reverse((o.deadline, o.key.clone())));
                 self.open.insert(o.key.clone(), o);
             }
@@ -150,18 +156,19 @@ impl Deadlines {
     }
 
     /// Records a fulfilling event (a response, a deletion) at time `t`.
-    fn fulfil(&mut self, key: &str, t: i64, event_id: &str) {
+    fn fulfil(&mut self, key: &str, t: i64, event_id: &str, origin: &Origin) {
         let earlier = |met: &Option<(i64, String)>| met.as_ref().is_none_or(|(m, _)| t < *m);
         if let Some(o) = self.open.get_mut(key) {
             if earlier(&o.met) {
                 o.met = Some((t, event_id.to_string()));
+                o.met_origin = Some(origin.clone());
             }
         } else if !self.closed.map.contains_key(key) {
             match self.early.map.get_mut(key) {
-                Some(e) if t < e.0 => *e = (t, event_id.to_string()),
+                Some(e) if t < e.0 => *e = (t, (event_id.to_string(), origin.clone())),
                 Some(_) => {}
                 None => {
-                    self.early.map.insert(key.to_string(), (t, event_id.to_string()));
+                    self.early.map.insert(key.to_string(), (t, (event_id.to_string(), origin.clone())));
                 }
             }
         }
@@ -482,6 +489,7 @@ impl State {
             kind: kind.map(str::to_string),
             origin: c.origin(i),
             met: None,
+            met_origin: None,
         };
         match c.event_type.value(i) {
             "ai.request" => {
@@ -492,7 +500,7 @@ impl State {
             }
             "ai.response" => {
                 if let Some(r) = Cols::opt(c.request_id, i) {
-                    self.requests.fulfil(r, t, c.event_id.value(i));
+                    self.requests.fulfil(r, t, c.event_id.value(i), &c.origin(i));
                 }
             }
             "artifact.stored" => {
@@ -506,7 +514,7 @@ impl State {
             }
             "artifact.deleted" => {
                 if let Some(a) = Cols::opt(c.artifact_id, i) {
-                    self.artifacts.fulfil(a, t, c.event_id.value(i));
+                    self.artifacts.fulfil(a, t, c.event_id.value(i), &c.origin(i));
                 }
             }
             _ => {}
@@ -553,6 +561,7 @@ mod tests {
             kind: None,
             origin: Origin::Generated { seq: 0 },
             met: None,
+            met_origin: None,
         }
     }
 
@@ -562,7 +571,7 @@ mod tests {
         d.open(ob("a", 10, 20));
         d.open(ob("b", 5, 15));
         d.open(ob("a", 8, 18)); // an earlier request for the same key counts
-        d.fulfil("b", 16, "r");
+        d.fulfil("b", 16, "r", &Origin::Generated { seq: 1 });
         assert!(d.due(14, true).is_empty());
         assert!(d.due(15, false).is_empty(), "a deadline equal to the watermark can still be met");
         let due: Vec<_> = d.due(18, true).into_iter().map(|o| (o.key, o.deadline, o.met.map(|m| m.0))).collect();
@@ -575,8 +584,8 @@ mod tests {
     #[test]
     fn a_fulfilment_before_the_obligation_counts() {
         let mut d = Deadlines::default();
-        d.fulfil("x", 3, "resp");
-        d.fulfil("x", 2, "resp0");
+        d.fulfil("x", 3, "resp", &Origin::Generated { seq: 2 });
+        d.fulfil("x", 2, "resp0", &Origin::Generated { seq: 3 });
         d.open(ob("x", 5, 9));
         assert_eq!(d.due(9, true)[0].met, Some((2, "resp0".into())));
     }
