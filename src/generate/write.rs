@@ -82,18 +82,8 @@ pub(super) fn push_time(o: &mut Vec<u8>, t: i64, fmt: u8) {
 
 pub(super) const HEX: &[u8; 16] = b"0123456789abcdef";
 
-pub(super) fn push_u(o: &mut Vec<u8>, mut v: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    o.extend_from_slice(&buf[i..]);
+pub(super) fn push_u(o: &mut Vec<u8>, v: u64) {
+    push_pad(o, v, 0);
 }
 
 pub(super) fn push_pad(o: &mut Vec<u8>, v: u64, width: usize) {
