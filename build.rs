@@ -3,7 +3,7 @@
 //! folder and a new rule file is picked up by the next build without a code change.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 fn embed(dir: &Path, ext: &str, name: &str, out: &mut String) {
     let mut files: Vec<_> = std::fs::read_dir(dir)
@@ -15,14 +15,21 @@ fn embed(dir: &Path, ext: &str, name: &str, out: &mut String) {
     writeln!(out, "pub(crate) const {name}: &[(&str, &str)] = &[").unwrap();
     for p in files {
         let abs = std::fs::canonicalize(&p).unwrap();
-        let rel = p.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap_or(&p);
+        let rel = p.strip_prefix(manifest_dir()).unwrap_or(&p);
         writeln!(out, "    ({:?}, include_str!({:?})),", rel.display().to_string(), abs.display().to_string()).unwrap();
     }
     writeln!(out, "];").unwrap();
 }
 
+/// The crate's folder, read when the script runs: `env!` would bake in the
+/// folder the script was compiled in, and a target directory shared between
+/// clones (as `.ci/run` does) would then read another clone's rules.
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+}
+
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = manifest_dir();
     let mut out = String::new();
     embed(&root.join("queries"), "sql", "BUILTIN_RULES", &mut out);
     embed(&root.join("queries/fixtures"), "toml", "BUILTIN_FIXTURES", &mut out);

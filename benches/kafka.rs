@@ -11,6 +11,9 @@
 //! and bytes, and (2) runs the whole `aiwatch run --until-end` path (consume,
 //! decode, state, 13 rules, alerts to a file, checkpoint, commit) in-process.
 //! Figures go to docs/benchmarks.md. No assertions.
+//!
+//! `AIWATCH_BENCH_TOPIC=NAME` fills the topic NAME only if it does not exist
+//! yet and keeps it afterwards, so repeated runs (and profiles) skip the fill.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -32,71 +35,28 @@ const PARTITIONS: i32 = 4;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc; // as the binary
 
 fn main() -> anyhow::Result<()> {
+    aiwatch::allocator::keep_freed_memory(); // as the binary
     let bootstrap = std::env::var("AIWATCH_KAFKA_BOOTSTRAP")
         .map_err(|_| anyhow::anyhow!("set AIWATCH_KAFKA_BOOTSTRAP (start a broker with scripts/kafka.sh start)"))?;
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let events: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
-    let topic = format!("aiwatch-bench-{}", std::process::id());
+    let kept_topic = std::env::var("AIWATCH_BENCH_TOPIC").ok();
+    let topic = kept_topic.clone().unwrap_or_else(|| format!("aiwatch-bench-{}", std::process::id()));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
 
-    // Fill the topic.
     let admin: AdminClient<_> = ClientConfig::new().set("bootstrap.servers", &bootstrap).create()?;
-    runtime.block_on(admin.create_topics(
+    let created = runtime.block_on(admin.create_topics(
         &[NewTopic::new(&topic, PARTITIONS, TopicReplication::Fixed(1))],
         &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
     ))?;
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("linger.ms", "20")
-        .set("batch.size", "1000000")
-        .set("compression.type", "lz4")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()?;
-    let mut g = Generator::new(GeneratorConfig { events_per_second: 200.0, max_disorder_seconds: 5.0, ..Default::default() });
-    let mut line = Vec::with_capacity(1024);
-    let started = Instant::now();
-    for i in 0..events {
-        line.clear();
-        g.next_into(&mut line);
-        let partition = (i % PARTITIONS as u64) as i32;
-        loop {
-            match producer.send(BaseRecord::<(), [u8]>::to(&topic).payload(&line[..]).partition(partition)) {
-                Ok(()) => break,
-                Err((_, _)) => {
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
-        }
+    if kept_topic.is_none() || created.iter().all(|r| r.is_ok()) {
+        fill(&bootstrap, &topic, events)?;
+    } else {
+        eprintln!("reusing topic {topic}");
     }
-    producer.flush(Duration::from_secs(120))?;
-    eprintln!("produced {events} events to {topic} in {:.1} s", started.elapsed().as_secs_f64());
-
+    let run_id = std::process::id();
     // (1) The raw consume rate: count messages until every partition's end.
-    let raw: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("group.id", format!("{topic}-raw"))
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .create()?;
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = HashMap::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(&topic, p, Offset::Beginning)?;
-        ends.insert(p, raw.fetch_watermarks(&topic, p, Duration::from_secs(30))?.1);
-    }
-    raw.assign(&tpl)?;
-    let started = Instant::now();
-    let (mut n, mut bytes) = (0u64, 0u64);
-    while !ends.is_empty() {
-        if let Some(Ok(m)) = raw.poll(Duration::from_millis(100)) {
-            n += 1;
-            bytes += m.payload().map_or(0, |p| p.len()) as u64;
-            if m.offset() + 1 >= ends.get(&m.partition()).copied().unwrap_or(i64::MAX) {
-                ends.remove(&m.partition());
-            }
-        }
-    }
-    let raw_secs = started.elapsed().as_secs_f64();
+    let (n, raw_secs, bytes) = raw_consume(&bootstrap, &topic, run_id)?;
     let raw_rate = n as f64 / raw_secs;
     println!("raw consume: {n} messages, {:.0} MB in {raw_secs:.2} s: {raw_rate:.0} msg/s", bytes as f64 / 1e6);
 
@@ -107,7 +67,7 @@ fn main() -> anyhow::Result<()> {
     let mut f = std::fs::File::create(&config_path)?;
     write!(
         f,
-        "policy = \"policy.toml\"\nstate_dir = \"state\"\n[kafka]\nbootstrap_servers = \"{bootstrap}\"\ntopics = [\"{topic}\"]\ngroup_id = \"{topic}-aiwatch\"\n\
+        "policy = \"policy.toml\"\nstate_dir = \"state\"\n[kafka]\nbootstrap_servers = \"{bootstrap}\"\ntopics = [\"{topic}\"]\ngroup_id = \"{topic}-aiwatch-{run_id}\"\n\
          [dead_letter]\nkind = \"file\"\npath = \"dead.jsonl\"\n[[output]]\nkind = \"file\"\npath = \"alerts.jsonl\"\n[metrics]\nenabled = false\n"
     )?;
     drop(f);
@@ -129,6 +89,68 @@ fn main() -> anyhow::Result<()> {
         totals.alerts(),
         100.0 * rate / raw_rate
     );
-    let _ = runtime.block_on(admin.delete_topics(&[&topic], &AdminOptions::new()));
+    if kept_topic.is_none() {
+        let _ = runtime.block_on(admin.delete_topics(&[&topic], &AdminOptions::new()));
+    }
     Ok(())
+}
+
+/// Fills `topic` with `events` generated events, spread evenly over its partitions.
+fn fill(bootstrap: &str, topic: &str, events: u64) -> anyhow::Result<()> {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?;
+    let mut g = Generator::new(GeneratorConfig { events_per_second: 200.0, max_disorder_seconds: 5.0, ..Default::default() });
+    let mut line = Vec::with_capacity(1024);
+    let started = Instant::now();
+    for i in 0..events {
+        line.clear();
+        g.next_into(&mut line);
+        let partition = (i % PARTITIONS as u64) as i32;
+        loop {
+            match producer.send(BaseRecord::<(), [u8]>::to(topic).payload(&line[..]).partition(partition)) {
+                Ok(()) => break,
+                Err((_, _)) => {
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120))?;
+    eprintln!("produced {events} events to {topic} in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Drains `topic` from the beginning with a bare consumer that only counts: (messages, seconds, bytes).
+fn raw_consume(bootstrap: &str, topic: &str, run_id: u32) -> anyhow::Result<(u64, f64, u64)> {
+    let raw: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("{topic}-raw-{run_id}"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = HashMap::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+        ends.insert(p, raw.fetch_watermarks(topic, p, Duration::from_secs(30))?.1);
+    }
+    raw.assign(&tpl)?;
+    let started = Instant::now();
+    let (mut n, mut bytes) = (0u64, 0u64);
+    while !ends.is_empty() {
+        if let Some(Ok(m)) = raw.poll(Duration::from_millis(100)) {
+            n += 1;
+            bytes += m.payload().map_or(0, |p| p.len()) as u64;
+            if m.offset() + 1 >= ends.get(&m.partition()).copied().unwrap_or(i64::MAX) {
+                ends.remove(&m.partition());
+            }
+        }
+    }
+    let raw_secs = started.elapsed().as_secs_f64();
+    Ok((n, raw_secs, bytes))
 }

@@ -14,7 +14,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Float64Builder, Int32Builder, Int64Builder, ListBuilder, RecordBatch, StringBuilder, TimestampNanosecondBuilder,
+    ArrayBuilder as _, ArrayRef, ArrowPrimitiveType, Float64Builder, Int32Builder, Int64Builder, ListBuilder, PrimitiveBuilder, RecordBatch,
+    StringBuilder, TimestampNanosecondBuilder,
 };
 use chrono::DateTime;
 use serde::Deserialize;
@@ -287,38 +288,65 @@ impl Columns {
         self.origin_position.append_value(position);
     }
 
+    /// Finishes the batch. Each builder starts the next batch with the room the
+    /// finished one used: arrow's builders otherwise restart empty and regrow
+    /// (reallocate and fault in fresh pages) through every batch.
     fn finish(&mut self) -> RecordBatch {
+        fn strings(b: &mut StringBuilder) -> ArrayRef {
+            let (items, bytes) = (b.len(), b.values_slice().len());
+            let array = Arc::new(b.finish());
+            *b = StringBuilder::with_capacity(items, bytes);
+            array
+        }
+        fn lists(b: &mut ListBuilder<StringBuilder>) -> ArrayRef {
+            let (lists, items, bytes) = (b.len(), b.values_ref().len(), b.values_ref().values_slice().len());
+            let array = Arc::new(b.finish());
+            *b = ListBuilder::with_capacity(StringBuilder::with_capacity(items, bytes), lists);
+            array
+        }
+        fn primitives<T: ArrowPrimitiveType>(b: &mut PrimitiveBuilder<T>) -> ArrayRef {
+            let items = b.len();
+            let array = Arc::new(b.finish());
+            *b = PrimitiveBuilder::with_capacity(items);
+            array
+        }
+        fn times(b: &mut TimestampNanosecondBuilder) -> ArrayRef {
+            let items = b.len();
+            let array = Arc::new(b.finish());
+            *b = TimestampNanosecondBuilder::with_capacity(items).with_timezone("UTC");
+            array
+        }
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.event_id.finish()),
-            Arc::new(self.event_type.finish()),
-            Arc::new(self.time.finish()),
-            Arc::new(self.tenant_id.finish()),
-            Arc::new(self.actor_id.finish()),
-            Arc::new(self.environment.finish()),
-            Arc::new(self.source.finish()),
-            Arc::new(self.request_id.finish()),
-            Arc::new(self.provider.finish()),
-            Arc::new(self.model.finish()),
-            Arc::new(self.operation.finish()),
-            Arc::new(self.vendor_region.finish()),
-            Arc::new(self.data_classes.finish()),
-            Arc::new(self.context_tenant_ids.finish()),
-            Arc::new(self.conversation_id.finish()),
-            Arc::new(self.input_tokens.finish()),
-            Arc::new(self.prompt_sha256.finish()),
-            Arc::new(self.status.finish()),
-            Arc::new(self.output_tokens.finish()),
-            Arc::new(self.latency_ms.finish()),
-            Arc::new(self.artifact_id.finish()),
-            Arc::new(self.artifact_kind.finish()),
-            Arc::new(self.storage_region.finish()),
-            Arc::new(self.resource_type.finish()),
-            Arc::new(self.resource.finish()),
-            Arc::new(self.change_id.finish()),
-            Arc::new(self.approved_by.finish()),
-            Arc::new(self.origin_source.finish()),
-            Arc::new(self.origin_partition.finish()),
-            Arc::new(self.origin_position.finish()),
+            strings(&mut self.event_id),
+            strings(&mut self.event_type),
+            times(&mut self.time),
+            strings(&mut self.tenant_id),
+            strings(&mut self.actor_id),
+            strings(&mut self.environment),
+            strings(&mut self.source),
+            strings(&mut self.request_id),
+            strings(&mut self.provider),
+            strings(&mut self.model),
+            strings(&mut self.operation),
+            strings(&mut self.vendor_region),
+            lists(&mut self.data_classes),
+            lists(&mut self.context_tenant_ids),
+            strings(&mut self.conversation_id),
+            primitives(&mut self.input_tokens),
+            strings(&mut self.prompt_sha256),
+            strings(&mut self.status),
+            primitives(&mut self.output_tokens),
+            primitives(&mut self.latency_ms),
+            strings(&mut self.artifact_id),
+            strings(&mut self.artifact_kind),
+            strings(&mut self.storage_region),
+            strings(&mut self.resource_type),
+            strings(&mut self.resource),
+            strings(&mut self.change_id),
+            strings(&mut self.approved_by),
+            strings(&mut self.origin_source),
+            primitives(&mut self.origin_partition),
+            primitives(&mut self.origin_position),
         ];
         RecordBatch::try_new(events_schema(), columns).expect("decoder columns match the events schema")
     }

@@ -11,9 +11,11 @@
 //!   [`telemetry`] exports Prometheus metrics and health.
 //!
 //! [`pipeline`] wires these together for `aiwatch scan`, [`stream`] for `aiwatch run`
-//! (configured by [`config`]); [`generate`] makes synthetic traffic.
+//! (configured by [`config`]); [`generate`] makes synthetic traffic; [`allocator`]
+//! tunes the allocator the binary registers.
 
 pub mod alert;
+pub mod allocator;
 pub mod config;
 pub mod decode;
 pub mod engine;

@@ -41,6 +41,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    aiwatch::allocator::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())

@@ -3,8 +3,12 @@
 //! offsets), so a restart, after `kill -9` too, resumes exactly where the
 //! durable state ends.
 //!
-//! Layout: `PATH` holds the magic `AIWCKPT2`, then JSON to the end of the file (watermark, seen ids, open deadlines, emitted
-//! violations, the ids of the live history segments, the source position).
+//! Layout: `PATH` holds the magic `AIWCKPT3`, then the snapshot in postcard's
+//! compact binary encoding to the end of the file (watermark, seen ids, open
+//! deadlines, emitted violations, the ids of the live history segments, the
+//! source position as JSON text). Checkpoints of the earlier JSON layout
+//! (`AIWCKPT2`) are still read. Binary instead of JSON made writing the state
+//! several times faster: ids are copied as they are, with no escaping.
 //! History rows, the bulk of the state, are immutable once a step has them:
 //! each segment is written once, as an Arrow IPC file in `PATH.history/`, and
 //! deleted after a checkpoint no longer lists it. A checkpoint therefore
@@ -23,11 +27,13 @@ use super::state::{Deadlines, HashSet};
 use super::Engine;
 use crate::event::events_schema;
 
-const MAGIC: &[u8; 8] = b"AIWCKPT2";
+const MAGIC: &[u8; 8] = b"AIWCKPT3";
+/// The JSON layout of earlier releases, still read.
+const MAGIC_JSON: &[u8; 8] = b"AIWCKPT2";
 
 /// What is written: borrowed from the live state, so a checkpoint copies nothing.
 #[derive(Serialize)]
-struct SnapshotRef<'a> {
+struct SnapshotRef<'a, P> {
     max_seen: Option<i64>,
     watermark: i64,
     seen: &'a BTreeMap<i64, HashSet<String>>,
@@ -36,12 +42,13 @@ struct SnapshotRef<'a> {
     emitted: Vec<(&'a str, &'a str, i64)>,
     segments: Vec<u64>,
     next_segment: u64,
-    position: serde_json::Value,
+    /// The source position: JSON text (postcard cannot carry a free-form JSON value).
+    position: P,
 }
 
-/// What is read back.
+/// What is read back; `P` is the position: JSON text, or a JSON value in the old layout.
 #[derive(Deserialize)]
-struct Snapshot {
+struct Snapshot<P> {
     max_seen: Option<i64>,
     watermark: i64,
     seen: BTreeMap<i64, HashSet<String>>,
@@ -51,7 +58,7 @@ struct Snapshot {
     emitted: Vec<(String, String, i64)>,
     segments: Vec<u64>,
     next_segment: u64,
-    position: serde_json::Value,
+    position: P,
 }
 
 /// A checkpoint that cannot be read back.
@@ -82,21 +89,12 @@ impl Engine {
                 self.persisted_segments.insert(id);
             }
         }
-        let snap = SnapshotRef {
-            max_seen: self.state.max_seen,
-            watermark: self.state.watermark,
-            seen: &self.state.seen,
-            requests: &self.state.requests,
-            artifacts: &self.state.artifacts,
-            emitted: self.emitted.iter().map(|((i, subject), at)| (self.rules[*i].rule.id.as_str(), subject.as_str(), *at)).collect(),
-            segments: live.clone(),
-            next_segment: self.state.history.next_segment_id(),
-            position,
-        };
+        let snap = self.snapshot(live.clone(), position.to_string());
         // Streamed into the file: no copy of the state in memory.
         write_atomically(path, |w| {
             w.write_all(MAGIC)?;
-            serde_json::to_writer(&mut *w, &snap).map_err(std::io::Error::other)
+            postcard::to_io(&snap, &mut *w).map_err(std::io::Error::other)?;
+            Ok(())
         })
         .map_err(io)?;
         // Only now is an expired segment unreferenced by the durable checkpoint.
@@ -122,10 +120,39 @@ impl Engine {
         let mut r = BufReader::new(f);
         let mut head = [0u8; 8];
         r.read_exact(&mut head).map_err(|e| corrupt(e.to_string()))?;
-        if &head != MAGIC {
+        let position = if &head == MAGIC {
+            let mut bytes = Vec::new();
+            r.read_to_end(&mut bytes).map_err(|e| corrupt(e.to_string()))?;
+            let snap: Snapshot<String> = postcard::from_bytes(&bytes).map_err(|e| corrupt(e.to_string()))?;
+            let text = self.install(snap, path)?;
+            serde_json::from_str(&text).map_err(|e| corrupt(format!("source position: {e}")))?
+        } else if &head == MAGIC_JSON {
+            let snap: Snapshot<serde_json::Value> = serde_json::from_reader(r).map_err(|e| corrupt(e.to_string()))?;
+            self.install(snap, path)?
+        } else {
             return Err(corrupt("bad magic".into()));
+        };
+        Ok(Some(position))
+    }
+
+    /// The state as written, borrowed.
+    fn snapshot<P>(&self, live: Vec<u64>, position: P) -> SnapshotRef<'_, P> {
+        SnapshotRef {
+            max_seen: self.state.max_seen,
+            watermark: self.state.watermark,
+            seen: &self.state.seen,
+            requests: &self.state.requests,
+            artifacts: &self.state.artifacts,
+            emitted: self.emitted.iter().map(|((i, subject), at)| (self.rules[*i].rule.id.as_str(), subject.as_str(), *at)).collect(),
+            segments: live,
+            next_segment: self.state.history.next_segment_id(),
+            position,
         }
-        let snap: Snapshot = serde_json::from_reader(r).map_err(|e| corrupt(e.to_string()))?;
+    }
+
+    /// Puts a read snapshot in place (history segments from their files) and returns its position.
+    fn install<P>(&mut self, snap: Snapshot<P>, path: &Path) -> Result<P, CheckpointError> {
+        let corrupt = |why: String| CheckpointError::Corrupt { path: path.display().to_string(), why };
         let dir = segment_dir(path);
         let mut segments = Vec::with_capacity(snap.segments.len());
         for id in &snap.segments {
@@ -151,7 +178,7 @@ impl Engine {
             .into_iter()
             .filter_map(|(rule, subject, at)| index.get(rule.as_str()).map(|i| ((*i, subject), at)))
             .collect();
-        Ok(Some(snap.position))
+        Ok(snap.position)
     }
 }
 
@@ -248,6 +275,28 @@ mod tests {
         assert!(second.iter().all(|v| !firsts.contains(v)), "a violation emitted before the checkpoint is not emitted again");
         let union: BTreeSet<_> = first.into_iter().chain(second).collect();
         assert_eq!(union, expected);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_checkpoint_of_the_earlier_json_layout_is_still_read() {
+        let raws = batches(3_000, 500);
+        let dir = tempfile::tempdir().unwrap();
+        let (binary, json) = (dir.path().join("binary"), dir.path().join("json"));
+        let mut e = engine().await;
+        feed(&mut e, &raws, &mut Vec::new()).await;
+        e.write_checkpoint(&binary, serde_json::json!([["t", 0, 3000]])).unwrap();
+        // The JSON layout of AIWCKPT2, history segments beside it as before.
+        std::fs::rename(super::segment_dir(&binary), super::segment_dir(&json)).unwrap();
+        let live = e.state.history.segments().map(|(id, _)| id).collect();
+        let mut old = super::MAGIC_JSON.to_vec();
+        serde_json::to_writer(&mut old, &e.snapshot(live, serde_json::json!([["t", 0, 3000]]))).unwrap();
+        std::fs::write(&json, old).unwrap();
+
+        let mut restored = engine().await;
+        assert_eq!(restored.restore_checkpoint(&json).unwrap(), Some(serde_json::json!([["t", 0, 3000]])));
+        assert_eq!(restored.state.size(), e.state.size());
+        assert_eq!(restored.state.watermark(), e.state.watermark());
+        assert_eq!(restored.emitted.len(), e.emitted.len());
     }
 
     #[tokio::test]
