@@ -14,10 +14,8 @@ SELECT
   make_array(earlier.event_id, later.event_id) AS event_ids,
   concat('conversation ', later.conversation_id, ' was used by tenant ', earlier.tenant_id,
          ' and then by tenant ', later.tenant_id) AS summary
-FROM history later
-JOIN history earlier ON earlier.conversation_id = later.conversation_id
-WHERE later.event_type = 'ai.request'
-  AND earlier.event_type = 'ai.request'
-  AND earlier.tenant_id <> later.tenant_id
+FROM conversations later
+JOIN conversations earlier ON earlier.conversation_id = later.conversation_id
+WHERE earlier.tenant_id <> later.tenant_id
   AND (earlier.time < later.time OR (earlier.time = later.time AND earlier.event_id < later.event_id))
   AND earlier.time >= later.time - INTERVAL '24 hours'

@@ -3,16 +3,18 @@
 //! offsets), so a restart, after `kill -9` too, resumes exactly where the
 //! durable state ends.
 //!
-//! Layout: `PATH` holds the magic `AIWCKPT3`, then the snapshot in postcard's
-//! compact binary encoding to the end of the file (watermark, seen ids, open
-//! deadlines, emitted violations, the ids of the live history segments, the
-//! source position as JSON text). Checkpoints of the earlier JSON layout
-//! (`AIWCKPT2`) are still read. Binary instead of JSON made writing the state
-//! several times faster: ids are copied as they are, with no escaping.
+//! Layout: `PATH` holds the magic `AIWCKPT4`, then the snapshot in postcard's
+//! compact binary encoding to the end of the file (watermark, seen id keys,
+//! open deadlines, decided keys, emitted violations, the ids of the live
+//! history segments, the source position as JSON text). Ids the state keeps
+//! as 128-bit keys are written as keys.
 //! History rows, the bulk of the state, are immutable once a step has them:
 //! each segment is written once, as an Arrow IPC file in `PATH.history/`, and
 //! deleted after a checkpoint no longer lists it. A checkpoint therefore
 //! writes what changed since the last one plus the small mutable parts.
+//! Checkpoints of earlier layouts (`AIWCKPT2`, `AIWCKPT3`, which kept ids as
+//! strings) are refused with advice: move the state away and aiwatch resumes
+//! from the committed Kafka offsets.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -23,20 +25,19 @@ use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use serde::{Deserialize, Serialize};
 
-use super::state::{Deadlines, HashSet};
+use super::state::{Deadlines, HashSet, Key};
 use super::Engine;
-use crate::event::events_schema;
 
-const MAGIC: &[u8; 8] = b"AIWCKPT3";
-/// The JSON layout of earlier releases, still read.
-const MAGIC_JSON: &[u8; 8] = b"AIWCKPT2";
+const MAGIC: &[u8; 8] = b"AIWCKPT4";
+/// Layouts of earlier releases, which kept ids as strings.
+const MAGIC_OLD: [&[u8; 8]; 2] = [b"AIWCKPT2", b"AIWCKPT3"];
 
 /// What is written: borrowed from the live state, so a checkpoint copies nothing.
 #[derive(Serialize)]
 struct SnapshotRef<'a, P> {
     max_seen: Option<i64>,
     watermark: i64,
-    seen: &'a BTreeMap<i64, HashSet<String>>,
+    seen: &'a BTreeMap<i64, HashSet<Key>>,
     requests: &'a Deadlines,
     artifacts: &'a Deadlines,
     emitted: Vec<(&'a str, &'a str, i64)>,
@@ -51,7 +52,7 @@ struct SnapshotRef<'a, P> {
 struct Snapshot<P> {
     max_seen: Option<i64>,
     watermark: i64,
-    seen: BTreeMap<i64, HashSet<String>>,
+    seen: BTreeMap<i64, HashSet<Key>>,
     requests: Deadlines,
     artifacts: Deadlines,
     /// (rule_id, subject, event time of the violation)
@@ -81,7 +82,7 @@ impl Engine {
             live.push(id);
             if !self.persisted_segments.contains(&id) {
                 write_atomically(&segment_file(&dir, id), |w| {
-                    let mut ipc = StreamWriter::try_new(w, &events_schema()).map_err(std::io::Error::other)?;
+                    let mut ipc = StreamWriter::try_new(w, &batch.schema()).map_err(std::io::Error::other)?;
                     ipc.write(batch).map_err(std::io::Error::other)?;
                     ipc.finish().map_err(std::io::Error::other)
                 })
@@ -126,9 +127,8 @@ impl Engine {
             let snap: Snapshot<String> = postcard::from_bytes(&bytes).map_err(|e| corrupt(e.to_string()))?;
             let text = self.install(snap, path)?;
             serde_json::from_str(&text).map_err(|e| corrupt(format!("source position: {e}")))?
-        } else if &head == MAGIC_JSON {
-            let snap: Snapshot<serde_json::Value> = serde_json::from_reader(r).map_err(|e| corrupt(e.to_string()))?;
-            self.install(snap, path)?
+        } else if MAGIC_OLD.contains(&&head) {
+            return Err(corrupt(format!("written by an earlier aiwatch, layout {}", String::from_utf8_lossy(&head))));
         } else {
             return Err(corrupt("bad magic".into()));
         };
@@ -275,28 +275,6 @@ mod tests {
         assert!(second.iter().all(|v| !firsts.contains(v)), "a violation emitted before the checkpoint is not emitted again");
         let union: BTreeSet<_> = first.into_iter().chain(second).collect();
         assert_eq!(union, expected);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_checkpoint_of_the_earlier_json_layout_is_still_read() {
-        let raws = batches(3_000, 500);
-        let dir = tempfile::tempdir().unwrap();
-        let (binary, json) = (dir.path().join("binary"), dir.path().join("json"));
-        let mut e = engine().await;
-        feed(&mut e, &raws, &mut Vec::new()).await;
-        e.write_checkpoint(&binary, serde_json::json!([["t", 0, 3000]])).unwrap();
-        // The JSON layout of AIWCKPT2, history segments beside it as before.
-        std::fs::rename(super::segment_dir(&binary), super::segment_dir(&json)).unwrap();
-        let live = e.state.history.segments().map(|(id, _)| id).collect();
-        let mut old = super::MAGIC_JSON.to_vec();
-        serde_json::to_writer(&mut old, &e.snapshot(live, serde_json::json!([["t", 0, 3000]]))).unwrap();
-        std::fs::write(&json, old).unwrap();
-
-        let mut restored = engine().await;
-        assert_eq!(restored.restore_checkpoint(&json).unwrap(), Some(serde_json::json!([["t", 0, 3000]])));
-        assert_eq!(restored.state.size(), e.state.size());
-        assert_eq!(restored.state.watermark(), e.state.watermark());
-        assert_eq!(restored.emitted.len(), e.emitted.len());
     }
 
     #[tokio::test]

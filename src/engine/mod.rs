@@ -8,7 +8,8 @@
 //! | table | holds, at each step |
 //! |---|---|
 //! | `events` | the step's new events (duplicates dropped) |
-//! | `history` | `ai.request`/`ai.response` events of the last 24 h sharing a `request_id` or `conversation_id` with `events`, plus those of `events` |
+//! | `history` | `ai.request`/`ai.response` events of the last 24 h sharing a `request_id` with `events`, plus those of `events` |
+//! | `conversations` | for each `conversation_id` of the step's `ai.request`s, the requests of the last 24 h that stand for it (per tenant; see [`state::History`]) |
 //! | `due_requests` | requests whose response deadline the watermark has just passed |
 //! | `due_artifacts` | stored artifacts whose retention deadline the watermark has just passed |
 //! | `policy_*` | the policy (see [`tables::register_policy`]) |
@@ -38,7 +39,7 @@ use crate::alert::{self, Alert, Evidence};
 use crate::event::{events_schema, Origin};
 use crate::policy::Policy;
 use crate::rules::Rule;
-use state::{Cols, HashMap, HashSet, Obligation, State, StepInput};
+use state::{HashMap, HashSet, Obligation, State, StateStats, StepInput};
 use tables::LiveTable;
 
 /// Engine settings that are not the policy or the rules.
@@ -94,6 +95,7 @@ pub struct StepReport {
 struct LiveTables {
     events: Arc<LiveTable>,
     history: Arc<LiveTable>,
+    conversations: Arc<LiveTable>,
     due_requests: Arc<LiveTable>,
     due_artifacts: Arc<LiveTable>,
 }
@@ -236,17 +238,20 @@ impl Engine {
         let ctx = session(&policy, config)?;
         let live = LiveTables {
             events: LiveTable::new(events_schema()),
-            history: LiveTable::new(events_schema()),
+            history: LiveTable::new(state::history_schema()),
+            conversations: LiveTable::new(state::conversations_schema()),
             due_requests: LiveTable::new(due_requests_schema()),
             due_artifacts: LiveTable::new(due_artifacts_schema()),
         };
         ctx.register_table("events", live.events.clone())?;
         ctx.register_table("history", live.history.clone())?;
+        ctx.register_table("conversations", live.conversations.clone())?;
         ctx.register_table("due_requests", live.due_requests.clone())?;
         ctx.register_table("due_artifacts", live.due_artifacts.clone())?;
         let session = ctx.state();
 
         let mut compiled = Vec::with_capacity(rules.len());
+        let mut history_columns = Vec::new();
         for rule in rules {
             let fail = |message: String| EngineError::Rule {
                 rule: rule.id.clone(),
@@ -266,7 +271,15 @@ impl Engine {
             let mut names = Vec::new();
             plan.apply_with_subqueries(|node| {
                 if let LogicalPlan::TableScan(scan) = node {
-                    names.push(scan.table_name.table().to_string());
+                    let name = scan.table_name.table().to_string();
+                    if name == "history" {
+                        // The columns this rule reads from history: history keeps only those (and its keys).
+                        match &scan.projection {
+                            Some(p) => history_columns.extend(p.iter().copied()),
+                            None => history_columns.extend(0..events_schema().fields().len()),
+                        }
+                    }
+                    names.push(name);
                 }
                 Ok(TreeNodeRecursion::Continue)
             })
@@ -276,6 +289,7 @@ impl Engine {
                 .filter_map(|n| match n.as_str() {
                     "events" => Some(live.events.clone()),
                     "history" => Some(live.history.clone()),
+                    "conversations" => Some(live.conversations.clone()),
                     "due_requests" => Some(live.due_requests.clone()),
                     "due_artifacts" => Some(live.due_artifacts.clone()),
                     _ => None,
@@ -289,7 +303,7 @@ impl Engine {
             task_ctx,
             rules: compiled,
             live,
-            state: State::new(config.lateness_seconds, &policy),
+            state: State::new(config.lateness_seconds, &policy, &history_columns),
             policy,
             emitted: HashMap::default(),
             emitted_swept: i64::MIN,
@@ -303,6 +317,15 @@ impl Engine {
 
     pub fn state(&self) -> &State {
         &self.state
+    }
+
+    /// The state's entries by kind (emitted violations included) and an estimate of its bytes.
+    pub fn state_stats(&self) -> StateStats {
+        let mut s = self.state.stats();
+        s.entries.push(("emitted_violations", self.emitted.len()));
+        s.bytes += self.emitted.capacity() * (std::mem::size_of::<((usize, String), i64)>() + 1)
+            + self.emitted.keys().map(|(_, k)| k.capacity()).sum::<usize>();
+        s
     }
 
     /// Evaluates one batch of decoded events (schema [`events_schema`]).
@@ -328,7 +351,8 @@ impl Engine {
         let due_requests = due_batch(&self.live.due_requests.schema(), &input.due_requests, false);
         let due_artifacts = due_batch(&self.live.due_artifacts.schema(), &input.due_artifacts, true);
         self.live.events.set(vec![input.events.clone()]);
-        self.live.history.set(input.history.clone());
+        self.live.history.set(input.history.iter().cloned().collect());
+        self.live.conversations.set(input.conversations.iter().cloned().collect());
         self.live.due_requests.set(vec![due_requests]);
         self.live.due_artifacts.set(vec![due_artifacts]);
 
@@ -359,7 +383,7 @@ impl Engine {
             }
         }
         // Drop the step's data from the tables: it is owned by the state or done with.
-        for t in [&self.live.events, &self.live.history, &self.live.due_requests, &self.live.due_artifacts] {
+        for t in [&self.live.events, &self.live.history, &self.live.conversations, &self.live.due_requests, &self.live.due_artifacts] {
             t.set(Vec::new());
         }
 
@@ -381,7 +405,8 @@ impl Engine {
             }
         }
         if !report.alerts.is_empty() {
-            let origins = OriginIndex::build(&report.alerts, &input.events, &input.history, [&input.due_requests, &input.due_artifacts]);
+            let touched: Vec<&RecordBatch> = input.history.iter().chain(&input.conversations).collect();
+            let origins = OriginIndex::build(&report.alerts, &input.events, &touched, [&input.due_requests, &input.due_artifacts]);
             report.alerts = std::mem::take(&mut report.alerts).into_iter().map(|a| a.with_origins(|id| origins.get(id))).collect();
         }
         self.forget_emitted(watermark);
@@ -525,15 +550,19 @@ struct OriginIndex {
 }
 
 impl OriginIndex {
-    fn build(alerts: &[Alert], events: &RecordBatch, history: &[RecordBatch], due: [&Vec<Obligation>; 2]) -> OriginIndex {
+    fn build(alerts: &[Alert], events: &RecordBatch, touched: &[&RecordBatch], due: [&Vec<Obligation>; 2]) -> OriginIndex {
         let wanted: HashSet<&str> = alerts.iter().flat_map(|a| a.evidence.event_ids.iter().map(String::as_str)).collect();
         let mut map = HashMap::default();
-        for b in std::iter::once(events).chain(history) {
-            let c = Cols::of(b);
+        for b in std::iter::once(events).chain(touched.iter().copied()) {
+            let by_name = |name: &str| b.column_by_name(name).expect("origin columns are kept");
+            let (ids, source, partition, position) = (by_name("event_id"), by_name("origin_source"), by_name("origin_partition"), by_name("origin_position"));
+            let (ids, source) = (ids.as_string::<i32>(), source.as_string::<i32>());
+            let (partition, position) = (partition.as_primitive::<arrow::datatypes::Int32Type>(), position.as_primitive::<arrow::datatypes::Int64Type>());
             for i in 0..b.num_rows() {
-                let id = c.event_id.value(i);
+                let id = ids.value(i);
                 if wanted.contains(id) && !map.contains_key(id) {
-                    map.insert(id.to_string(), c.origin(i));
+                    let p = partition.is_valid(i).then(|| partition.value(i));
+                    map.insert(id.to_string(), Origin::from_columns(source.value(i), p, position.value(i)));
                 }
             }
         }

@@ -17,12 +17,15 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
+use std::mem::size_of;
+use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use arrow::array::{new_null_array, Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray};
 use arrow::compute::{filter_record_batch, interleave_record_batch};
-use arrow::datatypes::TimestampNanosecondType;
+use arrow::datatypes::{Field, Schema, SchemaRef, TimestampNanosecondType};
+use smallvec::SmallVec;
 
-use crate::event::{col, Origin};
+use crate::event::{col, events_schema, Origin};
 use crate::policy::Policy;
 
 pub const NANOS_PER_SEC: i64 = 1_000_000_000;
@@ -69,32 +72,125 @@ impl<'a> Cols<'a> {
     fn opt<'s>(a: &'s StringArray, i: usize) -> Option<&'s str> {
         a.is_valid(i).then(|| a.value(i))
     }
-
-    pub fn origin(&self, i: usize) -> Origin {
-        let p = self.origin_partition;
-        Origin::from_columns(self.origin_source.value(i), p.is_valid(i).then(|| p.value(i)), self.origin_position.value(i))
-    }
 }
 
-/// A map whose entries expire by event time, swept now and then rather than every step.
+/// A fixed-size key for an id: 128 bits of XXH3, stable across runs and
+/// machines (checkpoints hold keys), so the state never keeps an id's string
+/// unless an alert may need it.
+pub type Key = u128;
+
+#[inline]
+pub fn key(id: &str) -> Key {
+    twox_hash::XxHash3_128::oneshot(id.as_bytes())
+}
+
+/// Keys remembered until a time passes. One hash set answers lookups; the keys
+/// are also listed by time bucket, so expiry drops whole buckets and never
+/// scans the set. About 40 bytes a key.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub(crate) struct Expiring<V> {
-    pub(crate) map: HashMap<String, (i64, V)>,
-    pub(crate) swept_at: i64,
+pub(crate) struct TimedKeys {
+    /// Derived from `buckets`; rebuilt on restore.
+    #[serde(skip)]
+    set: HashSet<Key>,
+    buckets: BTreeMap<i64, Vec<Key>>,
+    width: i64,
 }
 
-impl<V> Default for Expiring<V> {
-    fn default() -> Self {
-        Expiring { map: HashMap::default(), swept_at: i64::MIN }
+impl TimedKeys {
+    /// `width` is the expiry granularity: a key lives until the cutoff passes
+    /// its time, and at most one `width` longer.
+    fn new(width: i64) -> TimedKeys {
+        TimedKeys { set: HashSet::default(), buckets: BTreeMap::new(), width: width.max(1) }
+    }
+
+    fn contains(&self, k: Key) -> bool {
+        self.set.contains(&k)
+    }
+
+    fn insert(&mut self, t: i64, k: Key) {
+        if self.set.insert(k) {
+            self.buckets.entry(t.div_euclid(self.width)).or_default().push(k);
+        }
+    }
+
+    /// Forgets every key whose time is before `cutoff` (whole buckets only).
+    fn expire(&mut self, cutoff: i64) {
+        while let Some((&b, _)) = self.buckets.first_key_value() {
+            if b.saturating_add(1).saturating_mul(self.width) > cutoff {
+                break;
+            }
+            for k in self.buckets.pop_first().expect("peeked").1 {
+                self.set.remove(&k);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    fn bytes(&self) -> usize {
+        self.set.capacity() * (size_of::<Key>() + 1) + self.buckets.values().map(|v| v.capacity() * size_of::<Key>() + 48).sum::<usize>()
+    }
+
+    fn reindex(&mut self) {
+        self.set = self.buckets.values().flatten().copied().collect();
     }
 }
 
-impl<V> Expiring<V> {
-    /// Drops entries older than `cutoff`; sweeps at most once per minute of event time.
+/// A map whose entries expire by their time, bucketed like [`TimedKeys`].
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct TimedMap<V> {
+    map: HashMap<Key, (i64, V)>,
+    /// Derived from `map`; rebuilt on restore. A key may be listed in a later
+    /// bucket too after its time moved earlier; only its own bucket removes it.
+    #[serde(skip)]
+    buckets: BTreeMap<i64, Vec<Key>>,
+    width: i64,
+}
+
+impl<V> TimedMap<V> {
+    fn new(width: i64) -> TimedMap<V> {
+        TimedMap { map: HashMap::default(), buckets: BTreeMap::new(), width: width.max(1) }
+    }
+
+    /// Keeps the entry with the earliest time for `k`.
+    fn insert_earliest(&mut self, k: Key, t: i64, v: impl FnOnce() -> V) {
+        match self.map.get_mut(&k) {
+            Some(e) if t < e.0 => *e = (t, v()),
+            Some(_) => return,
+            None => {
+                self.map.insert(k, (t, v()));
+            }
+        }
+        self.buckets.entry(t.div_euclid(self.width)).or_default().push(k);
+    }
+
+    fn remove(&mut self, k: Key) -> Option<(i64, V)> {
+        self.map.remove(&k)
+    }
+
     fn expire(&mut self, cutoff: i64) {
-        if cutoff.saturating_sub(self.swept_at) >= 60 * NANOS_PER_SEC {
-            self.map.retain(|_, (t, _)| *t >= cutoff);
-            self.swept_at = cutoff;
+        while let Some((&b, _)) = self.buckets.first_key_value() {
+            if b.saturating_add(1).saturating_mul(self.width) > cutoff {
+                break;
+            }
+            for k in self.buckets.pop_first().expect("peeked").1 {
+                if self.map.get(&k).is_some_and(|(t, _)| t.div_euclid(self.width) == b) {
+                    self.map.remove(&k);
+                }
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn reindex(&mut self) {
+        self.buckets.clear();
+        for (k, (t, _)) in &self.map {
+            self.buckets.entry(t.div_euclid(self.width)).or_default().push(*k);
         }
     }
 }
@@ -118,59 +214,70 @@ pub struct Obligation {
 }
 
 /// Open obligations keyed by id, released in deadline order.
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Deadlines {
-    open: HashMap<String, Obligation>,
+    open: HashMap<Key, Obligation>,
     /// Derived from `open`; rebuilt on restore.
     #[serde(skip)]
-    queue: BinaryHeap<Reverse<(i64, String)>>,
+    queue: BinaryHeap<Reverse<(i64, Key)>>,
     /// Fulfilments that came before anything opened their key: (event id, origin).
-    early: Expiring<(String, Origin)>,
+    early: TimedMap<(String, Origin)>,
     /// Keys already decided, so a retry after the verdict does not reopen them.
-    closed: Expiring<()>,
+    closed: TimedKeys,
+    /// How long early fulfilments and decided keys are remembered (event time).
+    memory: i64,
+}
+
+/// Expiry granularity of a memory: an eighth of it, so a key is kept at most 12.5 % longer.
+fn bucket_width(memory: i64) -> i64 {
+    (memory / 8).max(60 * NANOS_PER_SEC)
 }
 
 impl Deadlines {
-    /// Opens (or moves earlier) the obligation for `o.key`.
-    fn open(&mut self, mut o: Obligation) {
-        if self.closed.map.contains_key(&o.key) {
-            return;
-        }
-        match self.open.get_mut(&o.key) {
-            Some(cur) if o.start < cur.start => {
-                o.met = cur.met.take();
-                o.met_origin = cur.met_origin.take();
-                self.queue.push(Reverse((o.deadline, o.key.clone())));
-                *cur = o;
-            }
-            Some(_) => {}
-            None => {
-                if let Some((t, (id, origin))) = self.early.map.remove(&o.key) {
-                    o.met = Some((t, id));
-                    o.met_origin = Some(origin);
-                }
-                self.queue.push(Reverse((o.deadline, o.key.clone())));
-                self.open.insert(o.key.clone(), o);
-            }
+    /// Obligations whose early fulfilments and decided keys are remembered for `memory` of event time.
+    pub fn new(memory: i64) -> Deadlines {
+        Deadlines {
+            open: HashMap::default(),
+            queue: BinaryHeap::new(),
+            early: TimedMap::new(bucket_width(memory)),
+            closed: TimedKeys::new(bucket_width(memory)),
+            memory,
         }
     }
 
+    /// Opens (or moves earlier) the obligation for `k`; `make` builds it only when needed.
+    fn open(&mut self, k: Key, start: i64, make: impl FnOnce() -> Obligation) {
+        if let Some(cur) = self.open.get_mut(&k) {
+            if start < cur.start {
+                let mut o = make();
+                o.met = cur.met.take();
+                o.met_origin = cur.met_origin.take();
+                self.queue.push(Reverse((o.deadline, k)));
+                *cur = o;
+            }
+            return;
+        }
+        if self.closed.contains(k) {
+            return;
+        }
+        let mut o = make();
+        if let Some((t, (id, origin))) = self.early.remove(k) {
+            o.met = Some((t, id));
+            o.met_origin = Some(origin);
+        }
+        self.queue.push(Reverse((o.deadline, k)));
+        self.open.insert(k, o);
+    }
+
     /// Records a fulfilling event (a response, a deletion) at time `t`.
-    fn fulfil(&mut self, key: &str, t: i64, event_id: &str, origin: &Origin) {
-        let earlier = |met: &Option<(i64, String)>| met.as_ref().is_none_or(|(m, _)| t < *m);
-        if let Some(o) = self.open.get_mut(key) {
-            if earlier(&o.met) {
+    fn fulfil(&mut self, k: Key, t: i64, event_id: &str, origin: impl FnOnce() -> Origin) {
+        if let Some(o) = self.open.get_mut(&k) {
+            if o.met.as_ref().is_none_or(|(m, _)| t < *m) {
                 o.met = Some((t, event_id.to_string()));
-                o.met_origin = Some(origin.clone());
+                o.met_origin = Some(origin());
             }
-        } else if !self.closed.map.contains_key(key) {
-            match self.early.map.get_mut(key) {
-                Some(e) if t < e.0 => *e = (t, (event_id.to_string(), origin.clone())),
-                Some(_) => {}
-                None => {
-                    self.early.map.insert(key.to_string(), (t, (event_id.to_string(), origin.clone())));
-                }
-            }
+        } else if !self.closed.contains(k) {
+            self.early.insert_earliest(k, t, || (event_id.to_string(), origin()));
         }
     }
 
@@ -184,18 +291,19 @@ impl Deadlines {
             if *deadline > watermark || (*deadline == watermark && !inclusive) {
                 break;
             }
-            let Reverse((deadline, key)) = self.queue.pop().expect("peeked");
+            let Reverse((deadline, k)) = self.queue.pop().expect("peeked");
             // Entries superseded by an earlier start are skipped here.
-            if self.open.get(&key).is_some_and(|o| o.deadline == deadline) {
-                let o = self.open.remove(&key).expect("present");
-                self.closed.map.insert(key, (o.deadline, ()));
+            if self.open.get(&k).is_some_and(|o| o.deadline == deadline) {
+                let o = self.open.remove(&k).expect("present");
+                self.closed.insert(o.deadline, k);
                 out.push(o);
             }
         }
         out
     }
 
-    fn expire(&mut self, cutoff: i64) {
+    fn expire(&mut self, watermark: i64) {
+        let cutoff = watermark.saturating_sub(self.memory);
         self.early.expire(cutoff);
         self.closed.expire(cutoff);
     }
@@ -204,124 +312,385 @@ impl Deadlines {
         self.open.len()
     }
 
-    /// Rebuilds the deadline queue after a restore.
+    pub fn closed_len(&self) -> usize {
+        self.closed.len()
+    }
+
+    pub fn early_len(&self) -> usize {
+        self.early.len()
+    }
+
+    /// An estimate of the heap bytes held.
+    fn bytes(&self) -> usize {
+        let strings: usize = self
+            .open
+            .values()
+            .map(|o| {
+                o.key.capacity() + o.event_id.capacity() + o.tenant_id.as_ref().map_or(0, String::capacity) + o.kind.as_ref().map_or(0, String::capacity)
+                    + o.met.as_ref().map_or(0, |m| m.1.capacity())
+            })
+            .sum();
+        self.open.capacity() * (size_of::<(Key, Obligation)>() + 1)
+            + strings
+            + self.queue.capacity() * size_of::<(i64, Key)>()
+            + self.early.map.capacity() * (size_of::<(Key, (i64, (String, Origin)))>() + 1)
+            + self.closed.bytes()
+    }
+
+    /// Rebuilds what is derived from the stored parts, after a restore.
     pub(crate) fn reindex(&mut self) {
-        self.queue = self.open.values().map(|o| Reverse((o.deadline, o.key.clone()))).collect();
+        self.queue = self.open.iter().map(|(k, o)| Reverse((o.deadline, *k))).collect();
+        self.early.reindex();
+        self.closed.reindex();
     }
 }
 
-/// A retained step's worth of history rows.
+/// A retained step's worth of history rows, in the narrowed history layout.
 #[derive(Debug)]
 struct Segment {
     batch: RecordBatch,
-    max_time: i64,
 }
 
+/// Where a retained row is: (segment id, row).
+type RowRef = (u64, u32);
+
+/// A request that stands for its conversation (see [`History`]).
+#[derive(Debug, Clone, Copy)]
+struct Rep {
+    tenant: Option<Key>,
+    time: i64,
+    at: RowRef,
+}
+
+/// The events-schema columns history always keeps: what it indexes by, and
+/// what evidence needs (ids, times, origins).
+const HISTORY_KEY_COLUMNS: [usize; 9] = [
+    col::EVENT_ID,
+    col::EVENT_TYPE,
+    col::TIME,
+    col::TENANT_ID,
+    col::REQUEST_ID,
+    col::CONVERSATION_ID,
+    col::ORIGIN_SOURCE,
+    col::ORIGIN_PARTITION,
+    col::ORIGIN_POSITION,
+];
+
 /// Recent requests and responses, indexed by the keys the pairing rules join on.
-#[derive(Debug, Default)]
+///
+/// Rows keep only the columns the loaded rules read from `history` (found in
+/// their plans) plus [`HISTORY_KEY_COLUMNS`].
+///
+/// - By `request_id`: every row, so each step's `history` table holds all
+///   requests and responses of the last 24 h sharing a `request_id` with it.
+/// - By `conversation_id`: a summary, not every request. Per tenant, requests
+///   are kept so that no three kept ones lie within 48 h: a request between
+///   two kept ones at most 48 h apart adds nothing, since any time within 24 h
+///   of it is within 24 h of one of them. Whether two tenants used a
+///   conversation within 24 h of each other is unchanged, and a conversation
+///   costs O(tenants), however many requests share it.
+#[derive(Debug)]
 pub struct History {
     segments: BTreeMap<u64, Segment>,
+    /// Segments by newest row time, for expiry.
+    by_age: BinaryHeap<Reverse<(i64, u64)>>,
+    /// Recent small segments, merged once there are enough of them.
+    small: Vec<u64>,
     next_id: u64,
-    by_request: HashMap<String, Vec<(u64, u32)>>,
-    by_conversation: HashMap<String, Vec<(u64, u32)>>,
+    by_request: HashMap<Key, SmallVec<[RowRef; 2]>>,
+    by_conversation: HashMap<Key, Vec<Rep>>,
+    /// Events-schema columns kept, ascending; `schema` is their projection.
+    columns: Vec<usize>,
+    schema: SchemaRef,
     rows: usize,
+    reps: usize,
 }
+
+/// A segment under this many rows is small; this many small ones are merged.
+const SMALL_SEGMENT: usize = 8192;
+const MERGE_AFTER: usize = 32;
 
 fn keeps_history(event_type: &str) -> bool {
     event_type == "ai.request" || event_type == "ai.response"
 }
 
+/// Per tenant, drops requests that lie between two kept ones at most `2 * HISTORY_HORIZON` apart.
+fn summarise(reps: &mut Vec<Rep>) {
+    reps.sort_unstable_by_key(|r| (r.tenant, r.time, r.at));
+    let mut kept = 0;
+    for i in 0..reps.len() {
+        let r = reps[i];
+        if kept >= 2
+            && reps[kept - 1].tenant == r.tenant
+            && reps[kept - 2].tenant == r.tenant
+            && r.time.saturating_sub(reps[kept - 2].time) <= 2 * HISTORY_HORIZON
+        {
+            reps[kept - 1] = r;
+        } else {
+            reps[kept] = r;
+            kept += 1;
+        }
+    }
+    reps.truncate(kept);
+}
+
+/// The `history` table's schema: the events schema with every column nullable
+/// (columns no rule reads are not kept, and read as NULL).
+pub fn history_schema() -> SchemaRef {
+    static SCHEMA: std::sync::OnceLock<SchemaRef> = std::sync::OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let fields: Vec<Field> = events_schema().fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
+            Arc::new(Schema::new(fields))
+        })
+        .clone()
+}
+
+const CONVERSATION_COLUMNS: [usize; 7] =
+    [col::CONVERSATION_ID, col::TENANT_ID, col::TIME, col::EVENT_ID, col::ORIGIN_SOURCE, col::ORIGIN_PARTITION, col::ORIGIN_POSITION];
+
+/// The `conversations` table's schema (see [`History`]).
+pub fn conversations_schema() -> SchemaRef {
+    static SCHEMA: std::sync::OnceLock<SchemaRef> = std::sync::OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let e = events_schema();
+            Arc::new(Schema::new(CONVERSATION_COLUMNS.iter().map(|i| e.field(*i).clone()).collect::<Vec<_>>()))
+        })
+        .clone()
+}
+
+/// The keys a step touched: its request ids and the conversations of its requests.
+#[derive(Default)]
+struct Touched {
+    requests: Vec<Key>,
+    conversations: Vec<Key>,
+}
+
 impl History {
-    /// Retained rows that share a `request_id` or `conversation_id` with `batch`.
-    fn slice(&self, batch: &RecordBatch) -> Option<RecordBatch> {
-        if self.rows == 0 {
-            return None;
+    /// History keeping `read` (events-schema columns rules read from it) besides its key columns.
+    pub fn new(read: &[usize]) -> History {
+        let mut columns: Vec<usize> = read.iter().chain(HISTORY_KEY_COLUMNS.iter()).copied().collect();
+        columns.sort_unstable();
+        columns.dedup();
+        let schema = Arc::new(history_schema().project(&columns).expect("columns of the events schema"));
+        History {
+            segments: BTreeMap::new(),
+            by_age: BinaryHeap::new(),
+            small: Vec::new(),
+            next_id: 0,
+            by_request: HashMap::default(),
+            by_conversation: HashMap::default(),
+            columns,
+            schema,
+            rows: 0,
+            reps: 0,
         }
-        let c = Cols::of(batch);
-        let mut refs: HashSet<(u64, u32)> = HashSet::default();
-        let mut seen_req: HashSet<&str> = HashSet::default();
-        let mut seen_conv: HashSet<&str> = HashSet::default();
-        for i in 0..batch.num_rows() {
-            if !keeps_history(c.event_type.value(i)) {
-                continue;
-            }
-            if let Some(r) = Cols::opt(c.request_id, i) {
-                if seen_req.insert(r) {
-                    refs.extend(self.by_request.get(r).into_iter().flatten());
-                }
-            }
-            if let Some(k) = Cols::opt(c.conversation_id, i) {
-                if seen_conv.insert(k) {
-                    refs.extend(self.by_conversation.get(k).into_iter().flatten());
-                }
-            }
-        }
-        if refs.is_empty() {
-            return None;
-        }
-        let mut refs: Vec<_> = refs.into_iter().collect();
-        refs.sort_unstable();
-        let mut ids: Vec<u64> = refs.iter().map(|r| r.0).collect();
-        ids.dedup();
-        let batches: Vec<&RecordBatch> = ids.iter().map(|id| &self.segments[id].batch).collect();
-        let indices: Vec<(usize, usize)> =
-            refs.iter().map(|(seg, row)| (ids.binary_search(seg).expect("segment listed"), *row as usize)).collect();
-        Some(interleave_record_batch(&batches, &indices).expect("history segments share the events schema"))
     }
 
-    /// The rows of `batch` that history keeps.
-    fn relevant(batch: &RecordBatch) -> Option<RecordBatch> {
-        let c = Cols::of(batch);
-        let mask: arrow::array::BooleanArray = (0..batch.num_rows())
+    /// Position of an events-schema column in the narrowed layout.
+    fn at(&self, events_col: usize) -> usize {
+        self.columns.binary_search(&events_col).expect("key columns are kept")
+    }
+
+    /// The rows of `events` that history keeps, narrowed.
+    fn relevant(&self, events: &RecordBatch) -> Option<RecordBatch> {
+        let c = Cols::of(events);
+        let mask: BooleanArray = (0..events.num_rows())
             .map(|i| {
-                Some(keeps_history(c.event_type.value(i)) && (c.request_id.is_valid(i) || c.conversation_id.is_valid(i)))
+                let t = c.event_type.value(i);
+                Some(keeps_history(t) && (c.request_id.is_valid(i) || (t == "ai.request" && c.conversation_id.is_valid(i))))
             })
             .collect();
         if mask.true_count() == 0 {
             return None;
         }
-        Some(filter_record_batch(batch, &mask).expect("mask fits batch"))
+        let narrowed = events.project(&self.columns).expect("columns of the events schema");
+        let narrowed = RecordBatch::try_new(self.schema.clone(), narrowed.columns().to_vec()).expect("same columns, nullable");
+        Some(filter_record_batch(&narrowed, &mask).expect("mask fits batch"))
     }
 
-    fn insert(&mut self, rows: RecordBatch) {
+    /// Takes a step's new events in and returns its `history` and `conversations` tables.
+    fn step(&mut self, events: &RecordBatch) -> (Option<RecordBatch>, Option<RecordBatch>) {
+        let Some(rows) = self.relevant(events) else { return (None, None) };
+        let mut touched = Touched::default();
+        self.insert(rows, Some(&mut touched));
+
+        let mut refs: Vec<RowRef> = touched.requests.iter().flat_map(|k| self.by_request[k].iter().copied()).collect();
+        refs.sort_unstable();
+        refs.dedup();
+        let history = self.gather(&refs).map(|b| self.widen(&b));
+
+        let mut refs: Vec<RowRef> = Vec::new();
+        for k in &touched.conversations {
+            let reps = self.by_conversation.get_mut(k).expect("indexed by insert");
+            let before = reps.len();
+            summarise(reps);
+            self.reps -= before - reps.len();
+            refs.extend(reps.iter().map(|r| r.at));
+        }
+        refs.sort_unstable();
+        let conversations = self.gather(&refs).map(|b| {
+            let cols: Vec<usize> = CONVERSATION_COLUMNS.iter().map(|c| self.at(*c)).collect();
+            let b = b.project(&cols).expect("key columns are kept");
+            RecordBatch::try_new(conversations_schema(), b.columns().to_vec()).expect("conversation columns")
+        });
+        self.merge_small();
+        (history, conversations)
+    }
+
+    /// Indexes narrowed `rows` as the segment `next_id`, noting the keys it touched.
+    fn insert(&mut self, rows: RecordBatch, mut touched: Option<&mut Touched>) {
         let id = self.next_id;
         self.next_id += 1;
-        let c = Cols::of(&rows);
+        let request_id = rows.column(self.at(col::REQUEST_ID)).as_string::<i32>().clone();
+        let conversation = rows.column(self.at(col::CONVERSATION_ID)).as_string::<i32>().clone();
+        let event_type = rows.column(self.at(col::EVENT_TYPE)).as_string::<i32>().clone();
+        let tenant = rows.column(self.at(col::TENANT_ID)).as_string::<i32>().clone();
+        let time = rows.column(self.at(col::TIME)).as_primitive::<TimestampNanosecondType>().clone();
         let mut max_time = i64::MIN;
         for i in 0..rows.num_rows() {
-            max_time = max_time.max(c.time.value(i));
-            if let Some(r) = Cols::opt(c.request_id, i) {
-                self.by_request.entry(r.to_string()).or_default().push((id, i as u32));
+            let t = time.value(i);
+            max_time = max_time.max(t);
+            if request_id.is_valid(i) {
+                let k = key(request_id.value(i));
+                let refs = self.by_request.entry(k).or_default();
+                if let Some(touched) = touched.as_deref_mut() {
+                    if refs.last().is_none_or(|r| r.0 != id) {
+                        touched.requests.push(k);
+                    }
+                }
+                refs.push((id, i as u32));
             }
-            if let Some(k) = Cols::opt(c.conversation_id, i) {
-                self.by_conversation.entry(k.to_string()).or_default().push((id, i as u32));
+            if conversation.is_valid(i) && event_type.value(i) == "ai.request" {
+                let k = key(conversation.value(i));
+                let reps = self.by_conversation.entry(k).or_default();
+                if reps.last().is_none_or(|r| r.at.0 != id) {
+                    if let Some(touched) = touched.as_deref_mut() {
+                        touched.conversations.push(k);
+                    }
+                }
+                reps.push(Rep { tenant: tenant.is_valid(i).then(|| key(tenant.value(i))), time: t, at: (id, i as u32) });
+                self.reps += 1;
             }
         }
+        if let Some(touched) = touched {
+            touched.conversations.sort_unstable();
+            touched.conversations.dedup();
+        }
         self.rows += rows.num_rows();
-        self.segments.insert(id, Segment { batch: rows, max_time });
+        if rows.num_rows() < SMALL_SEGMENT {
+            self.small.push(id);
+        }
+        self.by_age.push(Reverse((max_time, id)));
+        self.segments.insert(id, Segment { batch: rows });
+    }
+
+    /// Merges recent small segments into one, so a slow stream of small steps
+    /// does not pay a segment's fixed cost per step for 24 hours.
+    fn merge_small(&mut self) {
+        if self.small.len() < MERGE_AFTER {
+            return;
+        }
+        let ids = std::mem::take(&mut self.small);
+        let batches: Vec<RecordBatch> = ids.iter().filter_map(|id| self.segments.get(id).map(|s| s.batch.clone())).collect();
+        for id in &ids {
+            if self.segments.contains_key(id) {
+                self.drop_segment(*id);
+            }
+        }
+        if batches.is_empty() {
+            return;
+        }
+        let merged = arrow::compute::concat_batches(&self.schema, &batches).expect("segments share one layout");
+        let mut touched = Touched::default();
+        self.insert(merged, Some(&mut touched));
+        for k in &touched.conversations {
+            if let Some(reps) = self.by_conversation.get_mut(k) {
+                let before = reps.len();
+                summarise(reps);
+                self.reps -= before - reps.len();
+            }
+        }
+    }
+
+    /// The retained rows at `refs` (sorted), in the narrowed layout.
+    fn gather(&self, refs: &[RowRef]) -> Option<RecordBatch> {
+        if refs.is_empty() {
+            return None;
+        }
+        let mut ids: Vec<u64> = refs.iter().map(|r| r.0).collect();
+        ids.dedup();
+        let batches: Vec<&RecordBatch> = ids.iter().map(|id| &self.segments[id].batch).collect();
+        let indices: Vec<(usize, usize)> =
+            refs.iter().map(|(seg, row)| (ids.binary_search(seg).expect("segment listed"), *row as usize)).collect();
+        Some(interleave_record_batch(&batches, &indices).expect("history segments share one layout"))
+    }
+
+    /// A narrowed batch in the `history` table's schema: columns not kept read as NULL.
+    fn widen(&self, b: &RecordBatch) -> RecordBatch {
+        let schema = history_schema();
+        let mut kept = self.columns.iter().zip(b.columns()).peekable();
+        let cols: Vec<ArrayRef> = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| match kept.peek() {
+                Some((c, a)) if **c == i => {
+                    let a = (*a).clone();
+                    kept.next();
+                    a
+                }
+                _ => new_null_array(f.data_type(), b.num_rows()),
+            })
+            .collect();
+        RecordBatch::try_new(schema, cols).expect("history columns")
     }
 
     /// Drops segments whose newest row is older than `cutoff`.
     fn expire(&mut self, cutoff: i64) {
-        let old: Vec<u64> = self.segments.iter().filter(|(_, s)| s.max_time < cutoff).map(|(id, _)| *id).collect();
-        for id in old {
-            let seg = self.segments.remove(&id).expect("listed");
-            self.rows -= seg.batch.num_rows();
-            let c = Cols::of(&seg.batch);
-            let unlink = |index: &mut HashMap<String, Vec<(u64, u32)>>, key: &str| {
-                if let Some(v) = index.get_mut(key) {
+        while let Some(Reverse((max_time, id))) = self.by_age.peek().copied() {
+            if max_time >= cutoff {
+                break;
+            }
+            self.by_age.pop();
+            if self.segments.contains_key(&id) {
+                self.drop_segment(id);
+            }
+        }
+    }
+
+    /// Removes a segment and its index entries (its `by_age` entry is skipped when popped).
+    fn drop_segment(&mut self, id: u64) {
+        let seg = self.segments.remove(&id).expect("listed");
+        self.rows -= seg.batch.num_rows();
+        let b = &seg.batch;
+        let request_id = b.column(self.at(col::REQUEST_ID)).as_string::<i32>();
+        let conversation = b.column(self.at(col::CONVERSATION_ID)).as_string::<i32>();
+        let mut touched: Vec<Key> = Vec::new();
+        for i in 0..b.num_rows() {
+            if request_id.is_valid(i) {
+                let k = key(request_id.value(i));
+                if let Some(v) = self.by_request.get_mut(&k) {
                     v.retain(|r| r.0 != id);
                     if v.is_empty() {
-                        index.remove(key);
+                        self.by_request.remove(&k);
                     }
                 }
-            };
-            for i in 0..seg.batch.num_rows() {
-                if let Some(r) = Cols::opt(c.request_id, i) {
-                    unlink(&mut self.by_request, r);
-                }
-                if let Some(k) = Cols::opt(c.conversation_id, i) {
-                    unlink(&mut self.by_conversation, k);
+            }
+            if conversation.is_valid(i) {
+                touched.push(key(conversation.value(i)));
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for k in touched {
+            if let Some(v) = self.by_conversation.get_mut(&k) {
+                let before = v.len();
+                v.retain(|r| r.at.0 != id);
+                self.reps -= before - v.len();
+                if v.is_empty() {
+                    self.by_conversation.remove(&k);
                 }
             }
         }
@@ -329,6 +698,21 @@ impl History {
 
     pub fn rows(&self) -> usize {
         self.rows
+    }
+
+    /// Requests kept to stand for their conversations.
+    pub fn conversation_reps(&self) -> usize {
+        self.reps
+    }
+
+    /// An estimate of the heap bytes held.
+    fn bytes(&self) -> usize {
+        let rows: usize = self.segments.values().map(|s| s.batch.get_array_memory_size()).sum();
+        rows + self.by_request.capacity() * (size_of::<(Key, SmallVec<[RowRef; 2]>)>() + 1)
+            + (self.rows.saturating_sub(2 * self.by_request.len())) * size_of::<RowRef>()
+            + self.by_conversation.capacity() * (size_of::<(Key, Vec<Rep>)>() + 1)
+            + self.reps * size_of::<Rep>()
+            + self.segments.len() * 64
     }
 
     /// The retained segments with their ids, oldest first (for checkpoints).
@@ -341,13 +725,38 @@ impl History {
     }
 
     /// Restores segments written by [`History::segments`], keeping their ids.
+    /// Segments of another layout (a different rule set, an earlier release)
+    /// are brought to this one by column name; a column they lack reads as NULL.
     pub(crate) fn restore(&mut self, segments: Vec<(u64, RecordBatch)>, next_id: u64) {
-        *self = History::default();
+        let columns = std::mem::take(&mut self.columns);
+        *self = History::new(&columns);
         for (id, b) in segments {
+            let b = self.to_layout(b);
             self.next_id = id;
-            self.insert(b);
+            self.insert(b, None);
         }
+        self.small.clear();
+        for reps in self.by_conversation.values_mut() {
+            summarise(reps);
+        }
+        self.reps = self.by_conversation.values().map(Vec::len).sum();
         self.next_id = self.next_id.max(next_id);
+    }
+
+    fn to_layout(&self, b: RecordBatch) -> RecordBatch {
+        if b.schema().fields() == self.schema.fields() {
+            return b;
+        }
+        let cols: Vec<ArrayRef> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| match b.column_by_name(f.name()) {
+                Some(a) if a.data_type() == f.data_type() => a.clone(),
+                _ => new_null_array(f.data_type(), b.num_rows()),
+            })
+            .collect();
+        RecordBatch::try_new(self.schema.clone(), cols).expect("a layout of nullable columns")
     }
 }
 
@@ -356,8 +765,10 @@ impl History {
 pub struct StepInput {
     /// The step's new events, duplicates removed.
     pub events: RecordBatch,
-    /// Retained history rows sharing a key with `events`, then `events`' own history rows.
-    pub history: Vec<RecordBatch>,
+    /// The `history` table: retained and new requests and responses sharing a `request_id` with `events`.
+    pub history: Option<RecordBatch>,
+    /// The `conversations` table: the requests standing for each conversation of `events`.
+    pub conversations: Option<RecordBatch>,
     pub due_requests: Vec<Obligation>,
     pub due_artifacts: Vec<Obligation>,
     pub duplicates: usize,
@@ -365,17 +776,27 @@ pub struct StepInput {
     pub late: usize,
 }
 
+/// Entries held by kind, and an estimate of their bytes, for metrics and the scan summary.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StateStats {
+    pub entries: Vec<(&'static str, usize)>,
+    pub bytes: usize,
+}
+
+impl StateStats {
+    pub fn total(&self) -> usize {
+        self.entries.iter().map(|e| e.1).sum()
+    }
+}
+
 /// All event-time state of the engine.
 #[derive(Debug)]
 pub struct State {
     pub(crate) lateness: i64,
-    /// How long a fulfilment seen before its obligation (a response before its
-    /// request, a deletion before its store) and a decided key are remembered.
-    pub(crate) obligation_memory: i64,
     pub(crate) max_seen: Option<i64>,
     pub(crate) watermark: i64,
     /// Seen event ids by minute of event time: a retry has its original's time.
-    pub(crate) seen: BTreeMap<i64, HashSet<String>>,
+    pub(crate) seen: BTreeMap<i64, HashSet<Key>>,
     pub history: History,
     pub requests: Deadlines,
     pub artifacts: Deadlines,
@@ -384,19 +805,22 @@ pub struct State {
 const SEEN_BUCKET: i64 = 60 * NANOS_PER_SEC;
 
 impl State {
-    /// `policy` sets how long early fulfilments are kept: the longest of 24 h,
-    /// the response timeout and the longest retention period.
-    pub fn new(lateness_seconds: u64, policy: &Policy) -> State {
-        let longest = policy.response_timeout_seconds.max(policy.max_retention_seconds());
+    /// `history_columns`: the events-schema columns the rules read from `history`.
+    ///
+    /// A decided request id (and a response seen before its request) is
+    /// remembered for the longest of 24 h and the response timeout; a decided
+    /// artifact id (and a deletion seen before its store) for the longest of
+    /// 24 h and the longest retention period.
+    pub fn new(lateness_seconds: u64, policy: &Policy, history_columns: &[usize]) -> State {
+        let secs = |s: i64| HISTORY_HORIZON.max(s.saturating_mul(NANOS_PER_SEC));
         State {
-            lateness: lateness_seconds as i64 * NANOS_PER_SEC,
-            obligation_memory: HISTORY_HORIZON.max(longest.saturating_mul(NANOS_PER_SEC)),
+            lateness: (lateness_seconds as i64).saturating_mul(NANOS_PER_SEC),
             max_seen: None,
             watermark: i64::MIN,
             seen: BTreeMap::new(),
-            history: History::default(),
-            requests: Deadlines::default(),
-            artifacts: Deadlines::default(),
+            history: History::new(history_columns),
+            requests: Deadlines::new(secs(policy.response_timeout_seconds)),
+            artifacts: Deadlines::new(secs(policy.max_retention_seconds())),
         }
     }
 
@@ -418,23 +842,17 @@ impl State {
         let (events, duplicates) = self.drop_duplicates(batch);
         let c = Cols::of(&events);
         let mut late = 0;
+        let mut origins = Origins::default();
         for i in 0..events.num_rows() {
             let t = c.time.value(i);
             if t < self.watermark {
                 late += 1;
             }
             self.max_seen = Some(self.max_seen.map_or(t, |m| m.max(t)));
-            self.track_deadlines(&c, i, t, policy);
+            self.track_deadlines(&c, i, t, policy, &mut origins);
         }
 
-        let mut history = Vec::new();
-        if let Some(slice) = self.history.slice(&events) {
-            history.push(slice);
-        }
-        if let Some(own) = History::relevant(&events) {
-            history.push(own.clone());
-            self.history.insert(own);
-        }
+        let (history, conversations) = self.history.step(&events);
 
         if let Some(m) = self.max_seen {
             let bound = hold.map_or(m, |h| m.min(h));
@@ -443,7 +861,7 @@ impl State {
         let due_requests = self.requests.due(self.watermark, false);
         let due_artifacts = self.artifacts.due(self.watermark, false);
         self.expire();
-        StepInput { events, history, due_requests, due_artifacts, duplicates, late }
+        StepInput { events, history, conversations, due_requests, due_artifacts, duplicates, late }
     }
 
     /// The end of a finite input: the watermark moves to the largest event time seen.
@@ -452,8 +870,9 @@ impl State {
             self.watermark = self.watermark.max(m);
         }
         StepInput {
-            events: RecordBatch::new_empty(crate::event::events_schema()),
-            history: Vec::new(),
+            events: RecordBatch::new_empty(events_schema()),
+            history: None,
+            conversations: None,
             due_requests: self.requests.due(self.watermark, true),
             due_artifacts: self.artifacts.due(self.watermark, true),
             duplicates: 0,
@@ -463,12 +882,10 @@ impl State {
 
     fn drop_duplicates(&mut self, batch: RecordBatch) -> (RecordBatch, usize) {
         let c = Cols::of(&batch);
-        let keep: arrow::array::BooleanArray = (0..batch.num_rows())
+        let keep: BooleanArray = (0..batch.num_rows())
             .map(|i| {
                 let bucket = c.time.value(i).div_euclid(SEEN_BUCKET);
-                let id = c.event_id.value(i);
-                let set = self.seen.entry(bucket).or_default();
-                Some(if set.contains(id) { false } else { set.insert(id.to_string()) })
+                Some(self.seen.entry(bucket).or_default().insert(key(c.event_id.value(i))))
             })
             .collect();
         let dropped = keep.len() - keep.true_count();
@@ -478,29 +895,29 @@ impl State {
         (filter_record_batch(&batch, &keep).expect("mask fits batch"), dropped)
     }
 
-    fn track_deadlines(&mut self, c: &Cols<'_>, i: usize, t: i64, policy: &Policy) {
+    fn track_deadlines(&mut self, c: &Cols<'_>, i: usize, t: i64, policy: &Policy, origins: &mut Origins) {
         let tenant = Cols::opt(c.tenant_id, i);
-        let obligation = |key: &str, deadline: i64, kind: Option<&str>| Obligation {
+        let mut obligation = |key: &str, deadline: i64, kind: Option<&str>| Obligation {
             key: key.to_string(),
             start: t,
             deadline,
             event_id: c.event_id.value(i).to_string(),
             tenant_id: tenant.map(str::to_string),
             kind: kind.map(str::to_string),
-            origin: c.origin(i),
+            origin: origins.of(c, i),
             met: None,
             met_origin: None,
         };
         match c.event_type.value(i) {
             "ai.request" => {
                 if let Some(r) = Cols::opt(c.request_id, i) {
-                    let deadline = t.saturating_add(policy.response_timeout_seconds * NANOS_PER_SEC);
-                    self.requests.open(obligation(r, deadline, None));
+                    let deadline = t.saturating_add(policy.response_timeout_seconds.saturating_mul(NANOS_PER_SEC));
+                    self.requests.open(key(r), t, || obligation(r, deadline, None));
                 }
             }
             "ai.response" => {
                 if let Some(r) = Cols::opt(c.request_id, i) {
-                    self.requests.fulfil(r, t, c.event_id.value(i), &c.origin(i));
+                    self.requests.fulfil(key(r), t, c.event_id.value(i), || origins.of(c, i));
                 }
             }
             "artifact.stored" => {
@@ -509,12 +926,13 @@ impl State {
                     return;
                 };
                 if let Some(secs) = policy.retention_seconds(tenant, kind) {
-                    self.artifacts.open(obligation(a, t.saturating_add(secs * NANOS_PER_SEC), Some(kind)));
+                    let deadline = t.saturating_add(secs.saturating_mul(NANOS_PER_SEC));
+                    self.artifacts.open(key(a), t, || obligation(a, deadline, Some(kind)));
                 }
             }
             "artifact.deleted" => {
                 if let Some(a) = Cols::opt(c.artifact_id, i) {
-                    self.artifacts.fulfil(a, t, c.event_id.value(i), &c.origin(i));
+                    self.artifacts.fulfil(key(a), t, c.event_id.value(i), || origins.of(c, i));
                 }
             }
             _ => {}
@@ -527,9 +945,8 @@ impl State {
             return;
         }
         self.history.expire(self.watermark.saturating_sub(HISTORY_HORIZON));
-        let obligation_cutoff = self.watermark.saturating_sub(self.obligation_memory);
-        self.requests.expire(obligation_cutoff);
-        self.artifacts.expire(obligation_cutoff);
+        self.requests.expire(self.watermark);
+        self.artifacts.expire(self.watermark);
         // A retry carries its original's time; once that time is a lateness
         // behind the watermark, a retry would be late anyway.
         let seen_cutoff = self.watermark.saturating_sub(self.lateness).div_euclid(SEEN_BUCKET);
@@ -541,9 +958,54 @@ impl State {
         }
     }
 
+    /// Entries held by kind and an estimate of their bytes.
+    pub fn stats(&self) -> StateStats {
+        let seen: usize = self.seen.values().map(HashSet::len).sum();
+        let seen_bytes: usize = self.seen.values().map(|s| s.capacity() * (size_of::<Key>() + 1) + 64).sum();
+        StateStats {
+            entries: vec![
+                ("history_rows", self.history.rows()),
+                ("conversation_reps", self.history.conversation_reps()),
+                ("open_requests", self.requests.open_len()),
+                ("open_artifacts", self.artifacts.open_len()),
+                ("decided_requests", self.requests.closed_len()),
+                ("decided_artifacts", self.artifacts.closed_len()),
+                ("early_fulfilments", self.requests.early_len() + self.artifacts.early_len()),
+                ("seen_ids", seen),
+            ],
+            bytes: self.history.bytes() + self.requests.bytes() + self.artifacts.bytes() + seen_bytes,
+        }
+    }
+
     /// Number of entries held, for the state-size metric.
     pub fn size(&self) -> usize {
-        self.history.rows() + self.requests.open_len() + self.artifacts.open_len() + self.seen.values().map(HashSet::len).sum::<usize>()
+        self.stats().total()
+    }
+}
+
+/// Origins built for one step, sharing one allocation per source name.
+#[derive(Default)]
+struct Origins {
+    last: Option<Arc<str>>,
+}
+
+impl Origins {
+    fn of(&mut self, c: &Cols<'_>, i: usize) -> Origin {
+        let source = c.origin_source.value(i);
+        let name = match &self.last {
+            Some(s) if &**s == source => s.clone(),
+            _ => {
+                let s: Arc<str> = source.into();
+                self.last = Some(s.clone());
+                s
+            }
+        };
+        let p = c.origin_partition;
+        match p.is_valid(i).then(|| p.value(i)) {
+            Some(partition) => Origin::Kafka { topic: name, partition, offset: c.origin_position.value(i) },
+            None if source == "generator" => Origin::Generated { seq: c.origin_position.value(i) as u64 },
+            None => Origin::File { path: name, line: c.origin_position.value(i) as u64 },
+        }
     }
 }
 
@@ -551,9 +1013,9 @@ impl State {
 mod tests {
     use super::*;
 
-    fn ob(key: &str, start: i64, deadline: i64) -> Obligation {
+    fn ob(k: &str, start: i64, deadline: i64) -> Obligation {
         Obligation {
-            key: key.into(),
+            key: k.into(),
             start,
             deadline,
             event_id: format!("e-{start}"),
@@ -565,28 +1027,77 @@ mod tests {
         }
     }
 
+    fn open(d: &mut Deadlines, k: &str, start: i64, deadline: i64) {
+        d.open(key(k), start, || ob(k, start, deadline));
+    }
+
     #[test]
     fn deadlines_release_in_order_and_keep_the_earliest_start() {
-        let mut d = Deadlines::default();
-        d.open(ob("a", 10, 20));
-        d.open(ob("b", 5, 15));
-        d.open(ob("a", 8, 18)); // an earlier request for the same key counts
-        d.fulfil("b", 16, "r", &Origin::Generated { seq: 1 });
+        let mut d = Deadlines::new(HISTORY_HORIZON);
+        open(&mut d, "a", 10, 20);
+        open(&mut d, "b", 5, 15);
+        open(&mut d, "a", 8, 18); // an earlier request for the same key counts
+        d.fulfil(key("b"), 16, "r", || Origin::Generated { seq: 1 });
         assert!(d.due(14, true).is_empty());
         assert!(d.due(15, false).is_empty(), "a deadline equal to the watermark can still be met");
         let due: Vec<_> = d.due(18, true).into_iter().map(|o| (o.key, o.deadline, o.met.map(|m| m.0))).collect();
         assert_eq!(due, vec![("b".into(), 15, Some(16)), ("a".into(), 18, None)]);
         assert!(d.due(100, true).is_empty(), "the superseded entry of `a` is skipped");
-        d.open(ob("a", 30, 40));
+        open(&mut d, "a", 30, 40);
         assert!(d.due(100, true).is_empty(), "a decided key is not reopened");
     }
 
     #[test]
     fn a_fulfilment_before_the_obligation_counts() {
-        let mut d = Deadlines::default();
-        d.fulfil("x", 3, "resp", &Origin::Generated { seq: 2 });
-        d.fulfil("x", 2, "resp0", &Origin::Generated { seq: 3 });
-        d.open(ob("x", 5, 9));
+        let mut d = Deadlines::new(HISTORY_HORIZON);
+        d.fulfil(key("x"), 3, "resp", || Origin::Generated { seq: 2 });
+        d.fulfil(key("x"), 2, "resp0", || Origin::Generated { seq: 3 });
+        open(&mut d, "x", 5, 9);
         assert_eq!(d.due(9, true)[0].met, Some((2, "resp0".into())));
+    }
+
+    #[test]
+    fn decided_keys_expire_by_bucket_after_their_memory() {
+        let hour = 3600 * NANOS_PER_SEC;
+        let mut d = Deadlines::new(24 * hour);
+        open(&mut d, "a", 0, hour);
+        assert_eq!(d.due(2 * hour, true).len(), 1);
+        d.expire(24 * hour);
+        assert_eq!(d.closed_len(), 1, "kept for its memory");
+        open(&mut d, "a", 2 * hour, 3 * hour);
+        assert_eq!(d.open_len(), 0, "still decided");
+        d.expire(hour + 24 * hour + bucket_width(24 * hour));
+        assert_eq!(d.closed_len(), 0, "gone a bucket after its memory");
+        d.fulfil(key("late"), 5, "r", || Origin::Generated { seq: 0 });
+        d.expire(i64::MAX);
+        assert_eq!(d.early_len(), 0);
+    }
+
+    fn rep(tenant: u8, hours: i64, row: u32) -> Rep {
+        Rep { tenant: Some(tenant as Key), time: hours * 3600 * NANOS_PER_SEC, at: (0, row) }
+    }
+
+    /// Whether two tenants' requests lie within 24 h of each other.
+    fn crosses(reps: &[Rep]) -> bool {
+        reps.iter().any(|a| reps.iter().any(|b| a.tenant != b.tenant && (a.time - b.time).abs() <= HISTORY_HORIZON))
+    }
+
+    #[test]
+    fn a_conversation_summary_keeps_o_tenants_and_every_crossing() {
+        // One tenant every hour for 10 days: a handful kept.
+        // (Two days on, two days off, so the answer depends on where the other tenant comes.)
+        let all: Vec<Rep> = (0..240).filter(|h| (h / 24) % 4 < 2).map(|h| rep(1, h, h as u32)).collect();
+        let mut reps = all.clone();
+        summarise(&mut reps);
+        assert!(reps.len() <= 12, "{} kept", reps.len());
+        // For every other-tenant time, crossing within 24 h is unchanged by the summary.
+        for probe in -30..280 {
+            let mut with = all.clone();
+            with.push(rep(2, probe, 999));
+            let mut summary = reps.clone();
+            summary.push(rep(2, probe, 999));
+            summarise(&mut summary);
+            assert_eq!(crosses(&with), crosses(&summary), "probe at hour {probe}");
+        }
     }
 }
