@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use crate::alert::Alert;
 use crate::decode::{Decoded, DeadLetter, Decoder};
+use crate::engine::state::StateStats;
 use crate::engine::{Engine, StepReport};
 use crate::event::RawBatch;
 use crate::outputs::JsonLines;
@@ -27,6 +28,8 @@ pub struct Totals {
     pub bytes: usize,
     pub alerts_by_rule: BTreeMap<String, usize>,
     pub elapsed: Duration,
+    /// The engine state at its largest (by estimated bytes) after a step.
+    pub state_peak: StateStats,
 }
 
 impl Totals {
@@ -43,6 +46,13 @@ impl Totals {
         self.late += r.late;
         for a in &r.alerts {
             *self.alerts_by_rule.entry(a.rule_id.clone()).or_default() += 1;
+        }
+    }
+
+    /// Keeps `s` if it is the largest state seen so far.
+    pub fn observe_state(&mut self, s: StateStats) {
+        if s.bytes >= self.state_peak.bytes {
+            self.state_peak = s;
         }
     }
 
@@ -64,6 +74,13 @@ impl Totals {
             secs,
             (self.events + self.duplicates) as f64 / secs
         );
+        let entries: Vec<String> = self.state_peak.entries.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        s.push_str(&format!(
+            "aiwatch: state at its peak: about {:.1} MiB in {} entries ({})\n",
+            self.state_peak.bytes as f64 / (1 << 20) as f64,
+            self.state_peak.total(),
+            entries.join(", ")
+        ));
         s.push_str(&format!("aiwatch: {} alerts\n", self.alerts()));
         for (rule, n) in &self.alerts_by_rule {
             s.push_str(&format!("  {rule:<28} {n}\n"));
@@ -148,6 +165,7 @@ pub async fn scan(
         dead.write(&decoded.dead_letters).context("cannot write dead letters")?;
         let report = engine.step(decoded.events).await?;
         totals.add_step(&report);
+        totals.observe_state(engine.state_stats());
         on_alerts(&report.alerts)?;
         on_progress(&totals);
     }

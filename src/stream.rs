@@ -234,7 +234,9 @@ impl Loop {
         let report = self.engine.step_held(decoded.events, hold).await?;
         self.totals.add_step(&report);
         self.metrics.observe_step(&report, started.elapsed().as_secs_f64());
-        self.metrics.state_entries.set(self.engine.state().size() as i64);
+        let stats = self.engine.state_stats();
+        self.metrics.observe_state(&stats);
+        self.totals.observe_state(stats);
         // On failure the run stops before the next checkpoint, so `processed` is never made durable early.
         deliver(&mut self.outputs, &report.alerts, &self.metrics, &self.stop).await?;
         Ok(())

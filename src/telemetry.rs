@@ -35,7 +35,8 @@ pub struct Metrics {
     pub alerts: IntCounterVec,
     pub consumer_lag: IntGaugeVec,
     pub watermark: Gauge,
-    pub state_entries: IntGauge,
+    pub state_entries: IntGaugeVec,
+    pub state_bytes: IntGauge,
     pub output_errors: IntCounterVec,
     pub output_up: IntGaugeVec,
     pub checkpoints: IntCounter,
@@ -76,8 +77,11 @@ impl Metrics {
         registry.register(Box::new(consumer_lag.clone())).expect("unique metric");
         let watermark = Gauge::new("aiwatch_watermark_seconds", "Event-time watermark, Unix seconds.").expect("valid metric");
         registry.register(Box::new(watermark.clone())).expect("unique metric");
-        let state_entries = IntGauge::new("aiwatch_state_entries", "Entries held in event-time state.").expect("valid metric");
+        let state_entries =
+            IntGaugeVec::new(Opts::new("aiwatch_state_entries", "Entries held in event-time state, by kind."), &["kind"]).expect("valid metric");
         registry.register(Box::new(state_entries.clone())).expect("unique metric");
+        let state_bytes = IntGauge::new("aiwatch_state_bytes", "Estimated heap bytes of event-time state.").expect("valid metric");
+        registry.register(Box::new(state_bytes.clone())).expect("unique metric");
         let output_up = IntGaugeVec::new(Opts::new("aiwatch_output_up", "1 when the output took its last alerts, 0 while it fails."), &["output"])
             .expect("valid metric");
         registry.register(Box::new(output_up.clone())).expect("unique metric");
@@ -94,6 +98,7 @@ impl Metrics {
             consumer_lag,
             watermark,
             state_entries,
+            state_bytes,
             output_errors: counter_vec("aiwatch_output_errors_total", "Failed hand-offs to an output.", &["output"]),
             output_up,
             checkpoints: counter("aiwatch_checkpoints_total", "Checkpoints written."),
@@ -120,6 +125,13 @@ impl Metrics {
         if let Some(w) = r.watermark {
             self.watermark.set(w as f64 / 1e9);
         }
+    }
+
+    pub fn observe_state(&self, s: &crate::engine::state::StateStats) {
+        for (kind, n) in &s.entries {
+            self.state_entries.with_label_values(&[kind]).set(*n as i64);
+        }
+        self.state_bytes.set(s.bytes as i64);
     }
 
     pub fn render(&self) -> String {

@@ -116,6 +116,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         totals.add_decoded(&decoded);
         let report = engine.step(decoded.events).await?;
         totals.add_step(&report);
+        totals.observe_state(engine.state_stats());
         print_alerts(&report.alerts, a.json)?;
     }
     totals.elapsed = started.elapsed();

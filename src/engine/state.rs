@@ -226,6 +226,17 @@ pub struct Deadlines {
     closed: TimedKeys,
     /// How long early fulfilments and decided keys are remembered (event time).
     memory: i64,
+    /// Heap bytes of the open obligations' strings, kept as they change.
+    #[serde(skip)]
+    text: usize,
+}
+
+fn text_bytes(o: &Obligation) -> usize {
+    o.key.capacity()
+        + o.event_id.capacity()
+        + o.tenant_id.as_ref().map_or(0, String::capacity)
+        + o.kind.as_ref().map_or(0, String::capacity)
+        + o.met.as_ref().map_or(0, |m| m.1.capacity())
 }
 
 /// Expiry granularity of a memory: an eighth of it, so a key is kept at most 12.5 % longer.
@@ -242,6 +253,7 @@ impl Deadlines {
             early: TimedMap::new(bucket_width(memory)),
             closed: TimedKeys::new(bucket_width(memory)),
             memory,
+            text: 0,
         }
     }
 
@@ -253,6 +265,7 @@ impl Deadlines {
                 o.met = cur.met.take();
                 o.met_origin = cur.met_origin.take();
                 self.queue.push(Reverse((o.deadline, k)));
+                self.text = (self.text + text_bytes(&o)).saturating_sub(text_bytes(cur));
                 *cur = o;
             }
             return;
@@ -266,6 +279,7 @@ impl Deadlines {
             o.met_origin = Some(origin);
         }
         self.queue.push(Reverse((o.deadline, k)));
+        self.text += text_bytes(&o);
         self.open.insert(k, o);
     }
 
@@ -273,6 +287,7 @@ impl Deadlines {
     fn fulfil(&mut self, k: Key, t: i64, event_id: &str, origin: impl FnOnce() -> Origin) {
         if let Some(o) = self.open.get_mut(&k) {
             if o.met.as_ref().is_none_or(|(m, _)| t < *m) {
+                self.text = self.text.saturating_sub(o.met.as_ref().map_or(0, |m| m.1.capacity())) + event_id.len();
                 o.met = Some((t, event_id.to_string()));
                 o.met_origin = Some(origin());
             }
@@ -295,6 +310,7 @@ impl Deadlines {
             // Entries superseded by an earlier start are skipped here.
             if self.open.get(&k).is_some_and(|o| o.deadline == deadline) {
                 let o = self.open.remove(&k).expect("present");
+                self.text = self.text.saturating_sub(text_bytes(&o));
                 self.closed.insert(o.deadline, k);
                 out.push(o);
             }
@@ -322,16 +338,8 @@ impl Deadlines {
 
     /// An estimate of the heap bytes held.
     fn bytes(&self) -> usize {
-        let strings: usize = self
-            .open
-            .values()
-            .map(|o| {
-                o.key.capacity() + o.event_id.capacity() + o.tenant_id.as_ref().map_or(0, String::capacity) + o.kind.as_ref().map_or(0, String::capacity)
-                    + o.met.as_ref().map_or(0, |m| m.1.capacity())
-            })
-            .sum();
         self.open.capacity() * (size_of::<(Key, Obligation)>() + 1)
-            + strings
+            + self.text
             + self.queue.capacity() * size_of::<(i64, Key)>()
             + self.early.map.capacity() * (size_of::<(Key, (i64, (String, Origin)))>() + 1)
             + self.closed.bytes()
@@ -340,6 +348,7 @@ impl Deadlines {
     /// Rebuilds what is derived from the stored parts, after a restore.
     pub(crate) fn reindex(&mut self) {
         self.queue = self.open.iter().map(|(k, o)| Reverse((o.deadline, *k))).collect();
+        self.text = self.open.values().map(text_bytes).sum();
         self.early.reindex();
         self.closed.reindex();
     }
@@ -404,6 +413,8 @@ pub struct History {
     schema: SchemaRef,
     rows: usize,
     reps: usize,
+    /// Bytes of the retained segments' arrays.
+    batch_bytes: usize,
 }
 
 /// A segment under this many rows is small; this many small ones are merged.
@@ -485,6 +496,7 @@ impl History {
             schema,
             rows: 0,
             reps: 0,
+            batch_bytes: 0,
         }
     }
 
@@ -579,6 +591,7 @@ impl History {
             touched.conversations.dedup();
         }
         self.rows += rows.num_rows();
+        self.batch_bytes += rows.get_array_memory_size();
         if rows.num_rows() < SMALL_SEGMENT {
             self.small.push(id);
         }
@@ -664,6 +677,7 @@ impl History {
     fn drop_segment(&mut self, id: u64) {
         let seg = self.segments.remove(&id).expect("listed");
         self.rows -= seg.batch.num_rows();
+        self.batch_bytes = self.batch_bytes.saturating_sub(seg.batch.get_array_memory_size());
         let b = &seg.batch;
         let request_id = b.column(self.at(col::REQUEST_ID)).as_string::<i32>();
         let conversation = b.column(self.at(col::CONVERSATION_ID)).as_string::<i32>();
@@ -707,8 +721,8 @@ impl History {
 
     /// An estimate of the heap bytes held.
     fn bytes(&self) -> usize {
-        let rows: usize = self.segments.values().map(|s| s.batch.get_array_memory_size()).sum();
-        rows + self.by_request.capacity() * (size_of::<(Key, SmallVec<[RowRef; 2]>)>() + 1)
+        self.batch_bytes
+            + self.by_request.capacity() * (size_of::<(Key, SmallVec<[RowRef; 2]>)>() + 1)
             + (self.rows.saturating_sub(2 * self.by_request.len())) * size_of::<RowRef>()
             + self.by_conversation.capacity() * (size_of::<(Key, Vec<Rep>)>() + 1)
             + self.reps * size_of::<Rep>()

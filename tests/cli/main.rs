@@ -2,5 +2,6 @@
 
 mod errors;
 mod example;
+mod hot_key;
 mod invariance;
 mod support;

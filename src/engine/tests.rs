@@ -1,0 +1,154 @@
+//! Properties of the engine as a whole: random streams against a brute-force
+//! reading of the spec, and checkpoints taken at random cut points.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::decode::Decoder;
+use crate::engine::{Engine, EngineConfig};
+use crate::event::{Origin, RawBatch};
+use crate::generate::{Generator, GeneratorConfig, Rng, DEMO_POLICY};
+use crate::policy::Policy;
+
+type Violations = BTreeSet<(String, String)>;
+
+async fn engine(lateness_seconds: u64) -> Engine {
+    let policy = Arc::new(Policy::parse(DEMO_POLICY, "demo").unwrap());
+    Engine::new(policy, crate::rules::builtin(), &EngineConfig { lateness_seconds, ..Default::default() }).await.unwrap()
+}
+
+/// Feeds `lines` in batches of the given sizes (cycled), then finishes.
+async fn scan(e: &mut Engine, lines: &[String], sizes: &[usize]) -> Violations {
+    let mut d = Decoder::new();
+    let mut out = Violations::new();
+    let mut at = 0;
+    let mut k = 0;
+    while at < lines.len() {
+        let n = sizes[k % sizes.len()].min(lines.len() - at);
+        k += 1;
+        let mut raw = RawBatch::default();
+        for (i, l) in lines[at..at + n].iter().enumerate() {
+            raw.push(l.as_bytes(), Origin::Generated { seq: (at + i) as u64 });
+        }
+        at += n;
+        let r = e.step(d.decode(&raw).events).await.unwrap();
+        out.extend(r.alerts.into_iter().map(|a| (a.rule_id, a.subject)));
+    }
+    out.extend(e.finish().await.unwrap().alerts.into_iter().map(|a| (a.rule_id, a.subject)));
+    out
+}
+
+const HOUR: i64 = 3600;
+
+/// Requests of a few tenants in a few conversations over four days, some
+/// conversations hot; returns the lines in an arrival order disordered within
+/// `lateness` and the conversations two tenants used within 24 h (brute force).
+fn conversations(seed: u64, lateness: i64) -> (Vec<String>, BTreeSet<String>) {
+    let mut rng = Rng(seed);
+    let tenants = ["acme", "globex", "initech"];
+    let mut uses: Vec<(i64, String, &str, String)> = Vec::new();
+    for c in 0..12 {
+        let conversation = if c == 0 { String::new() } else { format!("c{c}") };
+        let n = if c < 3 { 400 } else { 1 + rng.next() % 6 };
+        // Mostly one tenant, sometimes another, at random times.
+        let main = tenants[(rng.next() % 3) as usize];
+        for _ in 0..n {
+            let t = (rng.next() % (96 * HOUR as u64)) as i64;
+            let tenant = if rng.next() % 50 == 0 { tenants[(rng.next() % 3) as usize] } else { main };
+            uses.push((t, format!("e{}", uses.len()), tenant, conversation.clone()));
+        }
+    }
+    let mut expected = BTreeSet::new();
+    for a in &uses {
+        for b in &uses {
+            if a.3 == b.3 && a.2 != b.2 && (a.0 - b.0).abs() <= 24 * HOUR {
+                expected.insert(a.3.clone());
+            }
+        }
+    }
+    // Arrival: event time plus a delay below the lateness.
+    let mut arrival: Vec<(i64, String)> = uses
+        .iter()
+        .map(|(t, id, tenant, conversation)| {
+            let time = chrono::DateTime::from_timestamp(1_790_000_000 + t, 0).unwrap().to_rfc3339();
+            let line = format!(
+                r#"{{"event_id":"{id}","event_type":"ai.request","time":"{time}","tenant_id":"{tenant}","actor_id":"a","provider":"openai","conversation_id":"{conversation}"}}"#
+            );
+            (t + (rng.next() % lateness as u64) as i64, line)
+        })
+        .collect();
+    arrival.sort();
+    (arrival.into_iter().map(|(_, l)| l).collect(), expected)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversations_match_the_brute_force_reading_in_any_batching_and_order() {
+    for seed in 1..=4 {
+        let lateness = 2 * HOUR;
+        let (lines, expected) = conversations(seed, lateness);
+        for sizes in [vec![lines.len()], vec![1, 7, 64], vec![500]] {
+            let mut e = engine(lateness as u64).await;
+            let found: BTreeSet<String> =
+                scan(&mut e, &lines, &sizes).await.into_iter().filter(|(r, _)| r == "xtenant.conversation").map(|(_, s)| s).collect();
+            assert_eq!(found, expected, "seed {seed}, batch sizes {sizes:?}");
+        }
+    }
+}
+
+fn generated(n: usize, seed: u64) -> Vec<String> {
+    let mut g = Generator::new(GeneratorConfig {
+        events_per_second: 5.0,
+        max_disorder_seconds: 20.0,
+        duplicate_rate: 0.01,
+        seed,
+        ..Default::default()
+    });
+    let mut line = Vec::new();
+    (0..n)
+        .map(|_| {
+            line.clear();
+            g.next_into(&mut line);
+            String::from_utf8(line.clone()).unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_at_random_cut_points_give_the_alerts_of_one_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    for seed in [3, 11] {
+        let lines = generated(8_000, seed);
+        let expected = scan(&mut engine(60).await, &lines, &[400]).await;
+        let mut rng = Rng(seed);
+        let mut cuts: Vec<usize> = (0..3).map(|_| 1 + (rng.next() % (lines.len() as u64 - 1)) as usize).collect();
+        cuts.sort();
+        cuts.dedup();
+        let path = dir.path().join(format!("ckpt-{seed}"));
+        let mut found = Violations::new();
+        let mut from = 0;
+        let mut restored = None;
+        for &cut in cuts.iter().chain([&lines.len()]) {
+            let mut e = engine(60).await;
+            if let Some(at) = restored {
+                assert_eq!(e.restore_checkpoint(&path).unwrap(), Some(serde_json::json!(at)));
+            }
+            let mut d = Decoder::new();
+            for chunk in lines[from..cut].chunks(400) {
+                let mut raw = RawBatch::default();
+                for l in chunk {
+                    raw.push(l.as_bytes(), Origin::Generated { seq: 0 });
+                }
+                let r = e.step(d.decode(&raw).events).await.unwrap();
+                found.extend(r.alerts.into_iter().map(|a| (a.rule_id, a.subject)));
+            }
+            if cut == lines.len() {
+                found.extend(e.finish().await.unwrap().alerts.into_iter().map(|a| (a.rule_id, a.subject)));
+            } else {
+                e.write_checkpoint(&path, serde_json::json!(cut)).unwrap();
+                restored = Some(cut);
+            }
+            from = cut;
+        }
+        assert_eq!(found, expected, "seed {seed}, cuts {cuts:?}");
+    }
+}
