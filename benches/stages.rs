@@ -70,7 +70,7 @@ fn main() -> anyhow::Result<()> {
 
     let policy = Arc::new(Policy::parse(DEMO_POLICY, "demo").map_err(|e| anyhow::anyhow!(e))?);
     let started = Instant::now();
-    let mut state = State::new(EngineConfig::default().lateness_seconds, &policy);
+    let mut state = State::new(EngineConfig::default().lateness_seconds, &policy, &[]);
     for b in &batches {
         std::hint::black_box(state.step(b.clone(), &policy, None));
     }
