@@ -163,7 +163,8 @@ pub async fn scan(
         let decoded = decoded?;
         totals.add_decoded(&decoded);
         dead.write(&decoded.dead_letters).context("cannot write dead letters")?;
-        let report = engine.step(decoded.events).await?;
+        // Pipelined: the state takes this batch in while the rules evaluate the last one.
+        let report = engine.push(decoded.events, None).await?;
         totals.add_step(&report);
         totals.observe_state(engine.state_stats());
         on_alerts(&report.alerts)?;

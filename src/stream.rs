@@ -231,7 +231,8 @@ impl Loop {
         }
         self.dead.send(&decoded.dead_letters).await.context("cannot write dead letters")?;
         let hold = self.hold();
-        let report = self.engine.step_held(decoded.events, hold).await?;
+        // Pipelined: the state takes this batch in while the rules evaluate the last one.
+        let report = self.engine.push(decoded.events, hold).await?;
         self.totals.add_step(&report);
         self.metrics.observe_step(&report, started.elapsed().as_secs_f64());
         let stats = self.engine.state_stats();
@@ -242,8 +243,19 @@ impl Loop {
         Ok(())
     }
 
-    /// Makes what was processed durable, then commits it.
-    fn checkpoint(&mut self, consumer: &rdkafka::consumer::StreamConsumer<Context>, mode: CommitMode) -> anyhow::Result<()> {
+    /// Evaluates the pipelined step and delivers its alerts.
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        let report = self.engine.flush().await?;
+        self.totals.add_step(&report);
+        self.metrics.observe_report(&report);
+        deliver(&mut self.outputs, &report.alerts, &self.metrics, &self.stop).await
+    }
+
+    /// Makes what was processed durable, then commits it: the pipelined step
+    /// is evaluated and its alerts delivered first, so the state written never
+    /// covers events whose alerts were not handed to every output.
+    async fn checkpoint(&mut self, consumer: &rdkafka::consumer::StreamConsumer<Context>, mode: CommitMode) -> anyhow::Result<()> {
+        self.flush().await?;
         let started = Instant::now();
         self.engine.write_checkpoint(&self.checkpoint_path, position_json(&self.processed))?;
         self.metrics.checkpoints.inc();
@@ -515,13 +527,27 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
 
     let mut last_checkpoint = Instant::now();
     let mut last_checkpoint_took = Duration::ZERO;
-    while let Some(step) = decoded_rx.recv().await {
+    loop {
+        // Under load the next batch is already decoded and the engine stays
+        // pipelined; when none is waiting, the last step is evaluated and its
+        // alerts delivered now rather than when the next batch comes.
+        let step = match decoded_rx.try_recv() {
+            Ok(step) => step,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                lp.flush().await?;
+                match decoded_rx.recv().await {
+                    Some(step) => step,
+                    None => break,
+                }
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+        };
         lp.step(step).await?;
         // A checkpoint writes the whole state; with a large state, space them so
         // that writing takes at most a tenth of the time (a restart then re-reads more).
         if last_checkpoint.elapsed() >= checkpoint_every.max(last_checkpoint_took * 10) {
             let t = Instant::now();
-            lp.checkpoint(&consumer, CommitMode::Async)?;
+            lp.checkpoint(&consumer, CommitMode::Async).await?;
             last_checkpoint_took = t.elapsed();
             last_checkpoint = Instant::now();
         }
@@ -535,7 +561,7 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
         lp.metrics.observe_step(&report, 0.0);
         deliver(&mut lp.outputs, &report.alerts, &lp.metrics, &lp.stop).await?;
     }
-    lp.checkpoint(&consumer, CommitMode::Sync)?;
+    lp.checkpoint(&consumer, CommitMode::Sync).await?;
     if let Some(p) = &producer {
         use rdkafka::producer::Producer;
         p.flush(Duration::from_secs(30)).context("cannot flush the Kafka producer")?;

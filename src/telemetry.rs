@@ -113,6 +113,11 @@ impl Metrics {
     pub fn observe_step(&self, r: &StepReport, seconds: f64) {
         self.batches.inc();
         self.batch_seconds.observe(seconds);
+        self.observe_report(r);
+    }
+
+    /// Records what a report holds: events, rule times, alerts, the watermark.
+    pub fn observe_report(&self, r: &StepReport) {
         self.events.inc_by(r.events as u64);
         self.duplicates.inc_by(r.duplicates as u64);
         self.late.inc_by(r.late as u64);

@@ -78,7 +78,8 @@ impl Engine {
         let dir = segment_dir(path);
         std::fs::create_dir_all(&dir).map_err(io)?;
         let mut live = Vec::new();
-        for (id, batch) in self.state.history.segments() {
+        debug_assert!(self.pending.is_none(), "flush the pipelined step before a checkpoint");
+        for (id, batch) in self.state.as_ref().expect("state present").history.segments() {
             live.push(id);
             if !self.persisted_segments.contains(&id) {
                 write_atomically(&segment_file(&dir, id), |w| {
@@ -138,14 +139,14 @@ impl Engine {
     /// The state as written, borrowed.
     fn snapshot<P>(&self, live: Vec<u64>, position: P) -> SnapshotRef<'_, P> {
         SnapshotRef {
-            max_seen: self.state.max_seen,
-            watermark: self.state.watermark,
-            seen: &self.state.seen,
-            requests: &self.state.requests,
-            artifacts: &self.state.artifacts,
+            max_seen: self.state().max_seen,
+            watermark: self.state().watermark,
+            seen: &self.state().seen,
+            requests: &self.state().requests,
+            artifacts: &self.state().artifacts,
             emitted: self.emitted.iter().map(|((i, subject), at)| (self.rules[*i].rule.id.as_str(), subject.as_str(), *at)).collect(),
             segments: live,
-            next_segment: self.state.history.next_segment_id(),
+            next_segment: self.state().history.next_segment_id(),
             position,
         }
     }
@@ -162,14 +163,14 @@ impl Engine {
                 segments.push((*id, b.map_err(|e| corrupt(e.to_string()))?));
             }
         }
-        self.state.max_seen = snap.max_seen;
-        self.state.watermark = snap.watermark;
-        self.state.seen = snap.seen;
-        self.state.requests = snap.requests;
-        self.state.requests.reindex();
-        self.state.artifacts = snap.artifacts;
-        self.state.artifacts.reindex();
-        self.state.history.restore(segments, snap.next_segment);
+        self.state_mut().max_seen = snap.max_seen;
+        self.state_mut().watermark = snap.watermark;
+        self.state_mut().seen = snap.seen;
+        self.state_mut().requests = snap.requests;
+        self.state_mut().requests.reindex();
+        self.state_mut().artifacts = snap.artifacts;
+        self.state_mut().artifacts.reindex();
+        self.state_mut().history.restore(segments, snap.next_segment);
         self.persisted_segments = snap.segments.iter().copied().collect();
         let index: std::collections::HashMap<&str, usize> =
             self.rules.iter().enumerate().map(|(i, r)| (r.rule.id.as_str(), i)).collect();

@@ -94,6 +94,18 @@ pub struct StepReport {
     pub watermark: Option<i64>,
 }
 
+impl StepReport {
+    /// Adds a later step's report to this one.
+    fn absorb(&mut self, later: StepReport) {
+        self.alerts.extend(later.alerts);
+        self.events += later.events;
+        self.duplicates += later.duplicates;
+        self.late += later.late;
+        self.rule_times.extend(later.rule_times);
+        self.watermark = later.watermark.or(self.watermark);
+    }
+}
+
 struct LiveTables {
     events: Arc<LiveTable>,
     history: Arc<LiveTable>,
@@ -222,7 +234,10 @@ pub struct Engine {
     task_ctx: Arc<TaskContext>,
     rules: Vec<CompiledRule>,
     live: LiveTables,
-    state: State,
+    /// `None` only while a pipelined step's state work runs (see [`Engine::push`]).
+    state: Option<State>,
+    /// A step whose state work is done and whose rules have not run yet.
+    pending: Option<StepInput>,
     policy: Arc<Policy>,
     /// Violations already emitted in this run, with their event time.
     emitted: HashMap<(usize, String), i64>,
@@ -305,7 +320,8 @@ impl Engine {
             task_ctx,
             rules: compiled,
             live,
-            state: State::new(config.lateness_seconds, &policy, &history_columns),
+            state: Some(State::new(config.lateness_seconds, &policy, &history_columns)),
+            pending: None,
             policy,
             emitted: HashMap::default(),
             emitted_swept: i64::MIN,
@@ -318,12 +334,16 @@ impl Engine {
     }
 
     pub fn state(&self) -> &State {
-        &self.state
+        self.state.as_ref().expect("the state is back after every step")
+    }
+
+    fn state_mut(&mut self) -> &mut State {
+        self.state.as_mut().expect("the state is back after every step")
     }
 
     /// The state's entries by kind (emitted violations included) and an estimate of its bytes.
     pub fn state_stats(&self) -> StateStats {
-        let mut s = self.state.stats();
+        let mut s = self.state().stats();
         s.entries.push(("emitted_violations", self.emitted.len()));
         // Subjects are ids: about 40 bytes of text each.
         s.bytes += self.emitted.capacity() * (std::mem::size_of::<((usize, String), i64)>() + 1) + self.emitted.len() * 40;
@@ -338,15 +358,56 @@ impl Engine {
     /// Like [`Engine::step`], with the watermark held at or below `hold` minus
     /// the lateness (see [`State::step`]); `i64::MIN` holds it where it is.
     pub async fn step_held(&mut self, events: RecordBatch, hold: Option<i64>) -> Result<StepReport, EngineError> {
-        let input = self.state.step(events, &self.policy, hold);
-        self.evaluate(input).await
+        let mut report = self.flush().await?;
+        let policy = self.policy.clone();
+        let input = self.state_mut().step(events, &policy, hold);
+        report.absorb(self.evaluate(input).await?);
+        Ok(report)
     }
 
-    /// Ends a finite input: the watermark moves to the largest event time seen
-    /// and the deadlines it passes are evaluated.
+    /// A pipelined step: takes `events` into the state on a blocking thread
+    /// while the rules evaluate the previous step, so both cores work. Returns
+    /// the report of the previous step (empty on the first); [`Engine::flush`]
+    /// or [`Engine::finish`] evaluates the last one. The answer is the one
+    /// [`Engine::step_held`] gives. The state already holds `events` when this
+    /// returns, so flush before a checkpoint.
+    pub async fn push(&mut self, events: RecordBatch, hold: Option<i64>) -> Result<StepReport, EngineError> {
+        let mut state = self.state.take().expect("the state is back after every step");
+        let policy = self.policy.clone();
+        let prepare = tokio::task::spawn_blocking(move || {
+            let input = state.step(events, &policy, hold);
+            (state, input)
+        });
+        let report = match self.pending.take() {
+            Some(input) => self.evaluate(input).await,
+            None => Ok(StepReport::default()),
+        };
+        match prepare.await {
+            Ok((state, input)) => {
+                self.state = Some(state);
+                self.pending = Some(input);
+            }
+            // The state step panicked: a bug, not an input problem; there is no state to go on with.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+        report
+    }
+
+    /// Evaluates the pending step of [`Engine::push`], if any.
+    pub async fn flush(&mut self) -> Result<StepReport, EngineError> {
+        match self.pending.take() {
+            Some(input) => self.evaluate(input).await,
+            None => Ok(StepReport::default()),
+        }
+    }
+
+    /// Ends a finite input: the pending step is evaluated, the watermark moves
+    /// to the largest event time seen and the deadlines it passes are evaluated.
     pub async fn finish(&mut self) -> Result<StepReport, EngineError> {
-        let input = self.state.finish();
-        self.evaluate(input).await
+        let mut report = self.flush().await?;
+        let input = self.state_mut().finish();
+        report.absorb(self.evaluate(input).await?);
+        Ok(report)
     }
 
     async fn evaluate(&mut self, input: StepInput) -> Result<StepReport, EngineError> {
@@ -389,7 +450,7 @@ impl Engine {
             t.set(Vec::new());
         }
 
-        let watermark = self.state.watermark();
+        let watermark = input.watermark;
         let detected_at = alert::now();
         let mut report = StepReport {
             events: input.events.num_rows(),
@@ -402,7 +463,7 @@ impl Engine {
             let rule = self.rules[i].rule.clone();
             report.rule_times.push((rule.id.clone(), took));
             for b in batches {
-                self.collect_alerts(i, &b, &detected_at, &mut report.alerts)
+                self.collect_alerts(i, &b, &detected_at, input.max_seen, &mut report.alerts)
                     .map_err(|source| EngineError::Evaluate { rule: rule.id.clone(), source })?;
             }
         }
@@ -420,6 +481,7 @@ impl Engine {
         i: usize,
         batch: &RecordBatch,
         detected_at: &str,
+        max_seen: Option<i64>,
         out: &mut Vec<Alert>,
     ) -> Result<(), datafusion::error::DataFusionError> {
         if batch.num_rows() == 0 {
@@ -455,7 +517,7 @@ impl Engine {
                 continue;
             }
             // Remembered by the violation's own event time: the watermark may not exist yet.
-            let at = if time.is_null(row) { self.state.max_seen().unwrap_or(i64::MAX) } else { time.value(row) };
+            let at = if time.is_null(row) { max_seen.unwrap_or(i64::MAX) } else { time.value(row) };
             self.emitted.insert(key, at);
             let event_ids: Vec<String> = match (&ids_list, &ids_one) {
                 (Some(l), _) => {

@@ -788,6 +788,9 @@ pub struct StepInput {
     pub duplicates: usize,
     /// Events older than the watermark when they arrived.
     pub late: usize,
+    /// The watermark and the newest event time after this step.
+    pub watermark: Option<i64>,
+    pub max_seen: Option<i64>,
 }
 
 /// Entries held by kind, and an estimate of their bytes, for metrics and the scan summary.
@@ -875,7 +878,17 @@ impl State {
         let due_requests = self.requests.due(self.watermark, false);
         let due_artifacts = self.artifacts.due(self.watermark, false);
         self.expire();
-        StepInput { events, history, conversations, due_requests, due_artifacts, duplicates, late }
+        StepInput {
+            events,
+            history,
+            conversations,
+            due_requests,
+            due_artifacts,
+            duplicates,
+            late,
+            watermark: self.watermark(),
+            max_seen: self.max_seen,
+        }
     }
 
     /// The end of a finite input: the watermark moves to the largest event time seen.
@@ -891,6 +904,8 @@ impl State {
             due_artifacts: self.artifacts.due(self.watermark, true),
             duplicates: 0,
             late: 0,
+            watermark: self.watermark(),
+            max_seen: self.max_seen,
         }
     }
 
