@@ -3,4 +3,5 @@
 mod errors;
 mod example;
 mod invariance;
+mod limits;
 mod support;

@@ -10,5 +10,6 @@ mod crash;
 mod metrics;
 mod outputs;
 mod shutdown;
+mod state_dir;
 mod support;
 mod until_end;
