@@ -69,8 +69,9 @@ fn dead_letter_headers(d: &DeadLetter) -> OwnedHeaders {
 /// origin, reason, length and hash in headers.
 ///
 /// A dead letter refused for its size (over the producer's `message.max.bytes`
-/// or the topic's limit) is sent again with headers only; one refused even so
-/// is logged and left out, never fatal. Returns how many were left out. Other
+/// or the topic's limit) is sent again alone (the broker refuses a whole batch
+/// for one large message), then with headers only; one refused even so is
+/// logged and left out, never fatal. Returns how many were left out. Other
 /// errors (the broker is unreachable) fail the call, so offsets stay uncommitted.
 pub async fn send_dead_letters(producer: &FutureProducer, topic: &str, dead: &[DeadLetter]) -> anyhow::Result<usize> {
     async fn send(producer: &FutureProducer, topic: &str, d: &DeadLetter, with_bytes: bool) -> Result<(), KafkaError> {
@@ -84,6 +85,11 @@ pub async fn send_dead_letters(producer: &FutureProducer, topic: &str, dead: &[D
     let mut left_out = 0;
     for (d, outcome) in dead.iter().zip(outcomes) {
         let Err(e) = outcome else { continue };
+        if !too_large(&e) {
+            anyhow::bail!("dead-letter topic {topic}: {e}");
+        }
+        // The broker refuses a whole batch for one large message: alone, a small one goes through.
+        let Err(e) = send(producer, topic, d, true).await else { continue };
         if !too_large(&e) {
             anyhow::bail!("dead-letter topic {topic}: {e}");
         }

@@ -9,6 +9,7 @@
 mod crash;
 mod metrics;
 mod outputs;
+mod poison;
 mod shutdown;
 mod state_dir;
 mod support;
