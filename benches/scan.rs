@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use aiwatch::engine::{Engine, EngineConfig};
 use aiwatch::generate::{Generator, GeneratorConfig, DEMO_POLICY};
-use aiwatch::pipeline::{scan, DeadLetterSink};
+use aiwatch::pipeline::{scan, DeadLetterSink, ScanInputs};
 use aiwatch::policy::Policy;
 
 fn peak_rss_mib() -> f64 {
@@ -64,7 +64,7 @@ fn main() -> anyhow::Result<()> {
         let mut engine = Engine::new(policy, rules, &EngineConfig::default()).await?;
         let mut dead = DeadLetterSink::File(aiwatch::outputs::JsonLines::create(Some(&dir.path().join("dead.jsonl")))?);
         let mut alerts = aiwatch::outputs::JsonLines::create(Some(&dir.path().join("alerts.jsonl")))?;
-        scan(&mut engine, vec![path.display().to_string()], batch_size, &mut dead, |a| Ok(alerts.write_alerts(a)?), |_| {}).await
+        scan(&mut engine, ScanInputs::new(vec![path.display().to_string()], batch_size), &mut dead, |a| Ok(alerts.write_alerts(a)?), |_| {}).await
     })?;
     let secs = totals.elapsed.as_secs_f64();
     let lines = totals.records as f64;

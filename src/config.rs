@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
+
+use crate::decode::DecodeOptions;
 
 /// The whole configuration of `aiwatch run`.
 #[derive(Debug, Clone, Deserialize)]
@@ -17,15 +20,28 @@ pub struct RunConfig {
     pub policy: PathBuf,
     /// Folder of user rules added to the built-in pack.
     pub rules: Option<PathBuf>,
-    /// Where checkpoints live; one running aiwatch per folder.
+    /// Where checkpoints live; one running aiwatch per folder (a lock file enforces it).
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
-    /// Allowed lateness, seconds.
-    #[serde(default = "default_lateness")]
+    /// Allowed lateness, seconds (0 to 7 days).
+    #[serde(default = "default_lateness", deserialize_with = "lateness")]
     pub lateness_seconds: u64,
-    /// Seconds between checkpoints; offsets are committed at each one.
-    #[serde(default = "default_checkpoint_interval")]
+    /// Seconds between checkpoints; offsets are committed at each one (1 s to 1 day).
+    #[serde(default = "default_checkpoint_interval", deserialize_with = "checkpoint_interval")]
     pub checkpoint_interval_seconds: u64,
+    /// An event whose time is further than this ahead of the wall clock is a
+    /// dead letter (`time_in_future`), so it cannot move the watermark (0 s to 1 year).
+    #[serde(default = "default_max_future", deserialize_with = "max_future")]
+    pub max_future_seconds: u64,
+    /// A record longer than this is a dead letter; unknown fields count (1 KiB to 256 MiB).
+    #[serde(default = "default_max_event_bytes", deserialize_with = "max_event_bytes")]
+    pub max_event_bytes: usize,
+    /// A string field, or a list entry, longer than this is a dead letter (16 B to 1 MiB).
+    #[serde(default = "default_max_field_bytes", deserialize_with = "max_field_bytes")]
+    pub max_field_bytes: usize,
+    /// A list field with more entries than this is a dead letter (1 to 65,536).
+    #[serde(default = "default_max_list_items", deserialize_with = "max_list_items")]
+    pub max_list_items: usize,
     pub kafka: KafkaConfig,
     #[serde(default)]
     pub dead_letter: Option<DeadLetterConfig>,
@@ -45,15 +61,15 @@ pub struct KafkaConfig {
     pub topics: Vec<String>,
     #[serde(default = "default_group")]
     pub group_id: String,
-    /// Events per engine step at most.
-    #[serde(default = "default_batch_size")]
+    /// Events per engine step at most (1 to 1,048,576).
+    #[serde(default = "default_batch_size", deserialize_with = "batch_size")]
     pub batch_size: usize,
-    /// A step runs at least this often while events arrive (milliseconds).
-    #[serde(default = "default_batch_wait")]
+    /// A step runs at least this often while events arrive (milliseconds, 1 ms to 1 hour).
+    #[serde(default = "default_batch_wait", deserialize_with = "batch_wait")]
     pub max_batch_wait_ms: u64,
     /// A partition that gave no message for this long (milliseconds, wall
-    /// clock) and has no known backlog stops holding back the watermark.
-    #[serde(default = "default_idle_partition")]
+    /// clock) and has no known backlog stops holding back the watermark (0 to 1 day).
+    #[serde(default = "default_idle_partition", deserialize_with = "idle_partition")]
     pub idle_partition_ms: u64,
     /// Any librdkafka option, passed as is (`security.protocol`, `ssl.ca.location`, ...).
     #[serde(default)]
@@ -84,13 +100,48 @@ impl SecretRef {
     }
 }
 
+/// Where malformed records go, and how much of them is kept.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
-pub enum DeadLetterConfig {
-    /// Original bytes as the message value; origin and reason as headers.
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterConfig {
+    /// `kafka` (needs `topic`) or `file` (needs `path`).
+    pub kind: DeadLetterKind,
+    /// Kafka: kept bytes as the message value; origin, reason, length and hash as headers.
+    pub topic: Option<String>,
+    /// File: JSON Lines with origin, reason, length, hash and the kept bytes.
+    pub path: Option<PathBuf>,
+    /// At most this many bytes of a record are kept (0 to 256 MiB). The
+    /// length and SHA-256 of the whole record are always kept.
+    #[serde(default = "default_max_raw_bytes", deserialize_with = "max_raw_bytes")]
+    pub max_raw_bytes: usize,
+    /// `false` keeps metadata only. Raw bytes may hold prompt text.
+    #[serde(default = "default_true")]
+    pub include_raw: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadLetterKind {
+    Kafka,
+    File,
+}
+
+/// Where dead letters go, resolved from [`DeadLetterConfig`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeadLetterDestination {
     Kafka { topic: String },
-    /// JSON Lines with origin, reason and the original bytes.
     File { path: PathBuf },
+}
+
+impl DeadLetterConfig {
+    /// The destination; [`RunConfig::load`] has checked that the right key is there.
+    pub fn destination(&self) -> DeadLetterDestination {
+        match (self.kind, &self.topic, &self.path) {
+            (DeadLetterKind::Kafka, Some(topic), _) => DeadLetterDestination::Kafka { topic: topic.clone() },
+            (DeadLetterKind::File, _, Some(path)) => DeadLetterDestination::File { path: path.clone() },
+            _ => unreachable!("checked by RunConfig::load"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -111,9 +162,9 @@ pub enum OutputConfig {
         auth_header: Option<String>,
         /// Where the header's value comes from.
         auth_value: Option<SecretRef>,
-        #[serde(default = "default_retries")]
+        #[serde(default = "default_retries", deserialize_with = "retries")]
         max_retries: u32,
-        #[serde(default = "default_timeout")]
+        #[serde(default = "default_timeout", deserialize_with = "timeout")]
         timeout_ms: u64,
     },
     /// Alertmanager API v2: POST {url}/api/v2/alerts.
@@ -122,9 +173,9 @@ pub enum OutputConfig {
         /// Link placed in each alert's generatorURL (e.g. a runbook or dashboard).
         #[serde(default = "default_generator_url")]
         generator_url: String,
-        #[serde(default = "default_retries")]
+        #[serde(default = "default_retries", deserialize_with = "retries")]
         max_retries: u32,
-        #[serde(default = "default_timeout")]
+        #[serde(default = "default_timeout", deserialize_with = "timeout")]
         timeout_ms: u64,
     },
 }
@@ -146,7 +197,22 @@ impl Default for MetricsConfig {
 }
 
 fn default_state_dir() -> PathBuf {
-    PathBuf::from("aiwatch-state")
+    PathBuf::from("/var/lib/aiwatch")
+}
+fn default_max_future() -> u64 {
+    300
+}
+fn default_max_event_bytes() -> usize {
+    crate::decode::DEFAULT_MAX_EVENT_BYTES
+}
+fn default_max_field_bytes() -> usize {
+    crate::decode::DEFAULT_MAX_FIELD_BYTES
+}
+fn default_max_list_items() -> usize {
+    crate::decode::DEFAULT_MAX_LIST_ITEMS
+}
+fn default_max_raw_bytes() -> usize {
+    crate::decode::DEFAULT_MAX_RAW_BYTES
 }
 fn default_lateness() -> u64 {
     60
@@ -182,7 +248,72 @@ fn default_true() -> bool {
     true
 }
 
+/// Reads a number and checks it lies in `lo..=hi`. The message names the key;
+/// the TOML error around it names the file and the line. The ranges keep every
+/// later sum and product of these values far from overflow.
+fn in_range<'de, D: Deserializer<'de>, T>(d: D, key: &str, lo: T, hi: T) -> Result<T, D::Error>
+where
+    T: Deserialize<'de> + PartialOrd + std::fmt::Display,
+{
+    let v = T::deserialize(d)?;
+    if v < lo || v > hi {
+        return Err(D::Error::custom(format!("`{key}` must be from {lo} to {hi}, found {v}")));
+    }
+    Ok(v)
+}
+
+const DAY_SECONDS: u64 = 86_400;
+
+fn lateness<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    in_range(d, "lateness_seconds", 0, 7 * DAY_SECONDS)
+}
+fn checkpoint_interval<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    in_range(d, "checkpoint_interval_seconds", 1, DAY_SECONDS)
+}
+fn max_future<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    in_range(d, "max_future_seconds", 0, 365 * DAY_SECONDS)
+}
+fn max_event_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    in_range(d, "max_event_bytes", 1 << 10, 256 << 20)
+}
+fn max_field_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    in_range(d, "max_field_bytes", 16, 1 << 20)
+}
+fn max_list_items<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    in_range(d, "max_list_items", 1, 65_536)
+}
+fn max_raw_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    in_range(d, "dead_letter.max_raw_bytes", 0, 256 << 20)
+}
+fn batch_size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    in_range(d, "kafka.batch_size", 1, 1 << 20)
+}
+fn batch_wait<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    in_range(d, "kafka.max_batch_wait_ms", 1, 3_600_000)
+}
+fn idle_partition<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    in_range(d, "kafka.idle_partition_ms", 0, DAY_SECONDS * 1000)
+}
+fn retries<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    in_range(d, "output.max_retries", 0, 100)
+}
+fn timeout<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    in_range(d, "output.timeout_ms", 1, 600_000)
+}
+
 impl RunConfig {
+    /// What the decoder of `aiwatch run` accepts and keeps.
+    pub fn decode_options(&self) -> DecodeOptions {
+        DecodeOptions {
+            max_future_seconds: Some(self.max_future_seconds),
+            max_event_bytes: self.max_event_bytes,
+            max_field_bytes: self.max_field_bytes,
+            max_list_items: self.max_list_items,
+            max_raw_bytes: self.dead_letter.as_ref().map_or(crate::decode::DEFAULT_MAX_RAW_BYTES, |d| d.max_raw_bytes),
+            include_raw: self.dead_letter.as_ref().is_none_or(|d| d.include_raw && d.max_raw_bytes > 0),
+        }
+    }
+
     /// Reads and validates a config file; relative paths in it are taken from its folder.
     pub fn load(path: &Path) -> anyhow::Result<RunConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
@@ -199,8 +330,20 @@ impl RunConfig {
             rebase(r);
         }
         rebase(&mut c.state_dir);
-        if let Some(DeadLetterConfig::File { path }) = c.dead_letter.as_mut() {
-            rebase(path);
+        if let Some(d) = c.dead_letter.as_mut() {
+            match (d.kind, &d.topic, &d.path) {
+                (DeadLetterKind::Kafka, Some(t), None) if !t.is_empty() => {}
+                (DeadLetterKind::File, None, Some(_)) => {}
+                (DeadLetterKind::Kafka, ..) => {
+                    anyhow::bail!("invalid config file {}: `[dead_letter]` of kind \"kafka\" needs a non-empty `topic` and no `path`", path.display())
+                }
+                (DeadLetterKind::File, ..) => {
+                    anyhow::bail!("invalid config file {}: `[dead_letter]` of kind \"file\" needs a `path` and no `topic`", path.display())
+                }
+            }
+            if let Some(p) = d.path.as_mut() {
+                rebase(p);
+            }
         }
         for o in &mut c.outputs {
             if let OutputConfig::File { path } = o {
@@ -210,8 +353,8 @@ impl RunConfig {
         if c.kafka.topics.is_empty() {
             anyhow::bail!("invalid config file {}: field `kafka.topics` is empty; name at least one topic", path.display());
         }
-        if c.kafka.batch_size == 0 {
-            anyhow::bail!("invalid config file {}: field `kafka.batch_size` must be at least 1", path.display());
+        if c.max_field_bytes > c.max_event_bytes {
+            anyhow::bail!("invalid config file {}: `max_field_bytes` must not be larger than `max_event_bytes`", path.display());
         }
         for key in c.kafka.options.keys() {
             if c.kafka.secret_options.contains_key(key) {
@@ -256,5 +399,60 @@ mod tests {
         assert_eq!(SecretRef { env: None, file: Some(f) }.resolve("x").unwrap(), "hunter2");
         let e = SecretRef { env: Some("AIWATCH_TEST_UNSET_VAR".into()), file: None }.resolve("sasl.password").unwrap_err();
         assert!(e.to_string().contains("AIWATCH_TEST_UNSET_VAR"));
+    }
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let p = dir.join("c.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    const MINIMAL: &str = "policy = \"p.toml\"\n[kafka]\nbootstrap_servers = \"x\"\ntopics = [\"t\"]\n";
+
+    #[test]
+    fn values_out_of_range_are_refused_naming_key_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            ("lateness_seconds = 99999999999\n", "lateness_seconds", 2),
+            ("checkpoint_interval_seconds = 0\n", "checkpoint_interval_seconds", 2),
+            ("max_future_seconds = 999999999999\n", "max_future_seconds", 2),
+            ("max_event_bytes = 10\n", "max_event_bytes", 2),
+            ("max_list_items = 0\n", "max_list_items", 2),
+        ];
+        for (line, key, at) in cases {
+            let text = format!("policy = \"p.toml\"\n{line}[kafka]\nbootstrap_servers = \"x\"\ntopics = [\"t\"]\n");
+            let e = RunConfig::load(&write(dir.path(), &text)).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key}`")) && e.contains(&format!("line {at}")) && e.contains("c.toml"), "{e}");
+        }
+        let kafka = [
+            ("max_batch_wait_ms = 99999999999", "kafka.max_batch_wait_ms"),
+            ("batch_size = 0", "kafka.batch_size"),
+            ("idle_partition_ms = 999999999999", "kafka.idle_partition_ms"),
+        ];
+        for (line, key) in kafka {
+            let e = RunConfig::load(&write(dir.path(), &format!("{MINIMAL}{line}\n"))).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key}`")) && e.contains("line 5"), "{e}");
+        }
+        let webhook = format!("{MINIMAL}[[output]]\nkind = \"webhook\"\nurl = \"http://x\"\ntimeout_ms = 0\n");
+        let e = RunConfig::load(&write(dir.path(), &webhook)).unwrap_err().to_string();
+        // An [[output]] is one tagged table: the line is the table's.
+        assert!(e.contains("`output.timeout_ms`") && e.contains("line 5"), "{e}");
+    }
+
+    #[test]
+    fn dead_letter_limits_and_defaults_reach_the_decoder() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = RunConfig::load(&write(dir.path(), MINIMAL)).unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/aiwatch"), "the default state_dir is not in /tmp");
+        assert_eq!(c.decode_options(), DecodeOptions { max_future_seconds: Some(300), ..DecodeOptions::default() });
+        let text = format!("max_future_seconds = 60\nmax_field_bytes = 64\n{MINIMAL}[dead_letter]\nkind = \"file\"\npath = \"d.jsonl\"\nmax_raw_bytes = 100\ninclude_raw = false\n");
+        let c = RunConfig::load(&write(dir.path(), &text)).unwrap();
+        let o = c.decode_options();
+        assert_eq!((o.max_future_seconds, o.max_field_bytes, o.max_raw_bytes, o.include_raw), (Some(60), 64, 100, false));
+        assert_eq!(c.dead_letter.unwrap().destination(), DeadLetterDestination::File { path: dir.path().join("d.jsonl") });
+        let e = RunConfig::load(&write(dir.path(), &format!("{MINIMAL}[dead_letter]\nkind = \"kafka\"\npath = \"d\"\n"))).unwrap_err();
+        assert!(e.to_string().contains("`topic`"), "{e}");
+        let e = RunConfig::load(&write(dir.path(), &format!("{MINIMAL}[dead_letter]\nkind = \"file\"\npath = \"d\"\nmax_raw_bytes = -1\n"))).unwrap_err();
+        assert!(e.to_string().contains("line 8"), "{e}");
     }
 }

@@ -22,7 +22,12 @@ use serde::Deserialize;
 
 use crate::event::{events_schema, Origin, RawBatch};
 
-/// A record that is not a valid event (events.md, "Dead letters"), kept whole.
+/// A record that is not a valid event (events.md, "Dead letters").
+///
+/// The raw bytes may hold anything the producer sent, prompt text included, so
+/// at most [`DecodeOptions::max_raw_bytes`] of them are kept (none when
+/// [`DecodeOptions::include_raw`] is off); the length and SHA-256 of the whole
+/// record are always kept, so the original can be found and matched.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
     pub origin: Origin,
@@ -30,20 +35,55 @@ pub struct DeadLetter {
     pub kind: &'static str,
     /// What is wrong, for a person: names the field, never echoes its value.
     pub reason: String,
-    pub bytes: Vec<u8>,
+    /// The record's bytes, or their first `max_raw_bytes`; `None` when raw bytes are not kept.
+    pub bytes: Option<Vec<u8>>,
+    /// Length of the whole record, bytes.
+    pub len: usize,
+    /// SHA-256 of the whole record, lowercase hex.
+    pub sha256: String,
 }
 
 impl DeadLetter {
-    /// The dead-letter record as one JSON line: origin, reason and the original bytes.
+    /// Keeps what `options` allow of `record`, and its length and hash.
+    pub fn new(origin: Origin, (kind, reason): Verdict, record: &[u8], options: &DecodeOptions) -> DeadLetter {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(record);
+        let sha256 = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let bytes = options.include_raw.then(|| {
+            let mut kept = &record[..record.len().min(options.max_raw_bytes)];
+            // Cut at a character boundary, so UTF-8 text stays text (`raw`, not `raw_hex`).
+            if kept.len() < record.len() {
+                if let Err(e) = std::str::from_utf8(kept) {
+                    if e.error_len().is_none() {
+                        kept = &kept[..e.valid_up_to()];
+                    }
+                }
+            }
+            kept.to_vec()
+        });
+        DeadLetter { origin, kind, reason, bytes, len: record.len(), sha256 }
+    }
+
+    /// Whether the kept bytes are only a prefix of the record (or none of it).
+    pub fn truncated(&self) -> bool {
+        self.bytes.as_ref().map_or(0, Vec::len) < self.len
+    }
+
+    /// The dead-letter record as one JSON line: origin, reason, length, hash and the kept bytes.
     pub fn to_json(&self) -> serde_json::Value {
         let mut v = serde_json::json!({
             "origin": self.origin.to_json_origin(),
             "kind": self.kind,
             "reason": self.reason,
+            "length": self.len,
+            "sha256": self.sha256,
         });
-        match std::str::from_utf8(&self.bytes) {
-            Ok(s) => v["raw"] = serde_json::Value::String(s.to_string()),
-            Err(_) => v["raw_hex"] = serde_json::Value::String(self.bytes.iter().map(|b| format!("{b:02x}")).collect()),
+        if let Some(bytes) = &self.bytes {
+            match std::str::from_utf8(bytes) {
+                Ok(s) => v["raw"] = serde_json::Value::String(s.to_string()),
+                Err(_) => v["raw_hex"] = serde_json::Value::String(bytes.iter().map(|b| format!("{b:02x}")).collect()),
+            }
+            v["raw_truncated"] = serde_json::Value::Bool(self.truncated());
         }
         v
     }
@@ -55,6 +95,52 @@ impl Origin {
             Origin::File { path, line } => serde_json::json!({"file": &**path, "line": line}),
             Origin::Kafka { topic, partition, offset } => serde_json::json!({"topic": &**topic, "partition": partition, "offset": offset}),
             Origin::Generated { seq } => serde_json::json!({"generator_seq": seq}),
+        }
+    }
+}
+
+/// First event time aiwatch accepts: 1970-01-01T00:00:00Z (Unix nanoseconds).
+pub const MIN_EVENT_TIME_NS: i64 = 0;
+/// Event times from here on are refused: 2200-01-01T00:00:00Z. Times are i64
+/// nanoseconds, which end in April 2262; this margin of 62 years leaves room
+/// for every sum the engine makes (a time plus the longest retention, at most
+/// [`crate::policy::MAX_RETENTION_DAYS`], plus lateness, response timeout and
+/// the rules' 24 h windows) without overflow.
+pub const MAX_EVENT_TIME_NS: i64 = 7_258_118_400 * 1_000_000_000;
+
+/// What the decoder accepts. A record over any limit is a dead letter whose
+/// reason names the limit and the field, never the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeOptions {
+    /// An event whose time is more than this many seconds ahead of the wall
+    /// clock is a dead letter (`time_in_future`); `None` checks nothing.
+    pub max_future_seconds: Option<u64>,
+    /// A record longer than this (bytes, unknown fields included) is a dead letter (`event_too_large`).
+    pub max_event_bytes: usize,
+    /// A string field, or one entry of a list field, longer than this (bytes) is a dead letter (`field_too_long`).
+    pub max_field_bytes: usize,
+    /// A list field with more entries than this is a dead letter (`list_too_long`).
+    pub max_list_items: usize,
+    /// A dead letter keeps at most this many bytes of its record.
+    pub max_raw_bytes: usize,
+    /// Whether a dead letter keeps any raw bytes at all (they may hold prompt text).
+    pub include_raw: bool,
+}
+
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 8 << 20;
+pub const DEFAULT_MAX_FIELD_BYTES: usize = 1024;
+pub const DEFAULT_MAX_LIST_ITEMS: usize = 256;
+pub const DEFAULT_MAX_RAW_BYTES: usize = 64 << 10;
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        DecodeOptions {
+            max_future_seconds: None,
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+            max_field_bytes: DEFAULT_MAX_FIELD_BYTES,
+            max_list_items: DEFAULT_MAX_LIST_ITEMS,
+            max_raw_bytes: DEFAULT_MAX_RAW_BYTES,
+            include_raw: true,
         }
     }
 }
@@ -169,6 +255,36 @@ const FIELD_TYPES: [(&str, Expect); 27] = [
 /// Parses an RFC 3339 timestamp with an offset into UTC nanoseconds.
 pub fn parse_time(s: &str) -> Option<i64> {
     DateTime::parse_from_rfc3339(s).ok()?.timestamp_nanos_opt()
+}
+
+impl Wire<'_> {
+    /// Every string field with its name.
+    fn strings(&self) -> [(&'static str, Option<&str>); 22] {
+        [
+            ("event_id", self.event_id.as_deref()),
+            ("event_type", self.event_type.as_deref()),
+            ("time", self.time.as_deref()),
+            ("tenant_id", self.tenant_id.as_deref()),
+            ("actor_id", self.actor_id.as_deref()),
+            ("environment", self.environment.as_deref()),
+            ("source", self.source.as_deref()),
+            ("request_id", self.request_id.as_deref()),
+            ("provider", self.provider.as_deref()),
+            ("model", self.model.as_deref()),
+            ("operation", self.operation.as_deref()),
+            ("vendor_region", self.vendor_region.as_deref()),
+            ("conversation_id", self.conversation_id.as_deref()),
+            ("prompt_sha256", self.prompt_sha256.as_deref()),
+            ("status", self.status.as_deref()),
+            ("artifact_id", self.artifact_id.as_deref()),
+            ("artifact_kind", self.artifact_kind.as_deref()),
+            ("storage_region", self.storage_region.as_deref()),
+            ("resource_type", self.resource_type.as_deref()),
+            ("resource", self.resource.as_deref()),
+            ("change_id", self.change_id.as_deref()),
+            ("approved_by", self.approved_by.as_deref()),
+        ]
+    }
 }
 
 /// Column builders for the `events` schema, reused from batch to batch.
@@ -355,6 +471,7 @@ impl Columns {
 /// Decodes raw batches into `events` record batches.
 pub struct Decoder {
     columns: Columns,
+    options: DecodeOptions,
 }
 
 impl Default for Decoder {
@@ -364,35 +481,102 @@ impl Default for Decoder {
 }
 
 impl Decoder {
+    /// A decoder with the default limits and no check against the wall clock.
     pub fn new() -> Decoder {
-        Decoder { columns: Columns::new() }
+        Decoder::with_options(DecodeOptions::default())
+    }
+
+    pub fn with_options(options: DecodeOptions) -> Decoder {
+        Decoder { columns: Columns::new(), options }
+    }
+
+    pub fn options(&self) -> &DecodeOptions {
+        &self.options
     }
 
     /// Decodes every record of `raw`; never fails: what is not an event becomes a dead letter.
     pub fn decode(&mut self, raw: &RawBatch) -> Decoded {
         let mut dead_letters = Vec::new();
         let mut blank = 0;
+        // One reading of the clock per batch: a batch spans at most the batch wait.
+        let latest = self.options.max_future_seconds.map(|s| {
+            let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+            now.saturating_add((s.min(i64::MAX as u64 / 1_000_000_000) as i64) * 1_000_000_000)
+        });
         for (bytes, origin) in raw.iter() {
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 blank += 1;
                 continue;
             }
-            match serde_json::from_slice::<Wire<'_>>(bytes) {
-                Ok(w) => match required(&w) {
-                    Ok((id, ty, t)) => self.columns.append(&w, id, ty, t, origin),
-                    Err((kind, reason)) => dead_letters.push(DeadLetter { origin: origin.clone(), kind, reason, bytes: bytes.to_vec() }),
-                },
-                Err(_) => {
-                    let (kind, reason) = explain(bytes);
-                    dead_letters.push(DeadLetter { origin: origin.clone(), kind, reason, bytes: bytes.to_vec() });
+            let verdict: Verdict = if bytes.len() > self.options.max_event_bytes {
+                (
+                    "event_too_large",
+                    format!("the record is {} bytes, over the limit of {} (max_event_bytes)", bytes.len(), self.options.max_event_bytes),
+                )
+            } else {
+                match serde_json::from_slice::<Wire<'_>>(bytes) {
+                    Ok(w) => match required(&w).and_then(|r| self.within_limits(&w, r.2, latest).map(|()| r)) {
+                        Ok((id, ty, t)) => {
+                            self.columns.append(&w, id, ty, t, origin);
+                            continue;
+                        }
+                        Err(v) => v,
+                    },
+                    Err(_) => explain(bytes),
                 }
-            }
+            };
+            dead_letters.push(DeadLetter::new(origin.clone(), verdict, bytes, &self.options));
         }
         Decoded { events: self.columns.finish(), dead_letters, blank, bytes: raw.byte_len() }
     }
+
+    /// The limits on sizes and times, checked once the record is known to be a well-typed event.
+    fn within_limits(&self, w: &Wire<'_>, time: i64, latest: Option<i64>) -> Result<(), Verdict> {
+        let max = self.options.max_field_bytes;
+        for (name, v) in w.strings() {
+            if let Some(v) = v.filter(|v| v.len() > max) {
+                return Err(("field_too_long", format!("field `{name}` is {} bytes, over the limit of {max} (max_field_bytes)", v.len())));
+            }
+        }
+        for (name, list) in [("data_classes", &w.data_classes), ("context_tenant_ids", &w.context_tenant_ids)] {
+            let Some(items) = list else { continue };
+            if items.len() > self.options.max_list_items {
+                return Err((
+                    "list_too_long",
+                    format!("field `{name}` has {} entries, over the limit of {} (max_list_items)", items.len(), self.options.max_list_items),
+                ));
+            }
+            if let Some(item) = items.iter().find(|i| i.len() > max) {
+                return Err((
+                    "field_too_long",
+                    format!("an entry of field `{name}` is {} bytes, over the limit of {max} (max_field_bytes)", item.len()),
+                ));
+            }
+        }
+        if !(MIN_EVENT_TIME_NS..MAX_EVENT_TIME_NS).contains(&time) {
+            return Err(out_of_range());
+        }
+        if let (Some(latest), Some(ahead)) = (latest, self.options.max_future_seconds) {
+            if time > latest {
+                return Err((
+                    "time_in_future",
+                    format!("field `time` is more than {ahead} s ahead of the wall clock (max_future_seconds)"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
-type Verdict = (&'static str, String);
+/// A dead letter's kind (metric label) and reason (for a person).
+pub type Verdict = (&'static str, String);
+
+fn out_of_range() -> Verdict {
+    (
+        "time_out_of_range",
+        "field `time` is outside the range aiwatch computes with (from 1970-01-01T00:00:00Z, before 2200-01-01T00:00:00Z)".to_string(),
+    )
+}
 
 /// The three required fields, checked: present, strings, non-empty, and a time with an offset.
 fn required<'w>(w: &'w Wire<'_>) -> Result<(&'w str, &'w str, i64), Verdict> {
@@ -404,9 +588,11 @@ fn required<'w>(w: &'w Wire<'_>) -> Result<(&'w str, &'w str, i64), Verdict> {
     let id = field("event_id", &w.event_id)?;
     let ty = field("event_type", &w.event_type)?;
     let time = field("time", &w.time)?;
-    let t = parse_time(time).ok_or_else(|| {
+    let parsed = DateTime::parse_from_rfc3339(time).map_err(|_| {
         ("bad_time", "field `time` is not an RFC 3339 timestamp with a UTC offset (e.g. 2026-11-28T10:00:00Z)".to_string())
     })?;
+    // A valid timestamp beyond what i64 nanoseconds hold (before 1677 or after 2262).
+    let t = parsed.timestamp_nanos_opt().ok_or_else(out_of_range)?;
     Ok((id, ty, t))
 }
 
@@ -561,7 +747,8 @@ mod tests {
         assert_eq!(d.dead_letters.len(), cases.len());
         for (dl, (line, want)) in d.dead_letters.iter().zip(cases) {
             assert!(dl.reason.contains(want), "{line}: {}", dl.reason);
-            assert_eq!(dl.bytes, line.as_bytes());
+            assert_eq!(dl.bytes.as_deref(), Some(line.as_bytes()));
+            assert_eq!(dl.len, line.len());
         }
         assert_eq!(d.dead_letters[0].origin, Origin::File { path: "t.jsonl".into(), line: 2 });
     }
@@ -580,5 +767,104 @@ mod tests {
         let d = decode(&[r#"{"event_id":"a","event_id":"b","event_type":"x","time":"2026-11-28T10:00:00Z"}"#]);
         assert_eq!(d.dead_letters.len(), 1);
         assert!(!d.dead_letters[0].reason.contains("\"a\""), "{}", d.dead_letters[0].reason);
+    }
+
+    fn decode_with(options: DecodeOptions, lines: &[&str]) -> Decoded {
+        let mut raw = RawBatch::default();
+        for (i, l) in lines.iter().enumerate() {
+            raw.push(l.as_bytes(), Origin::File { path: "t.jsonl".into(), line: i as u64 + 1 });
+        }
+        Decoder::with_options(options).decode(&raw)
+    }
+
+    fn event_at(time: &str) -> String {
+        format!(r#"{{"event_id":"e","event_type":"ai.request","time":"{time}"}}"#)
+    }
+
+    #[test]
+    fn a_time_too_far_ahead_of_the_clock_is_a_dead_letter_only_when_asked() {
+        let now = chrono::Utc::now();
+        let soon = (now + chrono::Duration::seconds(100)).to_rfc3339();
+        let later = (now + chrono::Duration::seconds(1000)).to_rfc3339();
+        let options = DecodeOptions { max_future_seconds: Some(300), ..Default::default() };
+        let d = decode_with(options, &[&event_at(&soon), &event_at(&later)]);
+        assert_eq!(d.events.num_rows(), 1);
+        assert_eq!(d.dead_letters.len(), 1);
+        assert_eq!(d.dead_letters[0].kind, "time_in_future");
+        assert!(d.dead_letters[0].reason.contains("`time`") && d.dead_letters[0].reason.contains("300 s"), "{}", d.dead_letters[0].reason);
+        assert_eq!(d.dead_letters[0].origin, Origin::File { path: "t.jsonl".into(), line: 2 });
+        // Without the option (scan's default) the clock is not consulted.
+        assert_eq!(decode(&[&event_at(&later)]).events.num_rows(), 1);
+    }
+
+    #[test]
+    fn times_outside_the_computable_range_are_dead_letters() {
+        for time in ["2262-01-01T00:00:00Z", "2200-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "1969-12-31T23:59:59Z", "1600-01-01T00:00:00Z"] {
+            let d = decode(&[&event_at(time)]);
+            assert_eq!(d.events.num_rows(), 0, "{time}");
+            assert_eq!(d.dead_letters[0].kind, "time_out_of_range", "{time}");
+            // The reason states the range, so only a time other than its end could be an echo.
+            assert!(time.starts_with("2200") || !d.dead_letters[0].reason.contains(time), "reason echoes the value: {}", d.dead_letters[0].reason);
+        }
+        let d = decode(&[&event_at("2199-12-31T23:59:59.999999999Z"), &event_at("1970-01-01T00:00:00Z")]);
+        assert!(d.dead_letters.is_empty(), "{:?}", d.dead_letters);
+        assert_eq!(MAX_EVENT_TIME_NS, parse_time("2200-01-01T00:00:00Z").unwrap());
+        assert_eq!(MIN_EVENT_TIME_NS, parse_time("1970-01-01T00:00:00Z").unwrap());
+    }
+
+    #[test]
+    fn fields_lists_and_records_over_their_limits_are_dead_letters_naming_the_field() {
+        let long = "x".repeat(1025);
+        let many: Vec<String> = (0..257).map(|i| format!("\"c{i}\"")).collect();
+        let cases: Vec<(String, &str, &str)> = vec![
+            (format!(r#"{{"event_id":"{long}","event_type":"x","time":"2026-11-28T10:00:00Z"}}"#), "field_too_long", "`event_id` is 1025 bytes"),
+            (format!(r#"{{"event_id":"a","event_type":"x","time":"2026-11-28T10:00:00Z","approved_by":"{long}"}}"#), "field_too_long", "`approved_by`"),
+            (format!(r#"{{"event_id":"a","event_type":"x","time":"2026-11-28T10:00:00Z","data_classes":[{}]}}"#, many.join(",")), "list_too_long", "`data_classes` has 257 entries"),
+            (format!(r#"{{"event_id":"a","event_type":"x","time":"2026-11-28T10:00:00Z","context_tenant_ids":["{long}"]}}"#), "field_too_long", "entry of field `context_tenant_ids`"),
+        ];
+        let lines: Vec<&str> = std::iter::once(OK).chain(cases.iter().map(|c| c.0.as_str())).chain(std::iter::once(OK)).collect();
+        let d = decode(&lines);
+        assert_eq!(d.events.num_rows(), 2, "good neighbours survive");
+        assert_eq!(d.dead_letters.len(), cases.len());
+        for (dl, (_, kind, want)) in d.dead_letters.iter().zip(&cases) {
+            assert_eq!(dl.kind, *kind);
+            assert!(dl.reason.contains(want), "{}", dl.reason);
+            assert!(!dl.reason.contains("xxxx") && !dl.reason.contains("c256"), "reason echoes the value: {}", dl.reason);
+        }
+        // At the limit is fine; unknown fields count only toward the record's size.
+        let at_limit = format!(r#"{{"event_id":"{}","event_type":"x","time":"2026-11-28T10:00:00Z","extra":"{long}{long}","data_classes":[{}]}}"#, "y".repeat(1024), many[..256].join(","));
+        assert!(decode(&[&at_limit]).dead_letters.is_empty());
+        let small = DecodeOptions { max_event_bytes: 1000, ..Default::default() };
+        let d = decode_with(small, &[&at_limit, OK]);
+        assert_eq!(d.dead_letters.len(), 1);
+        assert_eq!(d.dead_letters[0].kind, "event_too_large");
+        assert!(d.dead_letters[0].reason.contains("max_event_bytes"), "{}", d.dead_letters[0].reason);
+    }
+
+    #[test]
+    fn dead_letters_keep_a_capped_prefix_with_the_length_and_hash_of_the_whole() {
+        use sha2::Digest as _;
+        let record = format!(r#"{{"event_id":1,"note":"{}"}}"#, "é".repeat(100));
+        let hash: String = sha2::Sha256::digest(record.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        let capped = DecodeOptions { max_raw_bytes: 25, ..Default::default() };
+        let d = decode_with(capped, &[&record]);
+        let dl = &d.dead_letters[0];
+        assert_eq!((dl.len, dl.sha256.as_str()), (record.len(), hash.as_str()));
+        let kept = dl.bytes.as_deref().unwrap();
+        assert_eq!(kept, &record.as_bytes()[..24], "cut before the split character");
+        let j = dl.to_json();
+        assert_eq!(j["raw_truncated"], true);
+        assert!(j["raw"].is_string(), "cut at a character boundary, still text: {j}");
+        assert_eq!(j["length"], record.len());
+        assert_eq!(j["sha256"], hash);
+
+        let d = decode(&[&record]);
+        assert_eq!(d.dead_letters[0].bytes.as_deref(), Some(record.as_bytes()));
+        assert_eq!(d.dead_letters[0].to_json()["raw_truncated"], false);
+
+        let none = DecodeOptions { include_raw: false, ..Default::default() };
+        let j = decode_with(none, &[&record]).dead_letters[0].to_json();
+        assert!(j.get("raw").is_none() && j.get("raw_hex").is_none() && j.get("raw_truncated").is_none(), "{j}");
+        assert_eq!(j["sha256"], hash);
     }
 }

@@ -11,8 +11,8 @@
 //!   [`telemetry`] exports Prometheus metrics and health.
 //!
 //! [`pipeline`] wires these together for `aiwatch scan`, [`stream`] for `aiwatch run`
-//! (configured by [`config`]); [`generate`] makes synthetic traffic; [`allocator`]
-//! tunes the allocator the binary registers.
+//! (configured by [`config`], its checkpoints in a locked [`state_dir`]); [`generate`]
+//! makes synthetic traffic; [`allocator`] tunes the allocator the binary registers.
 
 pub mod alert;
 pub mod allocator;
@@ -26,5 +26,6 @@ pub mod pipeline;
 pub mod policy;
 pub mod rules;
 pub mod sources;
+pub mod state_dir;
 pub mod stream;
 pub mod telemetry;

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use tokio::sync::mpsc;
 
 use crate::alert::Alert;
-use crate::decode::{Decoded, DeadLetter, Decoder};
+use crate::decode::{DecodeOptions, Decoded, DeadLetter, Decoder};
 use crate::engine::state::StateStats;
 use crate::engine::{Engine, StepReport};
 use crate::event::RawBatch;
@@ -109,15 +109,34 @@ impl DeadLetterSink {
     }
 }
 
+/// What a scan reads, and how.
+#[derive(Debug, Clone)]
+pub struct ScanInputs {
+    /// JSON Lines files, plain or gzip; `-` is standard input.
+    pub paths: Vec<String>,
+    /// Records per engine step.
+    pub batch_size: usize,
+    /// What the decoder accepts and what dead letters keep.
+    pub decode: DecodeOptions,
+}
+
+impl ScanInputs {
+    /// `paths` in steps of `batch_size`, with the decoder's defaults.
+    pub fn new(paths: Vec<String>, batch_size: usize) -> ScanInputs {
+        ScanInputs { paths, batch_size, decode: DecodeOptions::default() }
+    }
+}
+
 /// Reads and decodes every input in order on a thread of its own.
-fn spawn_reader(inputs: Vec<String>, batch_size: usize) -> mpsc::Receiver<anyhow::Result<Decoded>> {
+fn spawn_reader(inputs: ScanInputs) -> mpsc::Receiver<anyhow::Result<Decoded>> {
     let (tx, rx) = mpsc::channel(2);
+    let ScanInputs { paths, batch_size, decode } = inputs;
     std::thread::Builder::new()
         .name("aiwatch-reader".into())
         .spawn(move || {
-            let mut decoder = Decoder::new();
+            let mut decoder = Decoder::with_options(decode);
             let mut raw = RawBatch::default();
-            for input in inputs {
+            for input in paths {
                 let mut reader = match LineReader::open(&input).with_context(|| format!("cannot open input {input}")) {
                     Ok(r) => r,
                     Err(e) => {
@@ -150,15 +169,14 @@ fn spawn_reader(inputs: Vec<String>, batch_size: usize) -> mpsc::Receiver<anyhow
 /// they fire.
 pub async fn scan(
     engine: &mut Engine,
-    inputs: Vec<String>,
-    batch_size: usize,
+    inputs: ScanInputs,
     dead: &mut DeadLetterSink,
     mut on_alerts: impl FnMut(&[Alert]) -> anyhow::Result<()>,
     mut on_progress: impl FnMut(&Totals),
 ) -> anyhow::Result<Totals> {
     let started = Instant::now();
     let mut totals = Totals::default();
-    let mut rx = spawn_reader(inputs, batch_size);
+    let mut rx = spawn_reader(inputs);
     while let Some(decoded) = rx.recv().await {
         let decoded = decoded?;
         totals.add_decoded(&decoded);

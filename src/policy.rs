@@ -9,13 +9,22 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
 /// The kinds of stored artifact that can carry a retention period.
 pub const ARTIFACT_KINDS: [&str; 5] = ["prompt", "output", "embedding", "transcript", "log"];
 
 const SECONDS_PER_DAY: i64 = 86_400;
+
+/// The longest retention period a policy may give (50 years). Event times end
+/// before 2200 ([`crate::decode::MAX_EVENT_TIME_NS`]) and i64 nanoseconds in
+/// 2262, so a time plus this plus every other interval the engine adds stays in range.
+pub const MAX_RETENTION_DAYS: u32 = 18_250;
+
+/// The longest response timeout a policy may give (30 days).
+pub const MAX_RESPONSE_TIMEOUT_SECONDS: u32 = 30 * 86_400;
 
 /// A policy that cannot be used, with where and why.
 #[derive(Debug, thiserror::Error)]
@@ -90,17 +99,40 @@ struct RawChangeManagement {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLogging {
+    #[serde(default, deserialize_with = "response_timeout")]
     response_timeout_seconds: Option<u32>,
+}
+
+/// Reads an optional number and checks it lies in `lo..=hi`; toml adds the line.
+fn in_range<'de, D: Deserializer<'de>>(d: D, key: &str, lo: u32, hi: u32) -> Result<Option<u32>, D::Error> {
+    let v = u32::deserialize(d)?;
+    if v < lo || v > hi {
+        return Err(D::Error::custom(format!("`{key}` must be from {lo} to {hi}, found {v}")));
+    }
+    Ok(Some(v))
+}
+
+fn response_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    in_range(d, "logging.response_timeout_seconds", 1, MAX_RESPONSE_TIMEOUT_SECONDS)
+}
+
+fn retention<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    in_range(d, "retention_days", 0, MAX_RETENTION_DAYS)
 }
 
 /// Retention in whole days per artifact kind; a kind left out has no deadline.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionDays {
+    #[serde(default, deserialize_with = "retention")]
     pub prompt: Option<u32>,
+    #[serde(default, deserialize_with = "retention")]
     pub output: Option<u32>,
+    #[serde(default, deserialize_with = "retention")]
     pub embedding: Option<u32>,
+    #[serde(default, deserialize_with = "retention")]
     pub transcript: Option<u32>,
+    #[serde(default, deserialize_with = "retention")]
     pub log: Option<u32>,
 }
 
@@ -367,5 +399,18 @@ environments = ["production", "staging"]
     fn duplicate_vendor_is_an_error_with_its_line() {
         let err = Policy::parse("[[vendor]]\nprovider = \"a\"\n[[vendor]]\nprovider = \"a\"\n", "t").unwrap_err();
         assert!(err.contains("line 4"), "{err}");
+    }
+
+    #[test]
+    fn values_that_would_overflow_are_refused_naming_key_and_line() {
+        let err = Policy::parse("[tenant_defaults]\nretention_days = { prompt = 4000000000 }\n", "t").unwrap_err();
+        assert!(err.contains("line 2") && err.contains("`retention_days`") && err.contains("18250"), "{err}");
+        let err = Policy::parse("[[tenant]]\ntenant_id = \"a\"\nretention_days = { log = 18251 }\n", "t").unwrap_err();
+        assert!(err.contains("line 3") && err.contains("`retention_days`"), "{err}");
+        let err = Policy::parse("[logging]\nresponse_timeout_seconds = 0\n", "t").unwrap_err();
+        assert!(err.contains("line 2") && err.contains("`logging.response_timeout_seconds`"), "{err}");
+        let p = Policy::parse("[tenant_defaults]\nretention_days = { prompt = 18250, log = 0 }\n[logging]\nresponse_timeout_seconds = 2592000\n", "t").unwrap();
+        assert_eq!(p.max_retention_seconds(), 18_250 * 86_400);
+        assert_eq!(p.retention_seconds("x", "log"), Some(0));
     }
 }

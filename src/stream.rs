@@ -24,8 +24,8 @@ use rdkafka::consumer::StreamConsumer;
 use tokio::sync::{mpsc, watch};
 
 use crate::alert::Alert;
-use crate::config::{DeadLetterConfig, OutputConfig, RunConfig};
-use crate::decode::{DeadLetter, Decoded, Decoder};
+use crate::config::{DeadLetterDestination, OutputConfig, RunConfig};
+use crate::decode::{DeadLetter, DecodeOptions, Decoded, Decoder};
 use crate::engine::{Engine, EngineConfig};
 use crate::event::{Origin, RawBatch};
 use crate::outputs::http::{Alertmanager, Webhook};
@@ -34,6 +34,7 @@ use crate::outputs::{AlertOutput, JsonLines};
 use crate::pipeline::Totals;
 use crate::policy::Policy;
 use crate::sources::kafka::{self, Context, Offsets, TopicPartition};
+use crate::state_dir::StateDir;
 use crate::telemetry::Metrics;
 
 /// Flags of `aiwatch run` that are not in the config file.
@@ -50,12 +51,17 @@ enum DeadLetters {
 }
 
 impl DeadLetters {
-    async fn send(&mut self, dead: &[DeadLetter]) -> anyhow::Result<()> {
+    /// Sends dead letters; ones the topic refuses for their size are logged and counted, not fatal.
+    async fn send(&mut self, dead: &[DeadLetter], metrics: &Metrics) -> anyhow::Result<()> {
         if dead.is_empty() {
             return Ok(());
         }
         match self {
-            DeadLetters::Kafka { producer, topic } => send_dead_letters(producer, topic, dead).await,
+            DeadLetters::Kafka { producer, topic } => {
+                let left_out = send_dead_letters(producer, topic, dead).await?;
+                metrics.output_errors.with_label_values(&["dead_letter"]).inc_by(left_out as u64);
+                Ok(())
+            }
             DeadLetters::File(f) => Ok(f.write_dead_letters(dead)?),
             DeadLetters::Warn => {
                 for d in dead {
@@ -229,7 +235,7 @@ impl Loop {
         for d in &decoded.dead_letters {
             self.metrics.dead_letters.with_label_values(&[d.kind]).inc();
         }
-        self.dead.send(&decoded.dead_letters).await.context("cannot write dead letters")?;
+        self.dead.send(&decoded.dead_letters, &self.metrics).await.context("cannot write dead letters")?;
         let hold = self.hold();
         // Pipelined: the state takes this batch in while the rules evaluate the last one.
         let report = self.engine.push(decoded.events, hold).await?;
@@ -285,6 +291,7 @@ struct DecodedStep {
 /// the engine's step on batch N (as `scan` does). Raw buffers go back to the
 /// intake through `pool`, so at most a few batches are ever in flight.
 fn spawn_decoder(
+    options: DecodeOptions,
     mut raw_rx: mpsc::Receiver<RawBatch>,
     decoded_tx: mpsc::Sender<DecodedStep>,
     pool: mpsc::UnboundedSender<RawBatch>,
@@ -292,7 +299,7 @@ fn spawn_decoder(
     std::thread::Builder::new()
         .name("aiwatch-decoder".into())
         .spawn(move || {
-            let mut decoder = Decoder::new();
+            let mut decoder = Decoder::with_options(options);
             while let Some(raw) = raw_rx.blocking_recv() {
                 let decoded = decoder.decode(&raw);
                 let mut next: HashMap<(&str, i32), i64> = HashMap::new();
@@ -427,6 +434,8 @@ async fn intake_loop(consumer: Arc<StreamConsumer<Context>>, mut intake: Intake,
 /// Runs until shutdown (or, with `until_end`, until the end offsets present at start).
 pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Totals> {
     let started = Instant::now();
+    // First, so a second process on the same state_dir stops before it touches anything.
+    let _state_dir = StateDir::open(&config.state_dir)?;
     let metrics = Metrics::new();
     if config.metrics.enabled {
         let bound = crate::telemetry::serve(config.metrics.listen, metrics.clone())
@@ -438,7 +447,6 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
     let rules = crate::rules::pack(config.rules.as_deref())?;
     let engine_config = EngineConfig { lateness_seconds: config.lateness_seconds, ..Default::default() };
     let mut engine = Engine::new(policy, rules, &engine_config).await.context("the rule pack cannot be used")?;
-    std::fs::create_dir_all(&config.state_dir).with_context(|| format!("cannot create state_dir {}", config.state_dir.display()))?;
     let checkpoint_path = config.state_dir.join("checkpoint.aiwatch");
     let covered = match engine.restore_checkpoint(&checkpoint_path)? {
         Some(pos) => {
@@ -449,18 +457,19 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
         None => HashMap::new(),
     };
 
-    let needs_producer = matches!(config.dead_letter, Some(DeadLetterConfig::Kafka { .. }))
+    let dead_destination = config.dead_letter.as_ref().map(|d| d.destination());
+    let needs_producer = matches!(dead_destination, Some(DeadLetterDestination::Kafka { .. }))
         || config.outputs.iter().any(|o| matches!(o, OutputConfig::Kafka { .. }));
     let producer: Option<FutureProducer> = if needs_producer {
         let mut c = kafka::client_config(&config.kafka)?;
         c.set("enable.idempotence", "true").set("linger.ms", "5");
-        Some(c.create().context("cannot create the Kafka producer")?)
+        Some(kafka::create(&c, &config.kafka, rdkafka::client::DefaultClientContext).context("cannot create the Kafka producer")?)
     } else {
         None
     };
-    let dead = match &config.dead_letter {
-        Some(DeadLetterConfig::Kafka { topic }) => DeadLetters::Kafka { producer: producer.clone().expect("built above"), topic: topic.clone() },
-        Some(DeadLetterConfig::File { path }) => DeadLetters::File(JsonLines::append(Some(path))?),
+    let dead = match dead_destination {
+        Some(DeadLetterDestination::Kafka { topic }) => DeadLetters::Kafka { producer: producer.clone().expect("built above"), topic },
+        Some(DeadLetterDestination::File { path }) => DeadLetters::File(JsonLines::append(Some(&path))?),
         None => DeadLetters::Warn,
     };
     let outputs = build_outputs(&config, &producer)?;
@@ -518,7 +527,7 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
     for _ in 0..3 {
         let _ = pool_tx.send(RawBatch::with_capacity(batch_size, batch_size * 512));
     }
-    let decoder = spawn_decoder(raw_rx, decoded_tx, pool_tx);
+    let decoder = spawn_decoder(config.decode_options(), raw_rx, decoded_tx, pool_tx);
     let intake = tokio::spawn(intake_loop(
         consumer.clone(),
         Intake::new(&covered, &remaining),

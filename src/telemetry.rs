@@ -14,7 +14,7 @@ use hyper::body::Bytes;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -146,20 +146,66 @@ impl Metrics {
     }
 }
 
+/// Limits of the health listener: it serves a scraper or a probe, not the world.
+mod listener {
+    use std::time::Duration;
+
+    /// A client must send its request headers within this.
+    pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+    /// A connection, idle or not, is closed (gracefully) after this.
+    pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Connections served at once; more wait in the accept queue.
+    pub const MAX_CONNECTIONS: usize = 64;
+    /// After an accept error (out of file descriptors, ...), wait this long, doubling up to a second.
+    pub const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+    pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
+}
+
 /// Serves `/metrics`, `/healthz` and `/readyz` until the process ends.
+///
+/// Each connection gets a header read timeout and a lifetime; at most
+/// [`listener::MAX_CONNECTIONS`] are served at once, and an accept error
+/// backs off instead of spinning.
 pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(listener::MAX_CONNECTIONS));
     tokio::spawn(async move {
+        let mut backoff = listener::FIRST_BACKOFF;
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok(slot) = slots.clone().acquire_owned().await else { return };
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => {
+                    backoff = listener::FIRST_BACKOFF;
+                    stream
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "metrics listener cannot accept a connection");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(listener::MAX_BACKOFF);
+                    continue;
+                }
+            };
             let metrics = metrics.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                     let metrics = metrics.clone();
                     async move { Ok::<_, Infallible>(route(&req, &metrics)) }
                 });
-                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(listener::HEADER_READ_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = tokio::time::sleep(listener::CONNECTION_TIMEOUT) => {
+                        // Let a request in flight finish, briefly; an idle connection closes at once.
+                        conn.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(listener::HEADER_READ_TIMEOUT, conn).await;
+                    }
+                }
             });
         }
     });
@@ -176,5 +222,30 @@ fn route(req: &Request<hyper::body::Incoming>, metrics: &Metrics) -> Response<Fu
         "/readyz" if metrics.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready\n".into(), "text/plain"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n".into(), "text/plain"),
         _ => text(StatusCode::NOT_FOUND, "not found: try /metrics, /healthz or /readyz\n".into(), "text/plain"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    #[tokio::test]
+    async fn the_listener_answers_and_drops_a_client_that_sends_no_request() {
+        let addr = serve("127.0.0.1:0".parse().unwrap(), Metrics::new()).await.unwrap();
+        let mut ok = tokio::net::TcpStream::connect(addr).await.unwrap();
+        ok.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.unwrap();
+        let mut answer = String::new();
+        ok.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok\n"), "{answer}");
+
+        // Half a request line, then silence: closed once the header read timeout passes.
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"GET /metr").await.unwrap();
+        let started = std::time::Instant::now();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(listener::HEADER_READ_TIMEOUT * 3, slow.read_to_end(&mut rest)).await;
+        assert!(read.is_ok(), "the connection was still open after {:?}", started.elapsed());
+        assert!(started.elapsed() >= listener::HEADER_READ_TIMEOUT / 2);
     }
 }

@@ -25,7 +25,7 @@ pub struct RuleArgs {
     #[arg(long, value_name = "DIR")]
     pub rules: Option<PathBuf>,
     /// Allowed lateness in seconds: how far behind the newest event time an event may arrive.
-    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=604_800))]
     pub lateness: u64,
 }
 

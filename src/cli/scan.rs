@@ -4,8 +4,9 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use aiwatch::decode::{self, DecodeOptions};
 use aiwatch::outputs::JsonLines;
-use aiwatch::pipeline::{self, DeadLetterSink};
+use aiwatch::pipeline::{self, DeadLetterSink, ScanInputs};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -20,12 +21,41 @@ pub struct Args {
     /// Events per engine step. Results do not depend on it; larger is faster.
     #[arg(long, default_value_t = 65_536)]
     pub batch_size: usize,
+    /// Make an event whose time is more than SECONDS ahead of the wall clock a
+    /// dead letter (`time_in_future`), as `aiwatch run` does (max_future_seconds).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
+    pub max_future: Option<u64>,
+    /// A record longer than this is a dead letter (`event_too_large`).
+    #[arg(long, value_name = "BYTES", default_value_t = decode::DEFAULT_MAX_EVENT_BYTES as u64,
+        value_parser = clap::value_parser!(u64).range(1024..=268_435_456))]
+    pub max_event_bytes: u64,
+    /// A string field, or a list entry, longer than this is a dead letter (`field_too_long`).
+    #[arg(long, value_name = "BYTES", default_value_t = decode::DEFAULT_MAX_FIELD_BYTES as u64,
+        value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
+    pub max_field_bytes: u64,
+    /// A list field with more entries than this is a dead letter (`list_too_long`).
+    #[arg(long, value_name = "N", default_value_t = decode::DEFAULT_MAX_LIST_ITEMS as u64,
+        value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub max_list_items: u64,
+    /// A dead letter keeps at most this many bytes of its record (0 keeps only
+    /// its length, hash, origin and reason). Raw bytes may hold prompt text.
+    #[arg(long, value_name = "BYTES", default_value_t = decode::DEFAULT_MAX_RAW_BYTES as u64,
+        value_parser = clap::value_parser!(u64).range(0..=268_435_456))]
+    pub dead_letter_max_raw: u64,
     /// JSON Lines inputs, plain or gzip; `-` reads standard input.
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<String>,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let decode_options = DecodeOptions {
+        max_future_seconds: a.max_future,
+        max_event_bytes: a.max_event_bytes as usize,
+        max_field_bytes: a.max_field_bytes as usize,
+        max_list_items: a.max_list_items as usize,
+        max_raw_bytes: a.dead_letter_max_raw as usize,
+        include_raw: a.dead_letter_max_raw > 0,
+    };
     let policy = super::load_policy(&a.rules.policy)?;
     let mut engine = super::build_engine(policy, a.rules.rules.as_deref(), a.rules.lateness).await?;
     let mut alerts = JsonLines::create(a.alerts.as_deref())
@@ -43,8 +73,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     };
     let totals = pipeline::scan(
         &mut engine,
-        a.inputs,
-        a.batch_size.max(1),
+        ScanInputs { paths: a.inputs, batch_size: a.batch_size.max(1), decode: decode_options },
         &mut dead,
         |batch| Ok(alerts.write_alerts(batch)?),
         |t| {

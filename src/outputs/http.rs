@@ -21,6 +21,9 @@ async fn post_json(req: impl Fn() -> reqwest::RequestBuilder, max_retries: u32, 
             Ok(resp) => {
                 let s = resp.status();
                 let err = anyhow::anyhow!("{what} answered HTTP {s}");
+                if s.is_redirection() {
+                    return Err(err.context("redirects are not followed (they could carry the auth header to another host); set the url to the final address"));
+                }
                 if s.is_client_error() && s != reqwest::StatusCode::REQUEST_TIMEOUT && s != reqwest::StatusCode::TOO_MANY_REQUESTS {
                     return Err(err.context("the receiver refused the request; check its URL and credentials"));
                 }
@@ -51,8 +54,11 @@ fn without_url(e: &reqwest::Error) -> String {
     kind.to_string()
 }
 
+/// Redirects are not followed: a redirect to another host would carry the
+/// auth header there (reqwest strips only `Authorization`, `Cookie` and a few
+/// others across hosts, not a custom header), so a 3xx is a refusal.
 fn client(timeout_ms: u64) -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder().timeout(Duration::from_millis(timeout_ms)).build()?)
+    Ok(reqwest::Client::builder().timeout(Duration::from_millis(timeout_ms)).redirect(reqwest::redirect::Policy::none()).build()?)
 }
 
 /// Each alert as its own JSON POST, with an optional secret header.
@@ -169,5 +175,44 @@ impl AlertOutput for Alertmanager {
             "alertmanager",
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// A one-purpose HTTP server: answers every request with `response`, counts connections.
+    async fn server(response: String) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counted = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let mut buf = vec![0; 64 << 10];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(response.as_bytes()).await;
+            }
+        });
+        (url, hits)
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_not_followed_so_the_auth_header_stays_home() {
+        let (elsewhere, hits) = server("HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".into()).await;
+        // `localhost` against 127.0.0.1: another host name for the redirect.
+        let elsewhere = elsewhere.replace("127.0.0.1", "localhost");
+        let (url, _) = server(format!("HTTP/1.1 307 Temporary Redirect\r\nlocation: {elsewhere}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")).await;
+        let c = client(2000).unwrap();
+        let e = post_json(|| c.post(&url).header("x-api-key", "CANARY").body("{}"), 3, "webhook").await.unwrap_err();
+        let text = format!("{e:#}");
+        assert!(text.contains("307") && text.contains("redirects are not followed"), "{text}");
+        assert!(!text.contains("CANARY"));
+        assert_eq!(hits.load(Ordering::SeqCst), 0, "the redirect target was contacted");
     }
 }

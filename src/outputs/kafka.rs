@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::future::try_join_all;
+use futures::future::{join_all, try_join_all};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -34,31 +35,69 @@ impl AlertOutput for KafkaAlerts {
     }
 }
 
-/// Dead letters as their original bytes, with origin and reason in headers.
-pub async fn send_dead_letters(producer: &FutureProducer, topic: &str, dead: &[DeadLetter]) -> anyhow::Result<()> {
-    let records: Vec<(OwnedHeaders, &DeadLetter)> = dead
-        .iter()
-        .map(|d| {
-            let mut h = OwnedHeaders::new()
-                .insert(Header { key: "aiwatch.reason", value: Some(d.reason.as_str()) })
-                .insert(Header { key: "aiwatch.kind", value: Some(d.kind) });
-            match &d.origin {
-                Origin::Kafka { topic, partition, offset } => {
-                    h = h
-                        .insert(Header { key: "aiwatch.origin.topic", value: Some(&**topic) })
-                        .insert(Header { key: "aiwatch.origin.partition", value: Some(&partition.to_string()) })
-                        .insert(Header { key: "aiwatch.origin.offset", value: Some(&offset.to_string()) });
-                }
-                other => {
-                    h = h.insert(Header { key: "aiwatch.origin", value: Some(&other.to_string()) });
-                }
-            }
-            (h, d)
-        })
-        .collect();
-    let sends = records.into_iter().map(|(headers, d)| {
-        producer.send(FutureRecord::<(), [u8]>::to(topic).payload(&d.bytes[..]).headers(headers), Duration::from_secs(30))
-    });
-    try_join_all(sends).await.map_err(|(e, _)| anyhow::anyhow!("dead-letter topic {topic}: {e}"))?;
-    Ok(())
+/// Whether the producer or the broker refused a message for its size: sending it again cannot help.
+fn too_large(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize | RDKafkaErrorCode::MessageBatchTooLarge)
+    )
+}
+
+/// Origin, reason, length and hash of a dead letter, as message headers.
+fn dead_letter_headers(d: &DeadLetter) -> OwnedHeaders {
+    let mut h = OwnedHeaders::new()
+        .insert(Header { key: "aiwatch.reason", value: Some(d.reason.as_str()) })
+        .insert(Header { key: "aiwatch.kind", value: Some(d.kind) })
+        .insert(Header { key: "aiwatch.length", value: Some(&d.len.to_string()) })
+        .insert(Header { key: "aiwatch.sha256", value: Some(d.sha256.as_str()) })
+        .insert(Header { key: "aiwatch.raw_truncated", value: Some(if d.truncated() { "true" } else { "false" }) });
+    match &d.origin {
+        Origin::Kafka { topic, partition, offset } => {
+            h = h
+                .insert(Header { key: "aiwatch.origin.topic", value: Some(&**topic) })
+                .insert(Header { key: "aiwatch.origin.partition", value: Some(&partition.to_string()) })
+                .insert(Header { key: "aiwatch.origin.offset", value: Some(&offset.to_string()) });
+        }
+        other => {
+            h = h.insert(Header { key: "aiwatch.origin", value: Some(&other.to_string()) });
+        }
+    }
+    h
+}
+
+/// Dead letters as their kept bytes (no value when raw bytes are off), with
+/// origin, reason, length and hash in headers.
+///
+/// A dead letter refused for its size (over the producer's `message.max.bytes`
+/// or the topic's limit) is sent again alone (the broker refuses a whole batch
+/// for one large message), then with headers only; one refused even so is
+/// logged and left out, never fatal. Returns how many were left out. Other
+/// errors (the broker is unreachable) fail the call, so offsets stay uncommitted.
+pub async fn send_dead_letters(producer: &FutureProducer, topic: &str, dead: &[DeadLetter]) -> anyhow::Result<usize> {
+    async fn send(producer: &FutureProducer, topic: &str, d: &DeadLetter, with_bytes: bool) -> Result<(), KafkaError> {
+        let mut record = FutureRecord::<(), [u8]>::to(topic).headers(dead_letter_headers(d));
+        if let Some(bytes) = d.bytes.as_deref().filter(|_| with_bytes) {
+            record = record.payload(bytes);
+        }
+        producer.send(record, Duration::from_secs(30)).await.map(|_| ()).map_err(|(e, _)| e)
+    }
+    let outcomes = join_all(dead.iter().map(|d| send(producer, topic, d, true))).await;
+    let mut left_out = 0;
+    for (d, outcome) in dead.iter().zip(outcomes) {
+        let Err(e) = outcome else { continue };
+        if !too_large(&e) {
+            anyhow::bail!("dead-letter topic {topic}: {e}");
+        }
+        // The broker refuses a whole batch for one large message: alone, a small one goes through.
+        let Err(e) = send(producer, topic, d, true).await else { continue };
+        if !too_large(&e) {
+            anyhow::bail!("dead-letter topic {topic}: {e}");
+        }
+        tracing::warn!(origin = %d.origin, length = d.len, error = %e, "dead letter too large for the dead-letter topic; sending its headers only");
+        if let Err(e) = send(producer, topic, d, false).await {
+            tracing::error!(origin = %d.origin, sha256 = %d.sha256, error = %e, "dead letter refused by the dead-letter topic even without its bytes; left out");
+            left_out += 1;
+        }
+    }
+    Ok(left_out)
 }

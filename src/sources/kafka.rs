@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, FromClientConfigAndContext};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaConfRes;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -90,6 +92,9 @@ impl ConsumerContext for Context {
 }
 
 /// librdkafka settings shared by consumer and producer: bootstrap, user options and resolved secrets.
+///
+/// Each secret option is tried alone first: librdkafka's own error for a
+/// misspelt key or a refused value quotes the value, so ours names the key only.
 pub fn client_config(k: &KafkaConfig) -> anyhow::Result<ClientConfig> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &k.bootstrap_servers);
@@ -97,9 +102,45 @@ pub fn client_config(k: &KafkaConfig) -> anyhow::Result<ClientConfig> {
         c.set(key, value);
     }
     for (key, secret) in &k.secret_options {
-        c.set(key, secret.resolve(&format!("kafka.secret_options.{key}"))?);
+        let value = secret.resolve(&format!("kafka.secret_options.{key}"))?;
+        if let Err(e) = ClientConfig::new().set(key, &value).create_native_config() {
+            let why = match e {
+                KafkaError::ClientConfig(RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN, ..) => "librdkafka has no option of that name; check its spelling",
+                _ => "librdkafka refused its value (not shown)",
+            };
+            anyhow::bail!("kafka.secret_options: `{key}`: {why}");
+        }
+        c.set(key, value);
     }
     Ok(c)
+}
+
+/// Creates a consumer or producer from `c`. librdkafka's errors can quote
+/// option values, so the error is rebuilt as plain text with the value of
+/// every secret option replaced, and keeps no source that could print it.
+pub fn create<T, C>(c: &ClientConfig, k: &KafkaConfig, context: C) -> anyhow::Result<T>
+where
+    C: ClientContext,
+    T: FromClientConfigAndContext<C>,
+{
+    c.create_with_context(context).map_err(|e| {
+        let message = match &e {
+            KafkaError::ClientConfig(_, _, key, _) if k.secret_options.contains_key(key) => {
+                format!("librdkafka refused secret option `{key}` (its value is not shown)")
+            }
+            _ => redact(&e.to_string(), k.secret_options.keys().filter_map(|key| c.get(key))),
+        };
+        anyhow::anyhow!(message)
+    })
+}
+
+/// `text` with each non-empty secret replaced by `<redacted>`.
+fn redact<'a>(text: &str, secrets: impl Iterator<Item = &'a str>) -> String {
+    let mut out = text.to_string();
+    for s in secrets.filter(|s| !s.is_empty()) {
+        out = out.replace(s, "<redacted>");
+    }
+    out
 }
 
 /// A subscribed consumer with at-least-once settings.
@@ -111,7 +152,7 @@ pub fn consumer(k: &KafkaConfig, context: Context) -> anyhow::Result<StreamConsu
         .set("auto.offset.reset", "earliest")
         .set("statistics.interval.ms", "5000")
         .set("enable.partition.eof", "false");
-    let consumer: StreamConsumer<Context> = c.create_with_context(context)?;
+    let consumer: StreamConsumer<Context> = create(&c, k, context)?;
     let topics: Vec<&str> = k.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok(consumer)
@@ -178,4 +219,48 @@ pub fn commit(consumer: &StreamConsumer<Context>, offsets: &Mutex<Offsets>, mode
     }
     consumer.commit(&tpl, mode)?;
     Ok(tpl.count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SecretRef;
+
+    fn config_with_secret(key: &str, file: &std::path::Path) -> KafkaConfig {
+        let mut k: KafkaConfig = toml::from_str("bootstrap_servers = \"127.0.0.1:1\"\ntopics = [\"t\"]\n").unwrap();
+        k.secret_options.insert(key.into(), SecretRef { env: None, file: Some(file.to_path_buf()) });
+        k
+    }
+
+    #[test]
+    fn a_misspelt_secret_option_is_named_without_its_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("s");
+        std::fs::write(&secret, "CANARY-hunter2\n").unwrap();
+        let e = client_config(&config_with_secret("sasl.pasword", &secret)).unwrap_err();
+        let text = format!("{e:#} {e:?}");
+        assert!(text.contains("`sasl.pasword`") && text.contains("spelling"), "{text}");
+        assert!(!text.contains("CANARY"), "{text}");
+        let e = client_config(&config_with_secret("session.timeout.ms", &secret)).unwrap_err();
+        let text = format!("{e:#} {e:?}");
+        assert!(text.contains("`session.timeout.ms`") && !text.contains("CANARY"), "{text}");
+        // A correct key passes.
+        client_config(&config_with_secret("sasl.password", &secret)).unwrap();
+    }
+
+    #[test]
+    fn client_creation_errors_never_carry_secret_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("s");
+        std::fs::write(&secret, "CANARY-hunter2").unwrap();
+        let k = config_with_secret("sasl.password", &secret);
+        let mut c = client_config(&k).unwrap();
+        // An option that only fails when the client is made, quoting a value.
+        c.set("compression.codec", "CANARY-hunter2");
+        let e = create::<rdkafka::producer::FutureProducer, _>(&c, &k, rdkafka::client::DefaultClientContext).err().expect("refused");
+        let text = format!("{e:#} {e:?}");
+        assert!(!text.contains("CANARY"), "{text}");
+        assert_eq!(e.chain().count(), 1, "no source that could print the value");
+        assert_eq!(redact("a s3cr3t b", ["s3cr3t", ""].into_iter()), "a <redacted> b");
+    }
 }

@@ -4,4 +4,5 @@ mod errors;
 mod example;
 mod hot_key;
 mod invariance;
+mod limits;
 mod support;

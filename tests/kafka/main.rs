@@ -9,6 +9,8 @@
 mod crash;
 mod metrics;
 mod outputs;
+mod poison;
 mod shutdown;
+mod state_dir;
 mod support;
 mod until_end;
