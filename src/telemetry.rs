@@ -38,6 +38,7 @@ pub struct Metrics {
     pub state_entries: IntGaugeVec,
     pub state_bytes: IntGauge,
     pub output_errors: IntCounterVec,
+    pub rule_errors: IntCounterVec,
     pub output_up: IntGaugeVec,
     pub checkpoints: IntCounter,
     pub checkpoint_seconds: Histogram,
@@ -99,6 +100,7 @@ impl Metrics {
             watermark,
             state_entries,
             state_bytes,
+            rule_errors: counter_vec("aiwatch_rule_errors_total", "Steps on which a rule failed (each raised an aiwatch.rule_error alert).", &["rule"]),
             output_errors: counter_vec("aiwatch_output_errors_total", "Failed hand-offs to an output.", &["output"]),
             output_up,
             checkpoints: counter("aiwatch_checkpoints_total", "Checkpoints written."),
@@ -123,6 +125,9 @@ impl Metrics {
         self.late.inc_by(r.late as u64);
         for (rule, took) in &r.rule_times {
             self.rule_seconds.with_label_values(&[rule.as_str()]).observe(took.as_secs_f64());
+        }
+        for rule in &r.rule_errors {
+            self.rule_errors.with_label_values(&[rule.as_str()]).inc();
         }
         for a in &r.alerts {
             self.alerts.with_label_values(&[a.rule_id.as_str(), a.severity.as_str()]).inc();

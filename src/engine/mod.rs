@@ -30,11 +30,11 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampNanosecondType};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::TableProvider;
-use datafusion::execution::context::SessionState;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::physical_plan::collect;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
+use datafusion::physical_plan::{collect, ExecutionPlan};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::alert::{self, Alert, Evidence};
@@ -76,7 +76,8 @@ pub const OUTPUT_COLUMNS: &str =
 
 struct CompiledRule {
     rule: Arc<Rule>,
-    plan: LogicalPlan,
+    /// Planned once; each step executes a copy with its operator state reset.
+    plan: Arc<dyn ExecutionPlan>,
     /// Live tables the plan reads; when all are empty the rule cannot fire and is skipped.
     reads: Vec<Arc<LiveTable>>,
 }
@@ -91,6 +92,8 @@ pub struct StepReport {
     pub late: usize,
     /// Evaluation time of each rule that ran, by rule id.
     pub rule_times: Vec<(String, Duration)>,
+    /// Rules that failed on this step (each also raised an `aiwatch.rule_error` alert).
+    pub rule_errors: Vec<String>,
     pub watermark: Option<i64>,
 }
 
@@ -102,6 +105,7 @@ impl StepReport {
         self.duplicates += later.duplicates;
         self.late += later.late;
         self.rule_times.extend(later.rule_times);
+        self.rule_errors.extend(later.rule_errors);
         self.watermark = later.watermark.or(self.watermark);
     }
 }
@@ -230,7 +234,6 @@ fn error_line(message: &str, rule: &Rule) -> usize {
 
 /// The streaming rule engine.
 pub struct Engine {
-    session: Arc<SessionState>,
     task_ctx: Arc<TaskContext>,
     rules: Vec<CompiledRule>,
     live: LiveTables,
@@ -253,6 +256,9 @@ impl Engine {
     /// Plans every rule against the engine's tables; fails naming the file and line of a broken rule.
     pub async fn new(policy: Arc<Policy>, rules: Vec<Rule>, config: &EngineConfig) -> Result<Engine, EngineError> {
         let ctx = session(&policy, config)?;
+        // Physical plans are made once and re-executed every step; dynamic
+        // filters keep state between executions that a reset does not clear.
+        ctx.sql("SET datafusion.optimizer.enable_dynamic_filter_pushdown = false").await?;
         let live = LiveTables {
             events: LiveTable::new(events_schema()),
             history: LiveTable::new(state::history_schema()),
@@ -285,6 +291,7 @@ impl Engine {
             }
             check_output(plan.schema().as_arrow()).map_err(fail)?;
             let plan = session.optimize(&plan).map_err(|e| fail(e.to_string()))?;
+            let physical = session.query_planner().create_physical_plan(&plan, &session).await.map_err(|e| fail(e.to_string()))?;
             let mut names = Vec::new();
             plan.apply_with_subqueries(|node| {
                 if let LogicalPlan::TableScan(scan) = node {
@@ -312,11 +319,10 @@ impl Engine {
                     _ => None,
                 })
                 .collect();
-            compiled.push(CompiledRule { rule: Arc::new(rule), plan, reads });
+            compiled.push(CompiledRule { rule: Arc::new(rule), plan: physical, reads });
         }
         let task_ctx = session.task_ctx();
         Ok(Engine {
-            session: Arc::new(session),
             task_ctx,
             rules: compiled,
             live,
@@ -424,25 +430,26 @@ impl Engine {
             if !r.reads.is_empty() && r.reads.iter().all(|t| t.is_empty()) {
                 continue;
             }
-            let (session, task_ctx, plan) = (self.session.clone(), self.task_ctx.clone(), r.plan.clone());
+            let (task_ctx, plan) = (self.task_ctx.clone(), r.plan.clone());
             tasks.push((
                 i,
                 tokio::spawn(async move {
                     let started = Instant::now();
-                    let physical = session.query_planner().create_physical_plan(&plan, session.as_ref()).await?;
-                    let batches = collect(physical, task_ctx).await?;
+                    let batches = collect(reset_plan_states(plan)?, task_ctx).await?;
                     Ok::<_, datafusion::error::DataFusionError>((batches, started.elapsed()))
                 }),
             ));
         }
+        // A rule that fails does not stop the others: its failure becomes an alert of its own.
         let mut results = Vec::with_capacity(tasks.len());
+        let mut failed = Vec::new();
         for (i, task) in tasks {
             let outcome = task.await.unwrap_or_else(|e| {
                 Err(datafusion::error::DataFusionError::Internal(format!("rule evaluation stopped unexpectedly: {e}")))
             });
             match outcome {
                 Ok((batches, took)) => results.push((i, batches, took)),
-                Err(source) => return Err(EngineError::Evaluate { rule: self.rules[i].rule.id.clone(), source }),
+                Err(source) => failed.push((i, source)),
             }
         }
         // Drop the step's data from the tables: it is owned by the state or done with.
@@ -462,10 +469,19 @@ impl Engine {
         for (i, batches, took) in results {
             let rule = self.rules[i].rule.clone();
             report.rule_times.push((rule.id.clone(), took));
-            for b in batches {
-                self.collect_alerts(i, &b, &detected_at, input.max_seen, &mut report.alerts)
-                    .map_err(|source| EngineError::Evaluate { rule: rule.id.clone(), source })?;
+            let mut alerts = Vec::new();
+            let collected: Result<(), _> =
+                batches.iter().try_for_each(|b| self.collect_alerts(i, b, &detected_at, input.max_seen, &mut alerts));
+            match collected {
+                Ok(()) => report.alerts.extend(alerts),
+                Err(source) => failed.push((i, source)),
             }
+        }
+        for (i, error) in failed {
+            let rule = self.rules[i].rule.clone();
+            tracing::error!(rule = %rule.id, file = %rule.file, error = %error, "rule failed on a step; the other rules' alerts stand");
+            report.rule_errors.push(rule.id.clone());
+            report.alerts.push(rule_error_alert(&rule, &error, &input, &detected_at));
         }
         if !report.alerts.is_empty() {
             let touched: Vec<&RecordBatch> = input.history.iter().chain(&input.conversations).collect();
@@ -571,6 +587,56 @@ impl Engine {
         }
     }
 }
+
+/// The alert raised when a rule fails on a step: names the rule and where the
+/// step's events came from (per source and partition, the first and last
+/// position), so the batch can be found and replayed. Its subject is the rule
+/// and those positions, so a replay of the same batch gives the same `alert_id`.
+fn rule_error_alert(rule: &Rule, error: &datafusion::error::DataFusionError, input: &StepInput, detected_at: &str) -> Alert {
+    let mut spans: std::collections::BTreeMap<(String, Option<i32>), (i64, i64)> = Default::default();
+    let events = &input.events;
+    let by_name = |name: &str| events.column_by_name(name).expect("origin columns").clone();
+    let (source, partition, position) = (by_name("origin_source"), by_name("origin_partition"), by_name("origin_position"));
+    let (source, partition, position) =
+        (source.as_string::<i32>(), partition.as_primitive::<arrow::datatypes::Int32Type>(), position.as_primitive::<arrow::datatypes::Int64Type>());
+    for i in 0..events.num_rows() {
+        let p = position.value(i);
+        let span = spans.entry((source.value(i).to_string(), partition.is_valid(i).then(|| partition.value(i)))).or_insert((p, p));
+        *span = (span.0.min(p), span.1.max(p));
+    }
+    let mut place: Vec<String> = spans
+        .iter()
+        .map(|((s, p), (a, b))| match p {
+            Some(p) => format!("{s}[{p}]@{a}..{b}"),
+            None => format!("{s}:{a}..{b}"),
+        })
+        .collect();
+    if place.is_empty() {
+        // A step with no new events: deadlines that came due.
+        let due: Vec<&str> = input.due_requests.iter().chain(&input.due_artifacts).map(|o| o.event_id.as_str()).take(5).collect();
+        place.push(format!("deadlines due at watermark {} (events {})", input.watermark.map_or("none".into(), alert::format_time), due.join(", ")));
+    }
+    let place = place.join(", ");
+    let subject = format!("{} {place}", rule.id);
+    Alert {
+        alert_id: alert::alert_id(RULE_ERROR, &subject),
+        rule_id: RULE_ERROR.to_string(),
+        category: "aiwatch".into(),
+        severity: "high".into(),
+        tenant_id: None,
+        time: input.max_seen.map_or_else(|| detected_at.to_string(), alert::format_time),
+        detected_at: detected_at.to_string(),
+        summary: format!("rule {} ({}) failed on the events of {place}: {error}. The other rules' alerts for these events were emitted.", rule.id, rule.file),
+        controls: vec!["CC7.2".into()],
+        evidence: Evidence { event_ids: Vec::new(), events: Vec::new() },
+        title: "A rule failed to evaluate".into(),
+        remediation: format!("Fix the rule file {} (`aiwatch rules check`, `aiwatch rules test`) or the events it fails on, then replay these positions with `aiwatch scan`.", rule.file),
+        subject,
+    }
+}
+
+/// The rule id of the alert raised when a rule fails on a step.
+pub const RULE_ERROR: &str = "aiwatch.rule_error";
 
 /// Checks a rule's output columns against [`OUTPUT_COLUMNS`].
 fn check_output(schema: &Schema) -> Result<(), String> {

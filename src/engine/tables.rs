@@ -10,19 +10,53 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::{DataFusionError, Result as DfResult};
-use datafusion::datasource::memory::{MemTable, MemorySourceConfig};
+use datafusion::datasource::memory::MemTable;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::logical_expr::{create_udf, ColumnarValue, Expr, Volatility};
+use datafusion::physical_plan::memory::{LazyBatchGenerator, LazyMemoryExec};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 
 use crate::policy::Policy;
 
 /// A table whose rows are replaced at every engine step. Plans are made once
-/// against it; each execution reads what it holds at that moment.
+/// against it, logical and physical; each execution of a plan reads what the
+/// table holds at that moment (its scan is a [`LazyMemoryExec`] whose
+/// generator takes the current batches when the plan is executed).
 pub struct LiveTable {
     schema: SchemaRef,
-    batches: RwLock<Vec<RecordBatch>>,
+    batches: Arc<RwLock<Vec<RecordBatch>>>,
+}
+
+/// The scan of a [`LiveTable`]: each reset (each execution) takes the table's
+/// current batches and hands them out one by one.
+#[derive(Debug)]
+struct LiveBatches {
+    table: Arc<RwLock<Vec<RecordBatch>>>,
+    /// The batches still to hand out, last first.
+    left: Vec<RecordBatch>,
+}
+
+impl fmt::Display for LiveBatches {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LiveBatches")
+    }
+}
+
+impl LazyBatchGenerator for LiveBatches {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn generate_next_batch(&mut self) -> DfResult<Option<RecordBatch>> {
+        Ok(self.left.pop())
+    }
+
+    fn reset_state(&self) -> Arc<parking_lot::RwLock<dyn LazyBatchGenerator>> {
+        let mut left = self.table.read().expect("live table lock").clone();
+        left.reverse();
+        Arc::new(parking_lot::RwLock::new(LiveBatches { table: self.table.clone(), left }))
+    }
 }
 
 impl fmt::Debug for LiveTable {
@@ -33,7 +67,7 @@ impl fmt::Debug for LiveTable {
 
 impl LiveTable {
     pub fn new(schema: SchemaRef) -> Arc<LiveTable> {
-        Arc::new(LiveTable { schema, batches: RwLock::new(Vec::new()) })
+        Arc::new(LiveTable { schema, batches: Arc::new(RwLock::new(Vec::new())) })
     }
 
     pub fn set(&self, batches: Vec<RecordBatch>) {
@@ -66,8 +100,9 @@ impl TableProvider for LiveTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let batches = self.batches();
-        Ok(MemorySourceConfig::try_new_exec(&[batches], self.schema.clone(), projection.cloned())?)
+        let generator = LiveBatches { table: self.batches.clone(), left: Vec::new() };
+        let exec = LazyMemoryExec::try_new(self.schema.clone(), vec![Arc::new(parking_lot::RwLock::new(generator))])?;
+        Ok(Arc::new(exec.with_projection(projection.cloned())))
     }
 }
 

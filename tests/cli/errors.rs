@@ -72,3 +72,25 @@ fn the_builtin_fixtures_pass() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(" 0 failed"), "{text}");
 }
+
+#[test]
+fn a_rule_that_fails_on_a_batch_raises_an_error_alert_and_the_others_still_emit() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    // Plans fine; fails at run time on the first model name that is not a number.
+    std::fs::write(
+        rules.join("bad.sql"),
+        "-- id: custom.bad_cast\n-- title: fails\n-- category: custom\n-- severity: info\n\
+         SELECT event_id AS subject, time, make_array(event_id) AS event_ids\nFROM events WHERE CAST(model AS BIGINT) > 3\n",
+    )
+    .unwrap();
+    let src = examples().join("events.jsonl");
+    let baseline = scan(dir.path(), &src, &["--batch-size", "64"]);
+    let found = scan(dir.path(), &src, &["--batch-size", "64", "--rules", rules.to_str().unwrap()]);
+    let errors: Vec<&(String, String)> = found.iter().filter(|(r, _)| r == "aiwatch.rule_error").collect();
+    assert!(!errors.is_empty(), "no rule error alert");
+    assert!(errors.iter().all(|(_, subject)| subject.starts_with("custom.bad_cast ")), "{errors:?}");
+    let rest: std::collections::BTreeSet<_> = found.iter().filter(|(r, _)| r != "aiwatch.rule_error").cloned().collect();
+    assert_eq!(rest, baseline, "the other rules' alerts are exactly those without the failing rule");
+}
