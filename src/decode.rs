@@ -19,6 +19,7 @@ use arrow::array::{
 };
 use chrono::DateTime;
 use serde::Deserialize;
+use smallvec::SmallVec;
 
 use crate::event::{events_schema, Origin, RawBatch};
 
@@ -185,9 +186,9 @@ struct Wire<'a> {
     #[serde(borrow)]
     vendor_region: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    data_classes: Option<Vec<Cow<'a, str>>>,
+    data_classes: Option<List<'a>>,
     #[serde(borrow)]
-    context_tenant_ids: Option<Vec<Cow<'a, str>>>,
+    context_tenant_ids: Option<List<'a>>,
     #[serde(borrow)]
     conversation_id: Option<Cow<'a, str>>,
     input_tokens: Option<i64>,
@@ -211,6 +212,40 @@ struct Wire<'a> {
     change_id: Option<Cow<'a, str>>,
     #[serde(borrow)]
     approved_by: Option<Cow<'a, str>>,
+}
+
+/// A list field's entries: up to four inline, each borrowed from the record
+/// unless it holds escapes, so a typical list costs no allocation.
+type List<'a> = SmallVec<[Item<'a>; 4]>;
+
+/// A string list entry. (A `Cow<str>` inside a container always deserializes
+/// owned; this one borrows when it can.)
+struct Item<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Item<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Cow<'de, str>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Cow::Borrowed(v))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v.to_owned()))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v))
+            }
+        }
+        d.deserialize_str(Visit).map(Item)
+    }
 }
 
 /// The JSON type each named field must have, for the slow path's messages.
@@ -254,7 +289,58 @@ const FIELD_TYPES: [(&str, Expect); 27] = [
 
 /// Parses an RFC 3339 timestamp with an offset into UTC nanoseconds.
 pub fn parse_time(s: &str) -> Option<i64> {
-    DateTime::parse_from_rfc3339(s).ok()?.timestamp_nanos_opt()
+    fast_rfc3339(s.as_bytes()).or_else(|| DateTime::parse_from_rfc3339(s).ok()?.timestamp_nanos_opt())
+}
+
+/// The common shape `YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|±HH:MM)`, parsed without
+/// chrono. Returns `None` for anything else (another separator, a leap
+/// second, more than 9 fraction digits, an overflow), which then goes to
+/// chrono: this accepts only what chrono accepts, with the same value.
+fn fast_rfc3339(b: &[u8]) -> Option<i64> {
+    fn num(b: &[u8]) -> Option<i64> {
+        b.iter().try_fold(0i64, |n, c| c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0')))
+    }
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (num(&b[0..4])?, num(&b[5..7])?, num(&b[8..10])?);
+    let (hour, minute, second) = (num(&b[11..13])?, num(&b[14..16])?, num(&b[17..19])?);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if !(1..=12).contains(&month) || day < 1 || day > month_days[month as usize - 1] || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let mut rest = &b[19..];
+    let mut nanos = 0i64;
+    if rest.first() == Some(&b'.') {
+        let digits = rest[1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 || digits > 9 {
+            return None;
+        }
+        nanos = num(&rest[1..=digits])? * 10i64.pow(9 - digits as u32);
+        rest = &rest[1 + digits..];
+    }
+    let offset = match rest {
+        [b'Z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let (h, m) = (num(&[*h1, *h2])?, num(&[*m1, *m2])?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            (h * 3600 + m * 60) * if *sign == b'-' { -1 } else { 1 }
+        }
+        _ => return None,
+    };
+    // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
 }
 
 impl Wire<'_> {
@@ -363,10 +449,10 @@ impl Columns {
     }
 
     fn append(&mut self, w: &Wire<'_>, event_id: &str, event_type: &str, time: i64, origin: &Origin) {
-        fn list(b: &mut ListBuilder<StringBuilder>, v: &Option<Vec<Cow<'_, str>>>) {
+        fn list(b: &mut ListBuilder<StringBuilder>, v: &Option<List<'_>>) {
             if let Some(items) = v {
                 for item in items {
-                    b.values().append_value(item);
+                    b.values().append_value(&*item.0);
                 }
             }
             b.append(true);
@@ -546,10 +632,10 @@ impl Decoder {
                     format!("field `{name}` has {} entries, over the limit of {} (max_list_items)", items.len(), self.options.max_list_items),
                 ));
             }
-            if let Some(item) = items.iter().find(|i| i.len() > max) {
+            if let Some(item) = items.iter().find(|i| i.0.len() > max) {
                 return Err((
                     "field_too_long",
-                    format!("an entry of field `{name}` is {} bytes, over the limit of {max} (max_field_bytes)", item.len()),
+                    format!("an entry of field `{name}` is {} bytes, over the limit of {max} (max_field_bytes)", item.0.len()),
                 ));
             }
         }
@@ -588,11 +674,16 @@ fn required<'w>(w: &'w Wire<'_>) -> Result<(&'w str, &'w str, i64), Verdict> {
     let id = field("event_id", &w.event_id)?;
     let ty = field("event_type", &w.event_type)?;
     let time = field("time", &w.time)?;
-    let parsed = DateTime::parse_from_rfc3339(time).map_err(|_| {
-        ("bad_time", "field `time` is not an RFC 3339 timestamp with a UTC offset (e.g. 2026-11-28T10:00:00Z)".to_string())
-    })?;
-    // A valid timestamp beyond what i64 nanoseconds hold (before 1677 or after 2262).
-    let t = parsed.timestamp_nanos_opt().ok_or_else(out_of_range)?;
+    let t = match fast_rfc3339(time.as_bytes()) {
+        Some(t) => t,
+        None => {
+            let parsed = DateTime::parse_from_rfc3339(time).map_err(|_| {
+                ("bad_time", "field `time` is not an RFC 3339 timestamp with a UTC offset (e.g. 2026-11-28T10:00:00Z)".to_string())
+            })?;
+            // A valid timestamp beyond what i64 nanoseconds hold (before 1677 or after 2262).
+            parsed.timestamp_nanos_opt().ok_or_else(out_of_range)?
+        }
+    };
     Ok((id, ty, t))
 }
 
@@ -866,5 +957,57 @@ mod tests {
         let j = decode_with(none, &[&record]).dead_letters[0].to_json();
         assert!(j.get("raw").is_none() && j.get("raw_hex").is_none() && j.get("raw_truncated").is_none(), "{j}");
         assert_eq!(j["sha256"], hash);
+    }
+
+    #[test]
+    fn the_fast_time_parser_agrees_with_chrono() {
+        let mut rng = crate::generate::Rng(7);
+        let mut cases: Vec<String> = vec![
+            "2026-11-28T10:00:00Z".into(),
+            "2026-11-28T10:00:00.5+05:30".into(),
+            "2024-02-29T23:59:59.999999999-11:59".into(),
+            "2023-02-29T00:00:00Z".into(),
+            "2026-11-28T24:00:00Z".into(),
+            "2026-11-28T10:00:60Z".into(),
+            "2026-11-28t10:00:00Z".into(),
+            "2026-11-28 10:00:00Z".into(),
+            "2026-11-28T10:00:00".into(),
+            "2026-11-28T10:00:00.Z".into(),
+            "2026-11-28T10:00:00.1234567891Z".into(),
+            "2262-04-11T23:47:16.854775808Z".into(),
+            "1677-09-21T00:12:43.145224191Z".into(),
+            "0001-01-01T00:00:00Z".into(),
+            "9999-12-31T23:59:59Z".into(),
+            "2026-13-01T00:00:00Z".into(),
+            "2026-11-28T10:00:00+24:00".into(),
+            "2026-11-28T10:00:00z".into(),
+        ];
+        for _ in 0..20_000 {
+            let pick = |rng: &mut crate::generate::Rng, n: u64| rng.next() % n;
+            let frac = match pick(&mut rng, 4) {
+                0 => String::new(),
+                _ => format!(".{}", &format!("{:09}", pick(&mut rng, 1_000_000_000))[..1 + pick(&mut rng, 9) as usize]),
+            };
+            let off = match pick(&mut rng, 3) {
+                0 => "Z".to_string(),
+                _ => format!("{}{:02}:{:02}", if pick(&mut rng, 2) == 0 { '+' } else { '-' }, pick(&mut rng, 25), pick(&mut rng, 61)),
+            };
+            cases.push(format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{frac}{off}",
+                1600 + pick(&mut rng, 700),
+                pick(&mut rng, 13),
+                pick(&mut rng, 32),
+                pick(&mut rng, 25),
+                pick(&mut rng, 61),
+                pick(&mut rng, 61)
+            ));
+        }
+        for c in &cases {
+            let chrono = DateTime::parse_from_rfc3339(c).ok().and_then(|t| t.timestamp_nanos_opt());
+            if let Some(fast) = fast_rfc3339(c.as_bytes()) {
+                assert_eq!(Some(fast), chrono, "{c}");
+            }
+            assert_eq!(parse_time(c), chrono, "{c}");
+        }
     }
 }
