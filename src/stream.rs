@@ -3,8 +3,9 @@
 //!
 //! The loop takes messages into a raw batch until it is full or the batch
 //! wait passes, then: decode; dead letters out; engine step; alerts to every
-//! output (an output that fails is retried with backoff, and consumption
-//! waits for it, so memory stays bounded and nothing is dropped); and, every
+//! output ([`crate::outputs::Delivery`]: an output that fails is retried with
+//! backoff while consumption waits, so memory stays bounded and nothing is
+//! dropped; an alert refused for good goes to the alert dead letter); and, every
 //! checkpoint interval, the engine state is written with the offsets it covers
 //! and those offsets are committed. A restart restores the checkpoint and
 //! skips messages it already covers.
@@ -23,14 +24,13 @@ use rdkafka::producer::FutureProducer;
 use rdkafka::consumer::StreamConsumer;
 use tokio::sync::{mpsc, watch};
 
-use crate::alert::Alert;
 use crate::config::{DeadLetterDestination, OutputConfig, RunConfig};
 use crate::decode::{DeadLetter, DecodeOptions, Decoded, Decoder};
 use crate::engine::{Engine, EngineConfig};
 use crate::event::{Origin, RawBatch};
 use crate::outputs::http::{Alertmanager, Webhook};
 use crate::outputs::kafka::{send_dead_letters, KafkaAlerts};
-use crate::outputs::{AlertOutput, JsonLines};
+use crate::outputs::{AlertDeadLetters, AlertOutput, Delivery, JsonLines, Route};
 use crate::pipeline::Totals;
 use crate::policy::Policy;
 use crate::sources::kafka::{self, Context, Offsets, TopicPartition};
@@ -73,17 +73,19 @@ impl DeadLetters {
     }
 }
 
-/// Builds every configured output; secrets are resolved here and never logged.
-fn build_outputs(config: &RunConfig, producer: &Option<FutureProducer>) -> anyhow::Result<Vec<Box<dyn AlertOutput>>> {
-    let mut outs: Vec<Box<dyn AlertOutput>> = Vec::new();
+/// Builds every configured output and the alert dead letter; secrets are resolved here and never logged.
+fn build_delivery(config: &RunConfig, producer: &Option<FutureProducer>) -> anyhow::Result<Delivery> {
+    let mut routes = Vec::new();
     for o in &config.outputs {
-        outs.push(match o {
+        let output: Box<dyn AlertOutput> = match o {
             OutputConfig::Stdout => Box::new(JsonLines::append(None)?),
             OutputConfig::File { path } => {
                 Box::new(JsonLines::append(Some(path)).with_context(|| format!("cannot open alert file {}", path.display()))?)
             }
-            OutputConfig::Kafka { topic } => Box::new(KafkaAlerts { producer: producer.clone().expect("producer built for kafka outputs"), topic: topic.clone() }),
-            OutputConfig::Webhook { url, auth_header, auth_value, max_retries, timeout_ms } => {
+            OutputConfig::Kafka { topic, .. } => {
+                Box::new(KafkaAlerts { producer: producer.clone().expect("producer built for kafka outputs"), topic: topic.clone() })
+            }
+            OutputConfig::Webhook { url, auth_header, auth_value, max_retries, timeout_ms, .. } => {
                 let auth = match (auth_header, auth_value) {
                     (Some(h), Some(v)) => Some((h.clone(), v.resolve("output.webhook.auth_value")?)),
                     (None, None) => None,
@@ -91,56 +93,26 @@ fn build_outputs(config: &RunConfig, producer: &Option<FutureProducer>) -> anyho
                 };
                 Box::new(Webhook::new(url.clone(), auth, *max_retries, *timeout_ms)?)
             }
-            OutputConfig::Alertmanager { url, generator_url, max_retries, timeout_ms } => {
+            OutputConfig::Alertmanager { url, generator_url, max_retries, timeout_ms, .. } => {
                 Box::new(Alertmanager::new(url, generator_url.clone(), *max_retries, *timeout_ms)?)
             }
-        });
+        };
+        routes.push(Route { output, on_permanent_error: o.on_permanent_error() });
     }
-    if outs.is_empty() {
+    if routes.is_empty() {
         tracing::warn!("no [[output]] configured; alerts go to stdout");
-        outs.push(Box::new(JsonLines::append(None)?));
+        routes.push(Route { output: Box::new(JsonLines::append(None)?), on_permanent_error: Default::default() });
     }
-    Ok(outs)
-}
-
-/// Hands `alerts` to every output; retries the ones that fail until they take
-/// them or shutdown is requested (then the step is not committed).
-async fn deliver(outputs: &mut [Box<dyn AlertOutput>], alerts: &[Alert], metrics: &Metrics, stop: &watch::Receiver<bool>) -> anyhow::Result<()> {
-    if alerts.is_empty() {
-        return Ok(());
-    }
-    let mut pending: Vec<usize> = (0..outputs.len()).collect();
-    let mut backoff = Duration::from_millis(500);
-    loop {
-        let mut failed = Vec::new();
-        for i in pending {
-            let out = &mut outputs[i];
-            let name = out.name().to_string();
-            match out.send(alerts).await {
-                Ok(()) => metrics.output_up.with_label_values(&[name.as_str()]).set(1),
-                Err(e) => {
-                    metrics.output_errors.with_label_values(&[name.as_str()]).inc();
-                    metrics.output_up.with_label_values(&[name.as_str()]).set(0);
-                    tracing::error!(output = %name, error = %format!("{e:#}"), alerts = alerts.len(),
-                        "output did not take the alerts; holding back offset commits and retrying");
-                    failed.push(i);
-                }
-            }
+    let dead = match config.alert_dead_letter.as_ref().map(|d| d.destination()) {
+        Some(DeadLetterDestination::Kafka { topic }) => {
+            AlertDeadLetters::Kafka { producer: producer.clone().expect("producer built for the alert dead letter"), topic }
         }
-        if failed.is_empty() {
-            return Ok(());
-        }
-        if *stop.borrow() {
-            anyhow::bail!("shutting down with alerts not taken by every output; their offsets stay uncommitted");
-        }
-        let mut stop_changed = stop.clone();
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = stop_changed.changed() => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
-        pending = failed;
-    }
+        Some(DeadLetterDestination::File { path }) => AlertDeadLetters::File(
+            JsonLines::append(Some(&path)).with_context(|| format!("cannot open the alert dead-letter file {}", path.display()))?,
+        ),
+        None => AlertDeadLetters::Log,
+    };
+    Ok(Delivery { routes, dead })
 }
 
 /// Position JSON of a checkpoint: `[[topic, partition, next_offset], ...]`.
@@ -175,7 +147,7 @@ fn shutdown_signal() -> watch::Receiver<bool> {
 
 struct Loop {
     engine: Engine,
-    outputs: Vec<Box<dyn AlertOutput>>,
+    delivery: Delivery,
     dead: DeadLetters,
     metrics: Arc<Metrics>,
     offsets: Arc<Mutex<Offsets>>,
@@ -245,7 +217,7 @@ impl Loop {
         self.metrics.observe_state(&stats);
         self.totals.observe_state(stats);
         // On failure the run stops before the next checkpoint, so `processed` is never made durable early.
-        deliver(&mut self.outputs, &report.alerts, &self.metrics, &self.stop).await?;
+        self.delivery.deliver(&report.alerts, &self.metrics, &self.stop).await?;
         Ok(())
     }
 
@@ -254,16 +226,31 @@ impl Loop {
         let report = self.engine.flush().await?;
         self.totals.add_step(&report);
         self.metrics.observe_report(&report);
-        deliver(&mut self.outputs, &report.alerts, &self.metrics, &self.stop).await
+        self.delivery.deliver(&report.alerts, &self.metrics, &self.stop).await
+    }
+
+    /// Whether something was processed since the last checkpoint written.
+    fn uncheckpointed(&self) -> bool {
+        self.offsets.lock().expect("offsets lock").durable != self.processed
     }
 
     /// Makes what was processed durable, then commits it: the pipelined step
     /// is evaluated and its alerts delivered first, so the state written never
     /// covers events whose alerts were not handed to every output.
-    async fn checkpoint(&mut self, consumer: &rdkafka::consumer::StreamConsumer<Context>, mode: CommitMode) -> anyhow::Result<()> {
+    ///
+    /// A checkpoint that cannot be written (a full disk, a read-only folder)
+    /// commits nothing: it is logged, counted, `/readyz` answers 503, and the
+    /// next interval tries again. Returns whether it was written.
+    async fn checkpoint(&mut self, consumer: &rdkafka::consumer::StreamConsumer<Context>, mode: CommitMode) -> anyhow::Result<bool> {
         self.flush().await?;
         let started = Instant::now();
-        self.engine.write_checkpoint(&self.checkpoint_path, position_json(&self.processed))?;
+        if let Err(e) = self.engine.write_checkpoint(&self.checkpoint_path, position_json(&self.processed)) {
+            self.metrics.checkpoint_failures.inc();
+            self.metrics.checkpoint_failing.store(true, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(error = %e, "checkpoint failed; offsets are not committed, retrying at the next interval");
+            return Ok(false);
+        }
+        self.metrics.checkpoint_failing.store(false, std::sync::atomic::Ordering::Relaxed);
         self.metrics.checkpoints.inc();
         self.metrics.checkpoint_seconds.observe(started.elapsed().as_secs_f64());
         tracing::debug!(seconds = started.elapsed().as_secs_f64(), state_entries = self.engine.state().size(), "checkpoint written");
@@ -274,7 +261,22 @@ impl Loop {
             // The checkpoint holds the truth; a failed commit only means a restart skips by checkpoint instead.
             Err(e) => tracing::warn!(error = %e, "offset commit failed; the checkpoint still covers these events"),
         }
-        Ok(())
+        Ok(true)
+    }
+}
+
+/// When the next checkpoint is due. A checkpoint writes the whole state; with
+/// a large state they are spaced so that writing takes at most a tenth of the
+/// time (a restart then re-reads more).
+struct Schedule {
+    every: Duration,
+    last: Instant,
+    took: Duration,
+}
+
+impl Schedule {
+    fn due(&self) -> Instant {
+        self.last + self.every.max(self.took * 10)
     }
 }
 
@@ -459,6 +461,7 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
 
     let dead_destination = config.dead_letter.as_ref().map(|d| d.destination());
     let needs_producer = matches!(dead_destination, Some(DeadLetterDestination::Kafka { .. }))
+        || matches!(config.alert_dead_letter.as_ref().map(|d| d.destination()), Some(DeadLetterDestination::Kafka { .. }))
         || config.outputs.iter().any(|o| matches!(o, OutputConfig::Kafka { .. }));
     let producer: Option<FutureProducer> = if needs_producer {
         let mut c = kafka::client_config(&config.kafka)?;
@@ -472,7 +475,7 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
         Some(DeadLetterDestination::File { path }) => DeadLetters::File(JsonLines::append(Some(&path))?),
         None => DeadLetters::Warn,
     };
-    let outputs = build_outputs(&config, &producer)?;
+    let delivery = build_delivery(&config, &producer)?;
 
     let offsets = Arc::new(Mutex::new(Offsets::default()));
     let consumer = kafka::consumer(&config.kafka, Context { offsets: offsets.clone(), metrics: metrics.clone() })
@@ -500,7 +503,7 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
     let stop = shutdown_signal();
     let mut lp = Loop {
         engine,
-        outputs,
+        delivery,
         dead,
         metrics: metrics.clone(),
         offsets: offsets.clone(),
@@ -534,31 +537,35 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
         IntakeLoop { batch_size, wait, until_end: options.until_end, stop: stop.clone(), raw_tx, pool: pool_rx },
     ));
 
-    let mut last_checkpoint = Instant::now();
-    let mut last_checkpoint_took = Duration::ZERO;
+    let mut schedule = Schedule { every: checkpoint_every, last: Instant::now(), took: Duration::ZERO };
     loop {
         // Under load the next batch is already decoded and the engine stays
         // pipelined; when none is waiting, the last step is evaluated and its
-        // alerts delivered now rather than when the next batch comes.
+        // alerts delivered now rather than when the next batch comes. A quiet
+        // stream still checkpoints (and commits) what it processed once the
+        // interval passes, and retries a checkpoint that failed.
         let step = match decoded_rx.try_recv() {
-            Ok(step) => step,
+            Ok(step) => Some(step),
             Err(mpsc::error::TryRecvError::Empty) => {
                 lp.flush().await?;
-                match decoded_rx.recv().await {
-                    Some(step) => step,
-                    None => break,
+                tokio::select! {
+                    step = decoded_rx.recv() => match step {
+                        Some(step) => Some(step),
+                        None => break,
+                    },
+                    _ = tokio::time::sleep_until(schedule.due().into()), if lp.uncheckpointed() => None,
                 }
             }
             Err(mpsc::error::TryRecvError::Disconnected) => break,
         };
-        lp.step(step).await?;
-        // A checkpoint writes the whole state; with a large state, space them so
-        // that writing takes at most a tenth of the time (a restart then re-reads more).
-        if last_checkpoint.elapsed() >= checkpoint_every.max(last_checkpoint_took * 10) {
+        if let Some(step) = step {
+            lp.step(step).await?;
+        }
+        if Instant::now() >= schedule.due() {
             let t = Instant::now();
             lp.checkpoint(&consumer, CommitMode::Async).await?;
-            last_checkpoint_took = t.elapsed();
-            last_checkpoint = Instant::now();
+            schedule.took = t.elapsed();
+            schedule.last = Instant::now();
         }
     }
     intake.await.context("the Kafka intake task failed")?;
@@ -568,9 +575,11 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
         let report = lp.engine.finish().await?;
         lp.totals.add_step(&report);
         lp.metrics.observe_step(&report, 0.0);
-        deliver(&mut lp.outputs, &report.alerts, &lp.metrics, &lp.stop).await?;
+        lp.delivery.deliver(&report.alerts, &lp.metrics, &lp.stop).await?;
     }
-    lp.checkpoint(&consumer, CommitMode::Sync).await?;
+    if !lp.checkpoint(&consumer, CommitMode::Sync).await? {
+        anyhow::bail!("the last checkpoint could not be written (see the error above); offsets since the last good one stay uncommitted and are read again at the next start");
+    }
     if let Some(p) = &producer {
         use rdkafka::producer::Producer;
         p.flush(Duration::from_secs(30)).context("cannot flush the Kafka producer")?;
