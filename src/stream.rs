@@ -10,7 +10,7 @@
 //! and those offsets are committed. A restart restores the checkpoint and
 //! skips messages it already covers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -169,11 +169,14 @@ impl Loop {
     /// The watermark hold of [`crate::engine::Engine::step_held`]: the smallest
     /// newest event time among the partitions that are still delivering, so
     /// one partition read ahead of another does not make the other's events
-    /// late. A partition counts while it has unread messages (known from its
-    /// end offset) or gave a message within the idle timeout; one that has
-    /// given nothing yet but has a backlog holds the watermark where it is
-    /// (`i64::MIN`). An idle partition does not hold it, so absence rules
-    /// still come due when some partitions go quiet.
+    /// late. A partition counts while it has unprocessed messages or gave a
+    /// message within the idle timeout; one that has given nothing yet but has
+    /// a backlog holds the watermark where it is (`i64::MIN`). An idle
+    /// partition does not hold it, so absence rules still come due when some
+    /// partitions go quiet. A partition at its end (EOF) has a backlog only
+    /// until what was taken before the EOF is processed; otherwise its end
+    /// offset says (a transactional partition's last offset is a commit
+    /// marker that is never processed, so only EOF can say it is read).
     fn hold(&self) -> Option<i64> {
         let offsets = self.offsets.lock().expect("offsets lock");
         let parts: Vec<&TopicPartition> =
@@ -182,7 +185,10 @@ impl Loop {
             .into_iter()
             .filter(|tp| {
                 let next = self.processed.get(*tp).or_else(|| self.start.get(*tp)).copied().unwrap_or(0);
-                let backlog = offsets.high.get(*tp).is_some_and(|high| next < *high);
+                let backlog = match offsets.at_end.get(*tp) {
+                    Some(end) => next < *end,
+                    None => offsets.high.get(*tp).is_some_and(|high| next < *high),
+                };
                 backlog || self.last_message.get(*tp).is_some_and(|t| t.elapsed() < self.idle_after)
             })
             .map(|tp| self.newest.get(tp).copied().unwrap_or(i64::MIN))
@@ -333,16 +339,28 @@ fn spawn_decoder(
 }
 
 /// Turns consumed messages into raw records, skipping what a restored
-/// checkpoint already covers and ticking off `--until-end` partitions.
+/// checkpoint already covers, and notes where each partition ends.
 /// Lookups go by `(&str, partition)`, so a message costs no allocation.
+///
+/// The end of a partition comes from partition EOF and the consumer's
+/// position, not from the high watermark: the last offset of a partition
+/// written by a transactional producer is a commit marker, which the consumer
+/// skips and is never handed, so the last message taken can end one short of
+/// the high watermark for ever.
 struct Intake {
     topics: HashMap<String, Arc<str>>,
     covered: HashMap<String, HashMap<i32, i64>>,
+    /// `--until-end`: partitions not read to their end offset at start yet.
     remaining: HashMap<String, HashMap<i32, i64>>,
+    /// Next offset after the last message taken, per partition.
+    taken: HashMap<String, HashMap<i32, i64>>,
+    /// Partitions at their end (EOF) with no message since; mirrored in [`Offsets::at_end`].
+    at_end: HashMap<String, HashSet<i32>>,
+    offsets: Arc<Mutex<Offsets>>,
 }
 
 impl Intake {
-    fn new(covered: &HashMap<TopicPartition, i64>, remaining: &HashMap<TopicPartition, i64>) -> Intake {
+    fn new(covered: &HashMap<TopicPartition, i64>, remaining: &HashMap<TopicPartition, i64>, offsets: Arc<Mutex<Offsets>>) -> Intake {
         let nest = |m: &HashMap<TopicPartition, i64>| {
             let mut out: HashMap<String, HashMap<i32, i64>> = HashMap::new();
             for ((t, p), o) in m {
@@ -350,18 +368,36 @@ impl Intake {
             }
             out
         };
-        Intake { topics: HashMap::new(), covered: nest(covered), remaining: nest(remaining) }
+        Intake {
+            topics: HashMap::new(),
+            covered: nest(covered),
+            remaining: nest(remaining),
+            taken: HashMap::new(),
+            at_end: HashMap::new(),
+            offsets,
+        }
     }
 
-    fn take(&mut self, msg: rdkafka::error::KafkaResult<rdkafka::message::BorrowedMessage<'_>>, raw: &mut RawBatch) {
+    fn take(&mut self, consumer: &StreamConsumer<Context>, msg: rdkafka::error::KafkaResult<rdkafka::message::BorrowedMessage<'_>>, raw: &mut RawBatch) {
         let msg = match msg {
             Ok(m) => m,
+            Err(rdkafka::error::KafkaError::PartitionEOF(partition)) => return self.reached_end(consumer, partition),
             Err(e) => {
                 tracing::warn!(error = %e, "Kafka consumer error; continuing");
                 return;
             }
         };
         let (name, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
+        if !self.at_end.is_empty() && self.at_end.get(name).is_some_and(|parts| parts.contains(&partition)) {
+            self.at_end.get_mut(name).expect("checked").remove(&partition);
+            self.offsets.lock().expect("offsets lock").at_end.remove(&(name.to_string(), partition));
+        }
+        match self.taken.get_mut(name).and_then(|parts| parts.get_mut(&partition)) {
+            Some(next) => *next = offset + 1,
+            None => {
+                self.taken.entry(name.to_string()).or_default().insert(partition, offset + 1);
+            }
+        }
         if self.covered.get(name).and_then(|m| m.get(&partition)).is_some_and(|c| offset < *c) {
             return; // already in the restored state
         }
@@ -370,12 +406,46 @@ impl Intake {
             None => self.topics.entry(name.to_string()).or_insert_with(|| Arc::from(name)).clone(),
         };
         raw.push(msg.payload().unwrap_or_default(), Origin::Kafka { topic, partition, offset });
-        if let Some(parts) = self.remaining.get_mut(name) {
-            if parts.get(&partition).is_some_and(|high| offset + 1 >= *high) {
-                parts.remove(&partition);
-                if parts.is_empty() {
-                    self.remaining.remove(name);
-                }
+        if self.remaining.get(name).and_then(|parts| parts.get(&partition)).is_some_and(|high| offset + 1 >= *high) {
+            self.finished(name, partition);
+        }
+    }
+
+    /// Partition EOF for `partition` of some topic (librdkafka does not say
+    /// which): every assigned partition of that number whose position has
+    /// reached its latest known end is at its end. For `--until-end` it is
+    /// read; for the watermark hold it has no backlog beyond what was taken.
+    fn reached_end(&mut self, consumer: &StreamConsumer<Context>, partition: i32) {
+        use rdkafka::consumer::Consumer as _;
+        let positions = match consumer.position() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(error = %e, "no consumer position at partition EOF");
+                return;
+            }
+        };
+        let shared = self.offsets.clone();
+        let mut offsets = shared.lock().expect("offsets lock");
+        for e in positions.elements().iter().filter(|e| e.partition() == partition) {
+            let rdkafka::Offset::Offset(position) = e.offset() else { continue };
+            let tp = (e.topic().to_string(), partition);
+            if offsets.high.get(&tp).is_some_and(|high| position < *high) {
+                continue; // another topic's partition of that number, with more to read
+            }
+            let next = self.taken.get(e.topic()).and_then(|parts| parts.get(&partition)).copied().unwrap_or(i64::MIN);
+            offsets.at_end.insert(tp, next);
+            self.at_end.entry(e.topic().to_string()).or_default().insert(partition);
+            if self.remaining.get(e.topic()).and_then(|parts| parts.get(&partition)).is_some_and(|high| position >= *high) {
+                self.finished(e.topic(), partition);
+            }
+        }
+    }
+
+    fn finished(&mut self, topic: &str, partition: i32) {
+        if let Some(parts) = self.remaining.get_mut(topic) {
+            parts.remove(&partition);
+            if parts.is_empty() {
+                self.remaining.remove(topic);
             }
         }
     }
@@ -408,11 +478,11 @@ async fn intake_loop(consumer: Arc<StreamConsumer<Context>>, mut intake: Intake,
                 !raw.is_empty()
             }
             msg = consumer.recv() => {
-                intake.take(msg, &mut raw);
+                intake.take(&consumer, msg, &mut raw);
                 // Take what librdkafka already holds without going back to the scheduler.
                 while raw.len() < l.batch_size && !done(&intake) {
                     match consumer.recv().now_or_never() {
-                        Some(msg) => intake.take(msg, &mut raw),
+                        Some(msg) => intake.take(&consumer, msg, &mut raw),
                         None => break,
                     }
                 }
@@ -533,7 +603,7 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
     let decoder = spawn_decoder(config.decode_options(), raw_rx, decoded_tx, pool_tx);
     let intake = tokio::spawn(intake_loop(
         consumer.clone(),
-        Intake::new(&covered, &remaining),
+        Intake::new(&covered, &remaining, offsets.clone()),
         IntakeLoop { batch_size, wait, until_end: options.until_end, stop: stop.clone(), raw_tx, pool: pool_rx },
     ));
 

@@ -31,6 +31,9 @@ pub struct Offsets {
     /// The latest known end (high watermark) of each partition: fetched at
     /// start, refreshed by librdkafka statistics.
     pub high: HashMap<TopicPartition, i64>,
+    /// Partitions the consumer read to their end (partition EOF) with no
+    /// message since: the next offset after the last message taken before it.
+    pub at_end: HashMap<TopicPartition, i64>,
 }
 
 /// librdkafka callbacks: rebalances and statistics (consumer lag).
@@ -151,7 +154,9 @@ pub fn consumer(k: &KafkaConfig, context: Context) -> anyhow::Result<StreamConsu
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("statistics.interval.ms", "5000")
-        .set("enable.partition.eof", "false");
+        // The end of a partition is known from EOF and the position, not the high
+        // watermark (a transactional partition ends with a marker never handed over).
+        .set("enable.partition.eof", "true");
     let consumer: StreamConsumer<Context> = create(&c, k, context)?;
     let topics: Vec<&str> = k.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;

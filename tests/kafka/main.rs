@@ -13,5 +13,6 @@ mod poison;
 mod refused;
 mod shutdown;
 mod state_dir;
+mod transactions;
 mod support;
 mod until_end;
