@@ -357,6 +357,8 @@ struct Intake {
     /// Partitions at their end (EOF) with no message since; mirrored in [`Offsets::at_end`].
     at_end: HashMap<String, HashSet<i32>>,
     offsets: Arc<Mutex<Offsets>>,
+    /// [`Context::revokes`] when the intake last forgot revoked partitions.
+    revokes: u64,
 }
 
 impl Intake {
@@ -375,6 +377,7 @@ impl Intake {
             taken: HashMap::new(),
             at_end: HashMap::new(),
             offsets,
+            revokes: 0,
         }
     }
 
@@ -388,6 +391,10 @@ impl Intake {
             }
         };
         let (name, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
+        let revokes = rdkafka::consumer::Consumer::context(consumer).revokes.load(std::sync::atomic::Ordering::Acquire);
+        if revokes != self.revokes {
+            self.forget_revoked(revokes);
+        }
         if !self.at_end.is_empty() && self.at_end.get(name).is_some_and(|parts| parts.contains(&partition)) {
             self.at_end.get_mut(name).expect("checked").remove(&partition);
             self.offsets.lock().expect("offsets lock").at_end.remove(&(name.to_string(), partition));
@@ -395,7 +402,9 @@ impl Intake {
         match self.taken.get_mut(name).and_then(|parts| parts.get_mut(&partition)) {
             Some(next) => *next = offset + 1,
             None => {
+                // The first message since the partition was assigned: where the group had it start.
                 self.taken.entry(name.to_string()).or_default().insert(partition, offset + 1);
+                self.offsets.lock().expect("offsets lock").floor.insert((name.to_string(), partition), offset);
             }
         }
         if self.covered.get(name).and_then(|m| m.get(&partition)).is_some_and(|c| offset < *c) {
@@ -437,6 +446,21 @@ impl Intake {
             self.at_end.entry(e.topic().to_string()).or_default().insert(partition);
             if self.remaining.get(e.topic()).and_then(|parts| parts.get(&partition)).is_some_and(|high| position >= *high) {
                 self.finished(e.topic(), partition);
+            }
+        }
+    }
+
+    /// Forgets what was taken from partitions revoked since the last look, so
+    /// the first message after they are assigned again sets their floor.
+    fn forget_revoked(&mut self, revokes: u64) {
+        self.revokes = revokes;
+        let revoked = std::mem::take(&mut self.offsets.lock().expect("offsets lock").revoked);
+        for (t, p) in revoked {
+            if let Some(parts) = self.taken.get_mut(&t) {
+                parts.remove(&p);
+            }
+            if let Some(parts) = self.at_end.get_mut(&t) {
+                parts.remove(&p);
             }
         }
     }
@@ -548,7 +572,7 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
     let delivery = build_delivery(&config, &producer)?;
 
     let offsets = Arc::new(Mutex::new(Offsets::default()));
-    let consumer = kafka::consumer(&config.kafka, Context { offsets: offsets.clone(), metrics: metrics.clone() })
+    let consumer = kafka::consumer(&config.kafka, Context::new(offsets.clone(), metrics.clone()))
         .context("cannot create the Kafka consumer")?;
 
     // Where each partition starts and ends now: the ends bound `--until-end`,

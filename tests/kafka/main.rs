@@ -10,6 +10,7 @@ mod crash;
 mod metrics;
 mod outputs;
 mod poison;
+mod rebalance;
 mod refused;
 mod shutdown;
 mod state_dir;
