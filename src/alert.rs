@@ -59,6 +59,11 @@ impl Alert {
         serde_json::to_string(self).expect("alerts serialize")
     }
 
+    /// The JSON line, or why it cannot be made (outputs refuse such an alert for good).
+    pub fn try_json_line(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string(self)
+    }
+
     /// Attaches the origins the engine knows for the evidence events.
     pub fn with_origins<'a>(mut self, lookup: impl Fn(&str) -> Option<&'a Origin>) -> Alert {
         self.evidence.events =

@@ -45,6 +45,9 @@ pub struct RunConfig {
     pub kafka: KafkaConfig,
     #[serde(default)]
     pub dead_letter: Option<DeadLetterConfig>,
+    /// Where alerts an output refused for good go (with the output's answer).
+    #[serde(default)]
+    pub alert_dead_letter: Option<AlertDeadLetterConfig>,
     /// Alert outputs; every alert goes to all of them.
     #[serde(default, rename = "output")]
     pub outputs: Vec<OutputConfig>,
@@ -144,6 +147,40 @@ impl DeadLetterConfig {
     }
 }
 
+/// Where alerts an output refused for good go: a topic or a file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertDeadLetterConfig {
+    /// `kafka` (needs `topic`) or `file` (needs `path`).
+    pub kind: DeadLetterKind,
+    /// Kafka: the record as JSON, keyed by `alert_id`; output, status and reason as headers too.
+    pub topic: Option<String>,
+    /// File: one JSON line per refused alert.
+    pub path: Option<PathBuf>,
+}
+
+impl AlertDeadLetterConfig {
+    /// The destination; [`RunConfig::load`] has checked that the right key is there.
+    pub fn destination(&self) -> DeadLetterDestination {
+        match (self.kind, &self.topic, &self.path) {
+            (DeadLetterKind::Kafka, Some(topic), _) => DeadLetterDestination::Kafka { topic: topic.clone() },
+            (DeadLetterKind::File, _, Some(path)) => DeadLetterDestination::File { path: path.clone() },
+            _ => unreachable!("checked by RunConfig::load"),
+        }
+    }
+}
+
+/// What `aiwatch run` does with an alert an output refuses for good.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnPermanentError {
+    /// After a few tries, to the alert dead letter, and the stream goes on.
+    #[default]
+    DeadLetter,
+    /// Retry for ever: offsets are held until the output takes it.
+    Block,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
 pub enum OutputConfig {
@@ -154,6 +191,8 @@ pub enum OutputConfig {
     /// One message per alert, keyed by `alert_id`.
     Kafka {
         topic: String,
+        #[serde(default)]
+        on_permanent_error: OnPermanentError,
     },
     /// JSON POST of each alert.
     Webhook {
@@ -166,6 +205,8 @@ pub enum OutputConfig {
         max_retries: u32,
         #[serde(default = "default_timeout", deserialize_with = "timeout")]
         timeout_ms: u64,
+        #[serde(default)]
+        on_permanent_error: OnPermanentError,
     },
     /// Alertmanager API v2: POST {url}/api/v2/alerts.
     Alertmanager {
@@ -177,6 +218,8 @@ pub enum OutputConfig {
         max_retries: u32,
         #[serde(default = "default_timeout", deserialize_with = "timeout")]
         timeout_ms: u64,
+        #[serde(default)]
+        on_permanent_error: OnPermanentError,
     },
 }
 
@@ -301,6 +344,18 @@ fn timeout<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     in_range(d, "output.timeout_ms", 1, 600_000)
 }
 
+impl OutputConfig {
+    /// What to do with an alert this output refuses for good (files and stdout: dead letter).
+    pub fn on_permanent_error(&self) -> OnPermanentError {
+        match self {
+            OutputConfig::Kafka { on_permanent_error, .. }
+            | OutputConfig::Webhook { on_permanent_error, .. }
+            | OutputConfig::Alertmanager { on_permanent_error, .. } => *on_permanent_error,
+            OutputConfig::Stdout | OutputConfig::File { .. } => OnPermanentError::DeadLetter,
+        }
+    }
+}
+
 impl RunConfig {
     /// What the decoder of `aiwatch run` accepts and keeps.
     pub fn decode_options(&self) -> DecodeOptions {
@@ -339,6 +394,22 @@ impl RunConfig {
                 }
                 (DeadLetterKind::File, ..) => {
                     anyhow::bail!("invalid config file {}: `[dead_letter]` of kind \"file\" needs a `path` and no `topic`", path.display())
+                }
+            }
+            if let Some(p) = d.path.as_mut() {
+                rebase(p);
+            }
+        }
+        if let Some(d) = c.alert_dead_letter.as_mut() {
+            match (d.kind, &d.topic, &d.path) {
+                (DeadLetterKind::Kafka, Some(t), None) if !t.is_empty() => {}
+                (DeadLetterKind::File, None, Some(_)) => {}
+                (DeadLetterKind::Kafka, ..) => anyhow::bail!(
+                    "invalid config file {}: `[alert_dead_letter]` of kind \"kafka\" needs a non-empty `topic` and no `path`",
+                    path.display()
+                ),
+                (DeadLetterKind::File, ..) => {
+                    anyhow::bail!("invalid config file {}: `[alert_dead_letter]` of kind \"file\" needs a `path` and no `topic`", path.display())
                 }
             }
             if let Some(p) = d.path.as_mut() {
@@ -437,6 +508,25 @@ mod tests {
         let e = RunConfig::load(&write(dir.path(), &webhook)).unwrap_err().to_string();
         // An [[output]] is one tagged table: the line is the table's.
         assert!(e.contains("`output.timeout_ms`") && e.contains("line 5"), "{e}");
+    }
+
+    #[test]
+    fn alert_dead_letter_and_on_permanent_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "{MINIMAL}[alert_dead_letter]\nkind = \"file\"\npath = \"refused.jsonl\"\n\
+             [[output]]\nkind = \"webhook\"\nurl = \"http://x\"\non_permanent_error = \"block\"\n\
+             [[output]]\nkind = \"kafka\"\ntopic = \"a\"\n"
+        );
+        let c = RunConfig::load(&write(dir.path(), &text)).unwrap();
+        assert_eq!(c.alert_dead_letter.unwrap().destination(), DeadLetterDestination::File { path: dir.path().join("refused.jsonl") });
+        let policies: Vec<_> = c.outputs.iter().map(OutputConfig::on_permanent_error).collect();
+        assert_eq!(policies, [OnPermanentError::Block, OnPermanentError::DeadLetter]);
+        let e = RunConfig::load(&write(dir.path(), &format!("{MINIMAL}[alert_dead_letter]\nkind = \"kafka\"\n"))).unwrap_err();
+        assert!(e.to_string().contains("`[alert_dead_letter]`") && e.to_string().contains("`topic`"), "{e}");
+        let bad = format!("{MINIMAL}[[output]]\nkind = \"webhook\"\nurl = \"http://x\"\non_permanent_error = \"drop\"\n");
+        let e = RunConfig::load(&write(dir.path(), &bad)).unwrap_err();
+        assert!(e.to_string().contains("drop") && e.to_string().contains("line 5"), "{e}");
     }
 
     #[test]

@@ -29,3 +29,6 @@ pub mod sources;
 pub mod state_dir;
 pub mod stream;
 pub mod telemetry;
+
+#[cfg(test)]
+mod fuzz;

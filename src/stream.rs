@@ -3,13 +3,14 @@
 //!
 //! The loop takes messages into a raw batch until it is full or the batch
 //! wait passes, then: decode; dead letters out; engine step; alerts to every
-//! output (an output that fails is retried with backoff, and consumption
-//! waits for it, so memory stays bounded and nothing is dropped); and, every
+//! output ([`crate::outputs::Delivery`]: an output that fails is retried with
+//! backoff while consumption waits, so memory stays bounded and nothing is
+//! dropped; an alert refused for good goes to the alert dead letter); and, every
 //! checkpoint interval, the engine state is written with the offsets it covers
 //! and those offsets are committed. A restart restores the checkpoint and
 //! skips messages it already covers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,14 +24,13 @@ use rdkafka::producer::FutureProducer;
 use rdkafka::consumer::StreamConsumer;
 use tokio::sync::{mpsc, watch};
 
-use crate::alert::Alert;
 use crate::config::{DeadLetterDestination, OutputConfig, RunConfig};
 use crate::decode::{DeadLetter, DecodeOptions, Decoded, Decoder};
 use crate::engine::{Engine, EngineConfig};
 use crate::event::{Origin, RawBatch};
 use crate::outputs::http::{Alertmanager, Webhook};
 use crate::outputs::kafka::{send_dead_letters, KafkaAlerts};
-use crate::outputs::{AlertOutput, JsonLines};
+use crate::outputs::{AlertDeadLetters, AlertOutput, Delivery, JsonLines, Route};
 use crate::pipeline::Totals;
 use crate::policy::Policy;
 use crate::sources::kafka::{self, Context, Offsets, TopicPartition};
@@ -73,17 +73,19 @@ impl DeadLetters {
     }
 }
 
-/// Builds every configured output; secrets are resolved here and never logged.
-fn build_outputs(config: &RunConfig, producer: &Option<FutureProducer>) -> anyhow::Result<Vec<Box<dyn AlertOutput>>> {
-    let mut outs: Vec<Box<dyn AlertOutput>> = Vec::new();
+/// Builds every configured output and the alert dead letter; secrets are resolved here and never logged.
+fn build_delivery(config: &RunConfig, producer: &Option<FutureProducer>) -> anyhow::Result<Delivery> {
+    let mut routes = Vec::new();
     for o in &config.outputs {
-        outs.push(match o {
+        let output: Box<dyn AlertOutput> = match o {
             OutputConfig::Stdout => Box::new(JsonLines::append(None)?),
             OutputConfig::File { path } => {
                 Box::new(JsonLines::append(Some(path)).with_context(|| format!("cannot open alert file {}", path.display()))?)
             }
-            OutputConfig::Kafka { topic } => Box::new(KafkaAlerts { producer: producer.clone().expect("producer built for kafka outputs"), topic: topic.clone() }),
-            OutputConfig::Webhook { url, auth_header, auth_value, max_retries, timeout_ms } => {
+            OutputConfig::Kafka { topic, .. } => {
+                Box::new(KafkaAlerts { producer: producer.clone().expect("producer built for kafka outputs"), topic: topic.clone() })
+            }
+            OutputConfig::Webhook { url, auth_header, auth_value, max_retries, timeout_ms, .. } => {
                 let auth = match (auth_header, auth_value) {
                     (Some(h), Some(v)) => Some((h.clone(), v.resolve("output.webhook.auth_value")?)),
                     (None, None) => None,
@@ -91,56 +93,26 @@ fn build_outputs(config: &RunConfig, producer: &Option<FutureProducer>) -> anyho
                 };
                 Box::new(Webhook::new(url.clone(), auth, *max_retries, *timeout_ms)?)
             }
-            OutputConfig::Alertmanager { url, generator_url, max_retries, timeout_ms } => {
+            OutputConfig::Alertmanager { url, generator_url, max_retries, timeout_ms, .. } => {
                 Box::new(Alertmanager::new(url, generator_url.clone(), *max_retries, *timeout_ms)?)
             }
-        });
+        };
+        routes.push(Route { output, on_permanent_error: o.on_permanent_error() });
     }
-    if outs.is_empty() {
+    if routes.is_empty() {
         tracing::warn!("no [[output]] configured; alerts go to stdout");
-        outs.push(Box::new(JsonLines::append(None)?));
+        routes.push(Route { output: Box::new(JsonLines::append(None)?), on_permanent_error: Default::default() });
     }
-    Ok(outs)
-}
-
-/// Hands `alerts` to every output; retries the ones that fail until they take
-/// them or shutdown is requested (then the step is not committed).
-async fn deliver(outputs: &mut [Box<dyn AlertOutput>], alerts: &[Alert], metrics: &Metrics, stop: &watch::Receiver<bool>) -> anyhow::Result<()> {
-    if alerts.is_empty() {
-        return Ok(());
-    }
-    let mut pending: Vec<usize> = (0..outputs.len()).collect();
-    let mut backoff = Duration::from_millis(500);
-    loop {
-        let mut failed = Vec::new();
-        for i in pending {
-            let out = &mut outputs[i];
-            let name = out.name().to_string();
-            match out.send(alerts).await {
-                Ok(()) => metrics.output_up.with_label_values(&[name.as_str()]).set(1),
-                Err(e) => {
-                    metrics.output_errors.with_label_values(&[name.as_str()]).inc();
-                    metrics.output_up.with_label_values(&[name.as_str()]).set(0);
-                    tracing::error!(output = %name, error = %format!("{e:#}"), alerts = alerts.len(),
-                        "output did not take the alerts; holding back offset commits and retrying");
-                    failed.push(i);
-                }
-            }
+    let dead = match config.alert_dead_letter.as_ref().map(|d| d.destination()) {
+        Some(DeadLetterDestination::Kafka { topic }) => {
+            AlertDeadLetters::Kafka { producer: producer.clone().expect("producer built for the alert dead letter"), topic }
         }
-        if failed.is_empty() {
-            return Ok(());
-        }
-        if *stop.borrow() {
-            anyhow::bail!("shutting down with alerts not taken by every output; their offsets stay uncommitted");
-        }
-        let mut stop_changed = stop.clone();
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = stop_changed.changed() => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
-        pending = failed;
-    }
+        Some(DeadLetterDestination::File { path }) => AlertDeadLetters::File(
+            JsonLines::append(Some(&path)).with_context(|| format!("cannot open the alert dead-letter file {}", path.display()))?,
+        ),
+        None => AlertDeadLetters::Log,
+    };
+    Ok(Delivery { routes, dead })
 }
 
 /// Position JSON of a checkpoint: `[[topic, partition, next_offset], ...]`.
@@ -175,7 +147,7 @@ fn shutdown_signal() -> watch::Receiver<bool> {
 
 struct Loop {
     engine: Engine,
-    outputs: Vec<Box<dyn AlertOutput>>,
+    delivery: Delivery,
     dead: DeadLetters,
     metrics: Arc<Metrics>,
     offsets: Arc<Mutex<Offsets>>,
@@ -197,11 +169,14 @@ impl Loop {
     /// The watermark hold of [`crate::engine::Engine::step_held`]: the smallest
     /// newest event time among the partitions that are still delivering, so
     /// one partition read ahead of another does not make the other's events
-    /// late. A partition counts while it has unread messages (known from its
-    /// end offset) or gave a message within the idle timeout; one that has
-    /// given nothing yet but has a backlog holds the watermark where it is
-    /// (`i64::MIN`). An idle partition does not hold it, so absence rules
-    /// still come due when some partitions go quiet.
+    /// late. A partition counts while it has unprocessed messages or gave a
+    /// message within the idle timeout; one that has given nothing yet but has
+    /// a backlog holds the watermark where it is (`i64::MIN`). An idle
+    /// partition does not hold it, so absence rules still come due when some
+    /// partitions go quiet. A partition at its end (EOF) has a backlog only
+    /// until what was taken before the EOF is processed; otherwise its end
+    /// offset says (a transactional partition's last offset is a commit
+    /// marker that is never processed, so only EOF can say it is read).
     fn hold(&self) -> Option<i64> {
         let offsets = self.offsets.lock().expect("offsets lock");
         let parts: Vec<&TopicPartition> =
@@ -210,7 +185,10 @@ impl Loop {
             .into_iter()
             .filter(|tp| {
                 let next = self.processed.get(*tp).or_else(|| self.start.get(*tp)).copied().unwrap_or(0);
-                let backlog = offsets.high.get(*tp).is_some_and(|high| next < *high);
+                let backlog = match offsets.at_end.get(*tp) {
+                    Some(end) => next < *end,
+                    None => offsets.high.get(*tp).is_some_and(|high| next < *high),
+                };
                 backlog || self.last_message.get(*tp).is_some_and(|t| t.elapsed() < self.idle_after)
             })
             .map(|tp| self.newest.get(tp).copied().unwrap_or(i64::MIN))
@@ -245,7 +223,7 @@ impl Loop {
         self.metrics.observe_state(&stats);
         self.totals.observe_state(stats);
         // On failure the run stops before the next checkpoint, so `processed` is never made durable early.
-        deliver(&mut self.outputs, &report.alerts, &self.metrics, &self.stop).await?;
+        self.delivery.deliver(&report.alerts, &self.metrics, &self.stop).await?;
         Ok(())
     }
 
@@ -254,16 +232,31 @@ impl Loop {
         let report = self.engine.flush().await?;
         self.totals.add_step(&report);
         self.metrics.observe_report(&report);
-        deliver(&mut self.outputs, &report.alerts, &self.metrics, &self.stop).await
+        self.delivery.deliver(&report.alerts, &self.metrics, &self.stop).await
+    }
+
+    /// Whether something was processed since the last checkpoint written.
+    fn uncheckpointed(&self) -> bool {
+        self.offsets.lock().expect("offsets lock").durable != self.processed
     }
 
     /// Makes what was processed durable, then commits it: the pipelined step
     /// is evaluated and its alerts delivered first, so the state written never
     /// covers events whose alerts were not handed to every output.
-    async fn checkpoint(&mut self, consumer: &rdkafka::consumer::StreamConsumer<Context>, mode: CommitMode) -> anyhow::Result<()> {
+    ///
+    /// A checkpoint that cannot be written (a full disk, a read-only folder)
+    /// commits nothing: it is logged, counted, `/readyz` answers 503, and the
+    /// next interval tries again. Returns whether it was written.
+    async fn checkpoint(&mut self, consumer: &rdkafka::consumer::StreamConsumer<Context>, mode: CommitMode) -> anyhow::Result<bool> {
         self.flush().await?;
         let started = Instant::now();
-        self.engine.write_checkpoint(&self.checkpoint_path, position_json(&self.processed))?;
+        if let Err(e) = self.engine.write_checkpoint(&self.checkpoint_path, position_json(&self.processed)) {
+            self.metrics.checkpoint_failures.inc();
+            self.metrics.checkpoint_failing.store(true, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(error = %e, "checkpoint failed; offsets are not committed, retrying at the next interval");
+            return Ok(false);
+        }
+        self.metrics.checkpoint_failing.store(false, std::sync::atomic::Ordering::Relaxed);
         self.metrics.checkpoints.inc();
         self.metrics.checkpoint_seconds.observe(started.elapsed().as_secs_f64());
         tracing::debug!(seconds = started.elapsed().as_secs_f64(), state_entries = self.engine.state().size(), "checkpoint written");
@@ -274,7 +267,22 @@ impl Loop {
             // The checkpoint holds the truth; a failed commit only means a restart skips by checkpoint instead.
             Err(e) => tracing::warn!(error = %e, "offset commit failed; the checkpoint still covers these events"),
         }
-        Ok(())
+        Ok(true)
+    }
+}
+
+/// When the next checkpoint is due. A checkpoint writes the whole state; with
+/// a large state they are spaced so that writing takes at most a tenth of the
+/// time (a restart then re-reads more).
+struct Schedule {
+    every: Duration,
+    last: Instant,
+    took: Duration,
+}
+
+impl Schedule {
+    fn due(&self) -> Instant {
+        self.last + self.every.max(self.took * 10)
     }
 }
 
@@ -331,16 +339,30 @@ fn spawn_decoder(
 }
 
 /// Turns consumed messages into raw records, skipping what a restored
-/// checkpoint already covers and ticking off `--until-end` partitions.
+/// checkpoint already covers, and notes where each partition ends.
 /// Lookups go by `(&str, partition)`, so a message costs no allocation.
+///
+/// The end of a partition comes from partition EOF and the consumer's
+/// position, not from the high watermark: the last offset of a partition
+/// written by a transactional producer is a commit marker, which the consumer
+/// skips and is never handed, so the last message taken can end one short of
+/// the high watermark for ever.
 struct Intake {
     topics: HashMap<String, Arc<str>>,
     covered: HashMap<String, HashMap<i32, i64>>,
+    /// `--until-end`: partitions not read to their end offset at start yet.
     remaining: HashMap<String, HashMap<i32, i64>>,
+    /// Next offset after the last message taken, per partition.
+    taken: HashMap<String, HashMap<i32, i64>>,
+    /// Partitions at their end (EOF) with no message since; mirrored in [`Offsets::at_end`].
+    at_end: HashMap<String, HashSet<i32>>,
+    offsets: Arc<Mutex<Offsets>>,
+    /// [`Context::revokes`] when the intake last forgot revoked partitions.
+    revokes: u64,
 }
 
 impl Intake {
-    fn new(covered: &HashMap<TopicPartition, i64>, remaining: &HashMap<TopicPartition, i64>) -> Intake {
+    fn new(covered: &HashMap<TopicPartition, i64>, remaining: &HashMap<TopicPartition, i64>, offsets: Arc<Mutex<Offsets>>) -> Intake {
         let nest = |m: &HashMap<TopicPartition, i64>| {
             let mut out: HashMap<String, HashMap<i32, i64>> = HashMap::new();
             for ((t, p), o) in m {
@@ -348,18 +370,43 @@ impl Intake {
             }
             out
         };
-        Intake { topics: HashMap::new(), covered: nest(covered), remaining: nest(remaining) }
+        Intake {
+            topics: HashMap::new(),
+            covered: nest(covered),
+            remaining: nest(remaining),
+            taken: HashMap::new(),
+            at_end: HashMap::new(),
+            offsets,
+            revokes: 0,
+        }
     }
 
-    fn take(&mut self, msg: rdkafka::error::KafkaResult<rdkafka::message::BorrowedMessage<'_>>, raw: &mut RawBatch) {
+    fn take(&mut self, consumer: &StreamConsumer<Context>, msg: rdkafka::error::KafkaResult<rdkafka::message::BorrowedMessage<'_>>, raw: &mut RawBatch) {
         let msg = match msg {
             Ok(m) => m,
+            Err(rdkafka::error::KafkaError::PartitionEOF(partition)) => return self.reached_end(consumer, partition),
             Err(e) => {
                 tracing::warn!(error = %e, "Kafka consumer error; continuing");
                 return;
             }
         };
         let (name, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
+        let revokes = rdkafka::consumer::Consumer::context(consumer).revokes.load(std::sync::atomic::Ordering::Acquire);
+        if revokes != self.revokes {
+            self.forget_revoked(revokes);
+        }
+        if !self.at_end.is_empty() && self.at_end.get(name).is_some_and(|parts| parts.contains(&partition)) {
+            self.at_end.get_mut(name).expect("checked").remove(&partition);
+            self.offsets.lock().expect("offsets lock").at_end.remove(&(name.to_string(), partition));
+        }
+        match self.taken.get_mut(name).and_then(|parts| parts.get_mut(&partition)) {
+            Some(next) => *next = offset + 1,
+            None => {
+                // The first message since the partition was assigned: where the group had it start.
+                self.taken.entry(name.to_string()).or_default().insert(partition, offset + 1);
+                self.offsets.lock().expect("offsets lock").floor.insert((name.to_string(), partition), offset);
+            }
+        }
         if self.covered.get(name).and_then(|m| m.get(&partition)).is_some_and(|c| offset < *c) {
             return; // already in the restored state
         }
@@ -368,12 +415,61 @@ impl Intake {
             None => self.topics.entry(name.to_string()).or_insert_with(|| Arc::from(name)).clone(),
         };
         raw.push(msg.payload().unwrap_or_default(), Origin::Kafka { topic, partition, offset });
-        if let Some(parts) = self.remaining.get_mut(name) {
-            if parts.get(&partition).is_some_and(|high| offset + 1 >= *high) {
-                parts.remove(&partition);
-                if parts.is_empty() {
-                    self.remaining.remove(name);
-                }
+        if self.remaining.get(name).and_then(|parts| parts.get(&partition)).is_some_and(|high| offset + 1 >= *high) {
+            self.finished(name, partition);
+        }
+    }
+
+    /// Partition EOF for `partition` of some topic (librdkafka does not say
+    /// which): every assigned partition of that number whose position has
+    /// reached its latest known end is at its end. For `--until-end` it is
+    /// read; for the watermark hold it has no backlog beyond what was taken.
+    fn reached_end(&mut self, consumer: &StreamConsumer<Context>, partition: i32) {
+        use rdkafka::consumer::Consumer as _;
+        let positions = match consumer.position() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(error = %e, "no consumer position at partition EOF");
+                return;
+            }
+        };
+        let shared = self.offsets.clone();
+        let mut offsets = shared.lock().expect("offsets lock");
+        for e in positions.elements().iter().filter(|e| e.partition() == partition) {
+            let rdkafka::Offset::Offset(position) = e.offset() else { continue };
+            let tp = (e.topic().to_string(), partition);
+            if offsets.high.get(&tp).is_some_and(|high| position < *high) {
+                continue; // another topic's partition of that number, with more to read
+            }
+            let next = self.taken.get(e.topic()).and_then(|parts| parts.get(&partition)).copied().unwrap_or(i64::MIN);
+            offsets.at_end.insert(tp, next);
+            self.at_end.entry(e.topic().to_string()).or_default().insert(partition);
+            if self.remaining.get(e.topic()).and_then(|parts| parts.get(&partition)).is_some_and(|high| position >= *high) {
+                self.finished(e.topic(), partition);
+            }
+        }
+    }
+
+    /// Forgets what was taken from partitions revoked since the last look, so
+    /// the first message after they are assigned again sets their floor.
+    fn forget_revoked(&mut self, revokes: u64) {
+        self.revokes = revokes;
+        let revoked = std::mem::take(&mut self.offsets.lock().expect("offsets lock").revoked);
+        for (t, p) in revoked {
+            if let Some(parts) = self.taken.get_mut(&t) {
+                parts.remove(&p);
+            }
+            if let Some(parts) = self.at_end.get_mut(&t) {
+                parts.remove(&p);
+            }
+        }
+    }
+
+    fn finished(&mut self, topic: &str, partition: i32) {
+        if let Some(parts) = self.remaining.get_mut(topic) {
+            parts.remove(&partition);
+            if parts.is_empty() {
+                self.remaining.remove(topic);
             }
         }
     }
@@ -406,11 +502,11 @@ async fn intake_loop(consumer: Arc<StreamConsumer<Context>>, mut intake: Intake,
                 !raw.is_empty()
             }
             msg = consumer.recv() => {
-                intake.take(msg, &mut raw);
+                intake.take(&consumer, msg, &mut raw);
                 // Take what librdkafka already holds without going back to the scheduler.
                 while raw.len() < l.batch_size && !done(&intake) {
                     match consumer.recv().now_or_never() {
-                        Some(msg) => intake.take(msg, &mut raw),
+                        Some(msg) => intake.take(&consumer, msg, &mut raw),
                         None => break,
                     }
                 }
@@ -459,6 +555,7 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
 
     let dead_destination = config.dead_letter.as_ref().map(|d| d.destination());
     let needs_producer = matches!(dead_destination, Some(DeadLetterDestination::Kafka { .. }))
+        || matches!(config.alert_dead_letter.as_ref().map(|d| d.destination()), Some(DeadLetterDestination::Kafka { .. }))
         || config.outputs.iter().any(|o| matches!(o, OutputConfig::Kafka { .. }));
     let producer: Option<FutureProducer> = if needs_producer {
         let mut c = kafka::client_config(&config.kafka)?;
@@ -472,10 +569,10 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
         Some(DeadLetterDestination::File { path }) => DeadLetters::File(JsonLines::append(Some(&path))?),
         None => DeadLetters::Warn,
     };
-    let outputs = build_outputs(&config, &producer)?;
+    let delivery = build_delivery(&config, &producer)?;
 
     let offsets = Arc::new(Mutex::new(Offsets::default()));
-    let consumer = kafka::consumer(&config.kafka, Context { offsets: offsets.clone(), metrics: metrics.clone() })
+    let consumer = kafka::consumer(&config.kafka, Context::new(offsets.clone(), metrics.clone()))
         .context("cannot create the Kafka consumer")?;
 
     // Where each partition starts and ends now: the ends bound `--until-end`,
@@ -500,7 +597,7 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
     let stop = shutdown_signal();
     let mut lp = Loop {
         engine,
-        outputs,
+        delivery,
         dead,
         metrics: metrics.clone(),
         offsets: offsets.clone(),
@@ -530,35 +627,39 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
     let decoder = spawn_decoder(config.decode_options(), raw_rx, decoded_tx, pool_tx);
     let intake = tokio::spawn(intake_loop(
         consumer.clone(),
-        Intake::new(&covered, &remaining),
+        Intake::new(&covered, &remaining, offsets.clone()),
         IntakeLoop { batch_size, wait, until_end: options.until_end, stop: stop.clone(), raw_tx, pool: pool_rx },
     ));
 
-    let mut last_checkpoint = Instant::now();
-    let mut last_checkpoint_took = Duration::ZERO;
+    let mut schedule = Schedule { every: checkpoint_every, last: Instant::now(), took: Duration::ZERO };
     loop {
         // Under load the next batch is already decoded and the engine stays
         // pipelined; when none is waiting, the last step is evaluated and its
-        // alerts delivered now rather than when the next batch comes.
+        // alerts delivered now rather than when the next batch comes. A quiet
+        // stream still checkpoints (and commits) what it processed once the
+        // interval passes, and retries a checkpoint that failed.
         let step = match decoded_rx.try_recv() {
-            Ok(step) => step,
+            Ok(step) => Some(step),
             Err(mpsc::error::TryRecvError::Empty) => {
                 lp.flush().await?;
-                match decoded_rx.recv().await {
-                    Some(step) => step,
-                    None => break,
+                tokio::select! {
+                    step = decoded_rx.recv() => match step {
+                        Some(step) => Some(step),
+                        None => break,
+                    },
+                    _ = tokio::time::sleep_until(schedule.due().into()), if lp.uncheckpointed() => None,
                 }
             }
             Err(mpsc::error::TryRecvError::Disconnected) => break,
         };
-        lp.step(step).await?;
-        // A checkpoint writes the whole state; with a large state, space them so
-        // that writing takes at most a tenth of the time (a restart then re-reads more).
-        if last_checkpoint.elapsed() >= checkpoint_every.max(last_checkpoint_took * 10) {
+        if let Some(step) = step {
+            lp.step(step).await?;
+        }
+        if Instant::now() >= schedule.due() {
             let t = Instant::now();
             lp.checkpoint(&consumer, CommitMode::Async).await?;
-            last_checkpoint_took = t.elapsed();
-            last_checkpoint = Instant::now();
+            schedule.took = t.elapsed();
+            schedule.last = Instant::now();
         }
     }
     intake.await.context("the Kafka intake task failed")?;
@@ -568,9 +669,11 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
         let report = lp.engine.finish().await?;
         lp.totals.add_step(&report);
         lp.metrics.observe_step(&report, 0.0);
-        deliver(&mut lp.outputs, &report.alerts, &lp.metrics, &lp.stop).await?;
+        lp.delivery.deliver(&report.alerts, &lp.metrics, &lp.stop).await?;
     }
-    lp.checkpoint(&consumer, CommitMode::Sync).await?;
+    if !lp.checkpoint(&consumer, CommitMode::Sync).await? {
+        anyhow::bail!("the last checkpoint could not be written (see the error above); offsets since the last good one stay uncommitted and are read again at the next start");
+    }
     if let Some(p) = &producer {
         use rdkafka::producer::Producer;
         p.flush(Duration::from_secs(30)).context("cannot flush the Kafka producer")?;

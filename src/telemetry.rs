@@ -40,11 +40,15 @@ pub struct Metrics {
     pub output_errors: IntCounterVec,
     pub rule_errors: IntCounterVec,
     pub output_up: IntGaugeVec,
+    pub alerts_dead_lettered: IntCounterVec,
     pub checkpoints: IntCounter,
     pub checkpoint_seconds: Histogram,
+    pub checkpoint_failures: IntCounter,
     pub commits: IntCounter,
     /// Set once the engine runs and the consumer is subscribed.
     pub ready: AtomicBool,
+    /// Set while the last checkpoint failed (`/readyz` answers 503).
+    pub checkpoint_failing: AtomicBool,
 }
 
 impl Metrics {
@@ -103,10 +107,20 @@ impl Metrics {
             rule_errors: counter_vec("aiwatch_rule_errors_total", "Steps on which a rule failed (each raised an aiwatch.rule_error alert).", &["rule"]),
             output_errors: counter_vec("aiwatch_output_errors_total", "Failed hand-offs to an output.", &["output"]),
             output_up,
+            alerts_dead_lettered: counter_vec(
+                "aiwatch_alerts_dead_lettered_total",
+                "Alerts an output refused for good, sent to the alert dead letter.",
+                &["output"],
+            ),
             checkpoints: counter("aiwatch_checkpoints_total", "Checkpoints written."),
             checkpoint_seconds: histogram("aiwatch_checkpoint_duration_seconds", "Time to write one checkpoint."),
+            checkpoint_failures: counter(
+                "aiwatch_checkpoint_failures_total",
+                "Checkpoints that could not be written (full disk, ...); their offsets were not committed.",
+            ),
             commits: counter("aiwatch_offset_commits_total", "Offset commits to Kafka."),
             ready: AtomicBool::new(false),
+            checkpoint_failing: AtomicBool::new(false),
             registry,
         })
     }
@@ -224,8 +238,11 @@ fn route(req: &Request<hyper::body::Incoming>, metrics: &Metrics) -> Response<Fu
     match req.uri().path() {
         "/metrics" => text(StatusCode::OK, metrics.render(), "text/plain; version=0.0.4"),
         "/healthz" => text(StatusCode::OK, "ok\n".into(), "text/plain"),
-        "/readyz" if metrics.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready\n".into(), "text/plain"),
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n".into(), "text/plain"),
+        "/readyz" if !metrics.ready.load(Ordering::Relaxed) => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n".into(), "text/plain"),
+        "/readyz" if metrics.checkpoint_failing.load(Ordering::Relaxed) => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "the last checkpoint failed; offsets are not being committed\n".into(), "text/plain")
+        }
+        "/readyz" => text(StatusCode::OK, "ready\n".into(), "text/plain"),
         _ => text(StatusCode::NOT_FOUND, "not found: try /metrics, /healthz or /readyz\n".into(), "text/plain"),
     }
 }

@@ -3,12 +3,12 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::future::{join_all, try_join_all};
+use futures::future::join_all;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use super::AlertOutput;
+use super::{AlertOutput, Failure, Rejected};
 use crate::alert::Alert;
 use crate::decode::DeadLetter;
 use crate::event::Origin;
@@ -25,18 +25,60 @@ impl AlertOutput for KafkaAlerts {
         "kafka"
     }
 
-    async fn send(&mut self, alerts: &[Alert]) -> anyhow::Result<()> {
-        let payloads: Vec<(String, String)> = alerts.iter().map(|a| (a.alert_id.clone(), a.to_json_line())).collect();
-        let sends = payloads.iter().map(|(key, value)| {
-            self.producer.send(FutureRecord::to(&self.topic).key(key).payload(value), Duration::from_secs(30))
+    /// Every alert at once; each one's delivery report says whether it was taken.
+    async fn send(&mut self, alerts: &[Alert]) -> Result<(), Rejected> {
+        let mut refused = Vec::new();
+        let mut payloads = Vec::with_capacity(alerts.len());
+        for (i, a) in alerts.iter().enumerate() {
+            match a.try_json_line() {
+                Ok(value) => payloads.push((i, &a.alert_id, value)),
+                Err(e) => refused.push((i, Failure::permanent("not serializable", e.to_string()))),
+            }
+        }
+        let sends = payloads.iter().map(|(_, key, value)| {
+            self.producer.send(FutureRecord::to(&self.topic).key(key.as_str()).payload(value), Duration::from_secs(30))
         });
-        try_join_all(sends).await.map_err(|(e, _)| anyhow::anyhow!("alert topic {}: {e}", self.topic))?;
-        Ok(())
+        let outcomes = join_all(sends).await;
+        for ((i, key, value), outcome) in payloads.iter().zip(outcomes) {
+            let Err((mut e, _)) = outcome else { continue };
+            if too_large(&e) {
+                // The broker refuses a whole batch for one large message: alone, a small one goes through.
+                let alone = self.producer.send(FutureRecord::to(&self.topic).key(key.as_str()).payload(value), Duration::from_secs(30));
+                match alone.await {
+                    Ok(_) => continue,
+                    Err((again, _)) => e = again,
+                }
+            }
+            refused.push((*i, produce_failure(&self.topic, &e)));
+        }
+        refused.sort_by_key(|(i, _)| *i);
+        if refused.is_empty() { Ok(()) } else { Err(Rejected(refused)) }
+    }
+}
+
+/// A produce error as a [`Failure`]. librdkafka retries what can be retried
+/// until `message.timeout.ms`; a delivery report that still fails is a refusal
+/// for good when it is about this message (its size, its contents, the
+/// topic's policy or rights), and transient otherwise (the broker is away).
+pub fn produce_failure(topic: &str, e: &KafkaError) -> Failure {
+    use RDKafkaErrorCode as C;
+    match e.rdkafka_error_code() {
+        Some(
+            code @ (C::MessageSizeTooLarge
+            | C::InvalidMessageSize
+            | C::MessageBatchTooLarge
+            | C::InvalidMessage
+            | C::InvalidRecord
+            | C::PolicyViolation
+            | C::TopicAuthorizationFailed
+            | C::InvalidTopic),
+        ) => Failure::permanent(format!("{code:?}"), format!("topic {topic} refused the message: {e}")),
+        _ => Failure::transient(format!("topic {topic}: {e}")),
     }
 }
 
 /// Whether the producer or the broker refused a message for its size: sending it again cannot help.
-fn too_large(e: &KafkaError) -> bool {
+pub fn too_large(e: &KafkaError) -> bool {
     matches!(
         e.rdkafka_error_code(),
         Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize | RDKafkaErrorCode::MessageBatchTooLarge)

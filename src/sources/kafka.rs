@@ -2,9 +2,18 @@
 //! store are off; the stream loop commits only offsets whose events are
 //! durable in a checkpoint and whose alerts every output has taken. On a
 //! revoke the durable offsets of the revoked partitions are committed
-//! synchronously, and those partitions leave the commit set (no stale commits).
+//! synchronously, and those partitions leave the commit set and forget their
+//! durable offset.
+//!
+//! Commits never go backwards: a partition assigned (again) is committed only
+//! past the first offset the consumer delivered from it since the assignment
+//! (its floor, where the group's committed offset had it start). While another
+//! member held it, that member may have committed further than this process
+//! ever read; an offset from before the revoke, or from a batch still in
+//! flight, is at or below that floor and is never committed.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,15 +40,51 @@ pub struct Offsets {
     /// The latest known end (high watermark) of each partition: fetched at
     /// start, refreshed by librdkafka statistics.
     pub high: HashMap<TopicPartition, i64>,
+    /// Partitions the consumer read to their end (partition EOF) with no
+    /// message since: the next offset after the last message taken before it.
+    pub at_end: HashMap<TopicPartition, i64>,
+    /// Per assigned partition, the offset of the first message delivered since
+    /// it was assigned: only offsets past it are committed. Absent until then.
+    pub floor: HashMap<TopicPartition, i64>,
+    /// Partitions revoked since the intake last looked (see [`Context::revokes`]).
+    pub revoked: Vec<TopicPartition>,
+}
+
+impl Offsets {
+    /// The offset to commit for `tp`, if any: assigned, and past its floor.
+    fn committable(&self, tp: &TopicPartition) -> Option<i64> {
+        let next = *self.durable.get(tp)?;
+        (self.assigned.contains(tp) && self.floor.get(tp).is_some_and(|floor| next > *floor)).then_some(next)
+    }
 }
 
 /// librdkafka callbacks: rebalances and statistics (consumer lag).
 pub struct Context {
     pub offsets: Arc<Mutex<Offsets>>,
     pub metrics: Arc<Metrics>,
+    /// Counts revokes, so the intake can tell cheaply (once per message) that
+    /// it must forget what it took from [`Offsets::revoked`] partitions.
+    pub revokes: AtomicU64,
+}
+
+impl Context {
+    pub fn new(offsets: Arc<Mutex<Offsets>>, metrics: Arc<Metrics>) -> Context {
+        Context { offsets, metrics, revokes: AtomicU64::new(0) }
+    }
 }
 
 impl ClientContext for Context {
+    /// As librdkafka's default, except that partition EOF (asked for, see
+    /// [`consumer`]) is no error.
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error {
+            KafkaError::PartitionEOF(_) | KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF) => {
+                tracing::trace!(reason, "partition EOF")
+            }
+            _ => tracing::error!("librdkafka: {error}: {reason}"),
+        }
+    }
+
     fn stats(&self, statistics: Statistics) {
         let mut offsets = self.offsets.lock().expect("offsets lock");
         for (name, topic) in &statistics.topics {
@@ -66,11 +111,17 @@ impl ConsumerContext for Context {
             let mut commit = TopicPartitionList::new();
             for e in tpl.elements() {
                 let tp = (e.topic().to_string(), e.partition());
-                if let Some(next) = offsets.durable.get(&tp) {
-                    let _ = commit.add_partition_offset(&tp.0, tp.1, Offset::Offset(*next));
+                if let Some(next) = offsets.committable(&tp) {
+                    let _ = commit.add_partition_offset(&tp.0, tp.1, Offset::Offset(next));
                 }
+                // Another member may commit further while it holds the partition: forget ours.
                 offsets.assigned.remove(&tp);
+                offsets.durable.remove(&tp);
+                offsets.floor.remove(&tp);
+                offsets.at_end.remove(&tp);
+                offsets.revoked.push(tp);
             }
+            self.revokes.fetch_add(1, Ordering::Release);
             if commit.count() > 0 {
                 match consumer.commit(&commit, CommitMode::Sync) {
                     Ok(()) => tracing::info!(partitions = commit.count(), "committed durable offsets of revoked partitions"),
@@ -151,7 +202,9 @@ pub fn consumer(k: &KafkaConfig, context: Context) -> anyhow::Result<StreamConsu
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("statistics.interval.ms", "5000")
-        .set("enable.partition.eof", "false");
+        // The end of a partition is known from EOF and the position, not the high
+        // watermark (a transactional partition ends with a marker never handed over).
+        .set("enable.partition.eof", "true");
     let consumer: StreamConsumer<Context> = create(&c, k, context)?;
     let topics: Vec<&str> = k.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
@@ -204,13 +257,13 @@ pub fn committed(consumer: &StreamConsumer<Context>, parts: &[TopicPartition]) -
         .collect())
 }
 
-/// Commits `next` offsets for the partitions still assigned.
+/// Commits the durable offsets of the partitions still assigned, each past its floor.
 pub fn commit(consumer: &StreamConsumer<Context>, offsets: &Mutex<Offsets>, mode: CommitMode) -> anyhow::Result<usize> {
     let o = offsets.lock().expect("offsets lock");
     let mut tpl = TopicPartitionList::new();
-    for (tp, next) in &o.durable {
-        if o.assigned.contains(tp) {
-            tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(*next))?;
+    for tp in o.durable.keys() {
+        if let Some(next) = o.committable(tp) {
+            tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(next))?;
         }
     }
     drop(o);
@@ -230,6 +283,20 @@ mod tests {
         let mut k: KafkaConfig = toml::from_str("bootstrap_servers = \"127.0.0.1:1\"\ntopics = [\"t\"]\n").unwrap();
         k.secret_options.insert(key.into(), SecretRef { env: None, file: Some(file.to_path_buf()) });
         k
+    }
+
+    #[test]
+    fn only_assigned_partitions_past_their_floor_are_committed() {
+        let tp = ("t".to_string(), 0);
+        let mut o = Offsets::default();
+        o.durable.insert(tp.clone(), 10);
+        assert_eq!(o.committable(&tp), None, "not assigned");
+        o.assigned.insert(tp.clone());
+        assert_eq!(o.committable(&tp), None, "assigned, but nothing delivered since: the group's offset may be ahead");
+        o.floor.insert(tp.clone(), 25);
+        assert_eq!(o.committable(&tp), None, "an offset from before the assignment, below where the group had it start");
+        o.durable.insert(tp.clone(), 26);
+        assert_eq!(o.committable(&tp), Some(26));
     }
 
     #[test]

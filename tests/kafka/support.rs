@@ -194,7 +194,8 @@ pub fn read_topic(topic: &str) -> Vec<Record> {
     let c: BaseConsumer = client_config()
         .set("group.id", unique("reader"))
         .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
+        // The end of a transactional partition is a commit marker no consumer is handed: EOF says it was reached.
+        .set("enable.partition.eof", "true")
         .create()
         .expect("Kafka consumer");
     let mut tpl = TopicPartitionList::new();
@@ -208,7 +209,14 @@ pub fn read_topic(topic: &str) -> Vec<Record> {
     while next.iter().any(|(p, n)| *n < ends[p]) {
         assert!(Instant::now() < deadline, "could not read {topic} to its end within 60 s");
         let Some(m) = c.poll(Duration::from_millis(200)) else { continue };
-        let m = m.expect("message");
+        let m = match m {
+            Ok(m) => m,
+            Err(rdkafka::error::KafkaError::PartitionEOF(p)) => {
+                next.insert(p, ends[&p]);
+                continue;
+            }
+            Err(e) => panic!("reading {topic}: {e}"),
+        };
         let headers = m
             .headers()
             .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
@@ -816,4 +824,33 @@ impl Summary {
     pub fn records(&self) -> u64 {
         self.events + self.duplicates + self.dead_letters
     }
+}
+
+/// Produces every line of `data` like [`produce_lines`], but through a
+/// transactional producer: one transaction per `per_transaction` lines, each
+/// committed, so every partition ends with a commit marker (an offset no
+/// consumer is ever handed).
+pub fn produce_transactional(topic: &str, data: &[u8], per_transaction: usize) -> Produced {
+    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer, DefaultProducerContext};
+    let producer: ThreadedProducer<DefaultProducerContext> = client_config()
+        .set("transactional.id", unique("tx"))
+        .set("linger.ms", "5")
+        .create()
+        .expect("transactional Kafka producer");
+    producer.init_transactions(Duration::from_secs(30)).expect("init_transactions");
+    let lines = lines_of(data);
+    let partitions = partition_count(topic);
+    assert!(partitions > 0, "topic {topic} does not exist");
+    for (n, chunk) in lines.chunks(per_transaction.max(1)).enumerate() {
+        producer.begin_transaction().expect("begin_transaction");
+        for (i, line) in chunk.iter().enumerate() {
+            let at = n * per_transaction + i;
+            let record = BaseRecord::<(), [u8]>::to(topic).payload(*line).partition(at as i32 % partitions);
+            producer.send(record).unwrap_or_else(|(e, _)| panic!("cannot enqueue line {} for {topic}: {e}", at + 1));
+        }
+        producer.commit_transaction(Duration::from_secs(30)).expect("commit_transaction");
+    }
+    // Offsets of a transactional topic are not one per line (markers sit between): read them back.
+    let at = read_topic(topic).into_iter().map(|r| ((r.partition, r.offset), r.value)).collect();
+    Produced { at }
 }
