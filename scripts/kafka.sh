@@ -4,7 +4,7 @@
 # from Maven Central through `mvn`, which is the only download path that works
 # on the project's machines and in CI.
 #
-# Usage: scripts/kafka.sh {fetch|start|stop|status|topics ARGS...|produce TOPIC [ARGS...]|consume TOPIC [ARGS...]}
+# Usage: scripts/kafka.sh {fetch|start|restart|kill9|stop|status|topics ARGS...|produce TOPIC [ARGS...]|consume TOPIC [ARGS...]}
 # See docs/kafka-broker.md.
 set -euo pipefail
 
@@ -241,6 +241,30 @@ cmd_start() {
     --config "${KAFKA_DIR}/server.properties" >"${KAFKA_DIR}/logs/format.log" 2>&1 ||
     { cat "${KAFKA_DIR}/logs/format.log" >&2; die "storage format failed"; }
 
+  launch_broker
+}
+
+# Starts the broker again on the data dir an earlier `start` formatted: same
+# cluster id, topics, offsets and consumer groups; no format. A broker still
+# running on it is stopped first (SIGTERM), keeping its data. For tests of a
+# broker outage: `kill9`, then `restart`.
+cmd_restart() {
+  [[ -f "${KAFKA_DIR}/server.properties" && -f "${KAFKA_DIR}/data/meta.properties" ]] ||
+    die "${KAFKA_DIR} holds no formatted broker (no server.properties or data/meta.properties): run '$0 start' first"
+  grep -qxF "listeners=PLAINTEXT://${KAFKA_HOST}:${KAFKA_PORT},CONTROLLER://${KAFKA_HOST}:${CONTROLLER_PORT}" "${KAFKA_DIR}/server.properties" ||
+    die "${KAFKA_DIR}/server.properties was written for another port: set AIWATCH_KAFKA_PORT as for its 'start'"
+  cmd_fetch
+  terminate_broker quiet
+  if port_open "$KAFKA_PORT" || port_open "$CONTROLLER_PORT"; then
+    die "port ${KAFKA_PORT} or ${CONTROLLER_PORT} on ${KAFKA_HOST} is already in use by another process"
+  fi
+  mkdir -p "${KAFKA_DIR}/logs"
+  launch_broker
+}
+
+# Runs the broker in the background on ${KAFKA_DIR}/server.properties and
+# waits until it answers clients.
+launch_broker() {
   # setsid: the broker must outlive this script and not receive the terminal's
   # Ctrl-C or the caller's process-group signals.
   setsid "$(java_bin)" -Xms256m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
@@ -249,7 +273,7 @@ cmd_start() {
     -Dkafka.logs.dir="${KAFKA_DIR}/logs" \
     -Dlog4j2.configurationFile="${KAFKA_HOME}/log4j2-broker.properties" \
     -cp "${LIBS}/*" "$MAIN_BROKER" "${KAFKA_DIR}/server.properties" \
-    </dev/null >"$BROKER_OUT" 2>&1 &
+    </dev/null >>"$BROKER_OUT" 2>&1 &
   echo $! >"$PID_FILE"
   local pid
   pid="$(cat "$PID_FILE")"
@@ -283,10 +307,24 @@ start_failed() {
 }
 
 cmd_stop() {
+  terminate_broker "${1:-}"
+  remove_data_dir
+}
+
+# The broker's pid, if the pid file names a running Kafka JVM (the pid file
+# may be stale and the pid reused: only a Kafka JVM is ever signalled).
+kafka_pid() {
+  local pid
+  pid="$(broker_pid)" || return 1
+  tr '\0' ' ' <"/proc/${pid}/cmdline" 2>/dev/null | grep -q "$MAIN_BROKER" || return 1
+  echo "$pid"
+}
+
+# SIGTERM, then SIGKILL after 30 s; the data dir stays.
+terminate_broker() {
   local quiet="${1:-}" pid
   if pid="$(broker_pid)"; then
-    # The pid file may be stale and the pid reused: only kill a Kafka JVM.
-    if tr '\0' ' ' <"/proc/${pid}/cmdline" 2>/dev/null | grep -q "$MAIN_BROKER"; then
+    if pid="$(kafka_pid)"; then
       kill -TERM "$pid" 2>/dev/null || true
       local i
       for ((i = 0; i < 60; i++)); do # controlled shutdown normally takes 1-3 s
@@ -303,7 +341,21 @@ cmd_stop() {
   elif [[ -z "$quiet" ]]; then
     log "no broker running (pid file ${PID_FILE})"
   fi
-  remove_data_dir
+}
+
+# SIGKILL, as a crash would: no controlled shutdown, the data dir stays (the
+# next `restart` recovers it). Waits until the process is gone.
+cmd_kill9() {
+  local pid
+  pid="$(kafka_pid)" || die "no broker running (pid file ${PID_FILE})"
+  kill -KILL "$pid" 2>/dev/null || true
+  local i
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -0 "$pid" 2>/dev/null && die "broker ${pid} still exists 10 s after SIGKILL"
+  log "killed broker ${pid} (SIGKILL); data kept in ${KAFKA_DIR}"
 }
 
 # AIWATCH_KAFKA_DIR comes from the environment: never rm -rf a directory this
@@ -335,6 +387,8 @@ usage() {
 usage: $0 COMMAND [ARGS...]
   fetch                    download Kafka ${KAFKA_VERSION} jars with Maven into ${KAFKA_HOME}
   start                    (re)start a fresh single-node broker; prints KAFKA_BOOTSTRAP=${BOOTSTRAP}
+  restart                  start the broker again on its existing data (no format); stops a running one first
+  kill9                    SIGKILL the broker, keeping its data (a crash; then 'restart')
   stop                     stop the broker and delete ${KAFKA_DIR}
   status                   exit 0 if the broker runs and answers clients
   topics ARGS...           kafka-topics against ${BOOTSTRAP}, e.g. topics --create --topic t --partitions 4
@@ -349,6 +403,8 @@ main() {
   case "$cmd" in
   fetch) cmd_fetch ;;
   start) cmd_start ;;
+  restart) cmd_restart ;;
+  kill9) cmd_kill9 ;;
   stop) cmd_stop ;;
   status) cmd_status ;;
   topics) run_tool "$MAIN_TOPICS" --bootstrap-server "$BOOTSTRAP" "$@" ;;

@@ -339,7 +339,8 @@ fn spawn_decoder(
 }
 
 /// Turns consumed messages into raw records, skipping what a restored
-/// checkpoint already covers, and notes where each partition ends.
+/// checkpoint already covers (and what this process took before a partition
+/// was revoked and assigned back), and notes where each partition ends.
 /// Lookups go by `(&str, partition)`, so a message costs no allocation.
 ///
 /// The end of a partition comes from partition EOF and the consumer's
@@ -349,6 +350,9 @@ fn spawn_decoder(
 /// the high watermark for ever.
 struct Intake {
     topics: HashMap<String, Arc<str>>,
+    /// Per partition, the offset below which messages are already in the
+    /// engine: the restored checkpoint's, then raised to what was taken when a
+    /// partition is revoked (see [`Intake::forget_revoked`]).
     covered: HashMap<String, HashMap<i32, i64>>,
     /// `--until-end`: partitions not read to their end offset at start yet.
     remaining: HashMap<String, HashMap<i32, i64>>,
@@ -452,12 +456,25 @@ impl Intake {
 
     /// Forgets what was taken from partitions revoked since the last look, so
     /// the first message after they are assigned again sets their floor.
+    ///
+    /// What was taken stays covered, though: a partition assigned back
+    /// restarts at the group's committed offset, which can be well behind what
+    /// this process already took. That is what happens when the broker is down
+    /// for longer than the session timeout: librdkafka revokes everything, the
+    /// commit on revoke fails, and after the broker is back every partition is
+    /// read again from the last commit that went through. Those messages are
+    /// in the engine already (a taken batch is always processed, revoke or
+    /// not), so they are skipped as a restored checkpoint's are, instead of
+    /// going through the engine again as duplicates, late events and a second
+    /// copy of each dead letter.
     fn forget_revoked(&mut self, revokes: u64) {
         self.revokes = revokes;
         let revoked = std::mem::take(&mut self.offsets.lock().expect("offsets lock").revoked);
         for (t, p) in revoked {
-            if let Some(parts) = self.taken.get_mut(&t) {
-                parts.remove(&p);
+            if let Some(next) = self.taken.get_mut(&t).and_then(|parts| parts.remove(&p)) {
+                let covered = self.covered.entry(t.clone()).or_default().entry(p).or_insert(next);
+                *covered = (*covered).max(next);
+                tracing::debug!(topic = %t, partition = p, next, "partition revoked; if assigned back, offsets below `next` are already processed and skipped");
             }
             if let Some(parts) = self.at_end.get_mut(&t) {
                 parts.remove(&p);

@@ -34,8 +34,34 @@ pub type Violation = (String, String);
 
 // ---------------------------------------------------------------- broker and names
 
-/// The broker under test, from `AIWATCH_KAFKA_BOOTSTRAP`.
+thread_local! {
+    /// A broker of the current test's own (see [`UseBroker`]), instead of the shared one.
+    static BROKER_OVERRIDE: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// While alive, every helper called on this thread (topics, producing, offsets,
+/// [`RunConfig`]) talks to `bootstrap` instead of `AIWATCH_KAFKA_BOOTSTRAP`.
+/// Thread-local, so the other tests, running in parallel, keep the shared broker.
+pub struct UseBroker(());
+
+impl UseBroker {
+    pub fn new(bootstrap: &str) -> UseBroker {
+        BROKER_OVERRIDE.with(|b| *b.borrow_mut() = Some(bootstrap.to_string()));
+        UseBroker(())
+    }
+}
+
+impl Drop for UseBroker {
+    fn drop(&mut self) {
+        BROKER_OVERRIDE.with(|b| *b.borrow_mut() = None);
+    }
+}
+
+/// The broker under test: from `AIWATCH_KAFKA_BOOTSTRAP`, or a test's own ([`UseBroker`]).
 pub fn bootstrap() -> String {
+    if let Some(b) = BROKER_OVERRIDE.with(|b| b.borrow().clone()) {
+        return b;
+    }
     match std::env::var("AIWATCH_KAFKA_BOOTSTRAP") {
         Ok(b) if !b.trim().is_empty() => b,
         _ => panic!(
@@ -436,7 +462,13 @@ impl RunConfig {
         for p in 0..partition_count(&self.topic) {
             tpl.add_partition_offset(&self.topic, p, Offset::Offset(0)).unwrap();
         }
-        c.commit(&tpl, rdkafka::consumer::CommitMode::Sync).expect("commit the start offsets");
+        // On a fresh broker the group coordinator (`__consumer_offsets`) is made on
+        // first use and answers NotCoordinator for a moment: retry, bounded.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Err(e) = c.commit(&tpl, rdkafka::consumer::CommitMode::Sync) {
+            assert!(Instant::now() < deadline, "commit the start offsets: {e}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 
     /// With `--until-end`, no step before the end: the whole topic in one engine step.
