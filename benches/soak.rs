@@ -209,7 +209,7 @@ fn soak_kafka(bootstrap: &str, policy_text: &str, events: u64, rate: f64) -> any
         })
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let result = runtime.block_on(aiwatch::stream::run(config, aiwatch::stream::RunOptions { until_end: true, ..Default::default() }));
+    let result = runtime.block_on(aiwatch::stream::run(config, aiwatch::stream::RunOptions { until_end: true }));
     done.store(true, Ordering::Relaxed);
     sampler.join().expect("sampler thread");
     result?;

@@ -12,13 +12,20 @@ Its own wall time (from start to the last line written) goes to standard error.
 
 What counts as an event follows events.md ("Dead letters") and aiwatch's
 decoder: a line that is not JSON or not a JSON object; `event_id`,
-`event_type` or `time` absent, null, not a string or empty; `time` not RFC 3339
-with an offset (or outside the nanosecond range); a field named in events.md
-with the wrong JSON type (a string for an integer, `12.0` for an integer, an
-array holding a non-string, ...), or named twice in one object: all are
-excluded. Blank lines are skipped. Duplicates (same `event_id`) keep the first
-line. Times are compared as UTC nanoseconds, so fractions of up to 9 digits
-count exactly.
+`event_type` or `time` absent, null, not a string or empty; `time` not RFC
+3339 with an offset; a field named in events.md with the wrong JSON type (a
+string for an integer, `12.0` for an integer, an array holding a non-string,
+...), or named twice in one object; and, as aiwatch's decoder limits at
+their defaults (docs/semantics.md, "Bad input"),
+a time outside [1970, 2200), a record over 8 MiB, a string field or list
+entry over 1024 bytes, a list over 256 entries: all are excluded. Blank lines
+are skipped. Duplicates (same `event_id`) keep the first line. Times are
+compared as UTC nanoseconds, so fractions of up to 9 digits count exactly.
+
+Where aiwatch's state forgets after its horizons (a request id reused, or a
+deletion seen, longer before than the longest obligation), this script keeps
+to rules.md: the earliest request or store of a key counts, a fulfilment
+counts however early it came. Generated streams never reach those horizons.
 
 DuckDB's JSON parser is more lenient than serde_json in a few ways this script
 does not undo: it accepts trailing commas (`{"a": 1,}`), `NaN`/`Infinity`, and
@@ -43,6 +50,12 @@ except ImportError:  # Python < 3.11
     import tomli as tomllib
 
 KINDS = ("prompt", "output", "embedding", "transcript", "log")
+# aiwatch's decoder limits (src/decode.rs, docs/semantics.md "Bad input"), at their defaults.
+MAX_EVENT_BYTES = 8 << 20
+MAX_FIELD_BYTES = 1024
+MAX_LIST_ITEMS = 256
+MIN_EVENT_TIME_NS = 0  # 1970-01-01T00:00:00Z
+MAX_EVENT_TIME_NS = 7_258_118_400 * 1_000_000_000  # 2200-01-01T00:00:00Z, excluded
 CUSTOMER_CLASSES = ("customer_data", "pii", "phi", "pci")
 NS = 1_000_000_000
 
@@ -104,8 +117,11 @@ def type_ok(kind, v):
     type: `"` a string, `[` an array, `{` an object, a digit or `-` a number.
     """
     txt = f"{v}::VARCHAR"
-    if kind == "str":
-        return f"({v} IS NULL OR starts_with({txt}, '\"'))"
+    if kind == "str":  # and at most MAX_FIELD_BYTES once unescaped (escapes only shorten a string)
+        return (
+            f"({v} IS NULL OR (starts_with({txt}, '\"') AND "
+            f"(strlen({txt}) <= {MAX_FIELD_BYTES + 2} OR strlen({v} ->> '$') <= {MAX_FIELD_BYTES})))"
+        )
     if kind == "int":  # serde's i64: integers in range only; 12.0, 1e3 and 2^63 are not
         return f"({v} IS NULL OR (regexp_full_match({txt}, '-?[0-9]+') AND try_cast({txt} AS BIGINT) IS NOT NULL))"
     if kind == "num":  # serde's f64: any number a double can hold
@@ -119,7 +135,8 @@ def type_ok(kind, v):
 
 
 def time_ns(ts):
-    """SQL: the RFC 3339 string `ts` as UTC nanoseconds (BIGINT), NULL when it is not a valid time."""
+    """SQL: the RFC 3339 string `ts` as UTC nanoseconds (BIGINT), NULL when it is not a valid time
+    or outside the range aiwatch accepts."""
     # Fixed positions once the pattern matched: date 1-10, hour 12-13, minute 15-16,
     # second 18-19, then an optional fraction and the offset (`Z` or 6 characters).
     off_len = f"(CASE WHEN right({ts}, 1) IN ('Z', 'z') THEN 1 ELSE 6 END)"
@@ -136,11 +153,12 @@ def time_ns(ts):
         f"AND ({off_len} = 1 OR try_cast(substr(right({ts}, 5), 1, 2) AS INT) <= 23)"
     )
     ns = f"({secs} * {NS} + {frac})"
-    return f"(CASE WHEN {valid} AND {ns} BETWEEN -9223372036854775808 AND 9223372036854775807 THEN {ns}::BIGINT END)"
+    # aiwatch computes with times from 1970 up to, not including, 2200
+    return f"(CASE WHEN {valid} AND {ns} >= {MIN_EVENT_TIME_NS} AND {ns} < {MAX_EVENT_TIME_NS} THEN {ns}::BIGINT END)"
 
 
 def events_sql(path):
-    """SQL for the table of valid, deduplicated events."""
+    """SQL for the table `lines` (first line of each record text) and then `ev` (valid, deduplicated events)."""
     # `time` comes out as VARCHAR: only a JSON string can look like an RFC 3339 time.
     struct = "{" + ", ".join(f'"{name}": "{"VARCHAR" if name == "time" else "JSON"}"' for name, _ in FIELDS) + "}"
     names = ", ".join(sql_str(name) for name, _ in FIELDS)
@@ -148,40 +166,51 @@ def events_sql(path):
     for name, kind in FIELDS:
         v = f"s.{name}"
         if name == "time":
+            checks.append(f"strlen({v}) <= {MAX_FIELD_BYTES}")
             continue
         checks.append(type_ok(kind, v))
         if name not in USED:
             continue
         if kind == "str":
             cols.append(f"{v} ->> '$' AS {name}")
-        else:  # absent or null = []
-            cols.append(f"coalesce(json_extract_string({v}, '$[*]'), []::VARCHAR[]) AS {name}")
-    return f"""
-WITH src AS (
-  SELECT ordinality AS line, json AS j
-  FROM read_json_objects({sql_str(path)}, format = 'newline_delimited', ignore_errors = true) WITH ORDINALITY
-),
-parsed AS (
-  SELECT line, json_transform(j, '{struct}') AS s,
-         [k FOR k IN json_keys(j) IF list_contains([{names}], k)] AS named  -- a named field twice is malformed
-  FROM src
-  WHERE j IS NOT NULL
+        else:  # absent or null = []; at most MAX_LIST_ITEMS entries of at most MAX_FIELD_BYTES
+            items = f"coalesce(json_extract_string({v}, '$[*]'), []::VARCHAR[])"
+            cols.append(f"{items} AS {name}")
+            checks.append(f"len({items}) <= {MAX_LIST_ITEMS} AND coalesce(list_max([strlen(x) FOR x IN {items}]), 0) <= {MAX_FIELD_BYTES}")
+    reader = f"read_json_objects({sql_str(path)}, format = 'newline_delimited', ignore_errors = true)"
+    # Line numbers come from a scan of their own: WITH ORDINALITY makes DuckDB run
+    # the whole pipeline above it on one thread. The parsing scan below runs in
+    # parallel and finds each record's first line by the hash of its text
+    # (identical copies share it, and identical copies are the same event).
+    lines = f"""
+SELECT hash(json) AS h, min(ordinality) AS line
+FROM {reader} WITH ORDINALITY
+WHERE json IS NOT NULL
+GROUP BY h
+"""
+    events = f"""
+WITH parsed AS (
+  SELECT hash(json) AS h, json_transform(json, '{struct}') AS s, strlen(json::VARCHAR) <= {MAX_EVENT_BYTES} AS small,
+         [k FOR k IN json_keys(json) IF list_contains([{names}], k)] AS named  -- a named field twice is malformed
+  FROM {reader}
+  WHERE json IS NOT NULL
 ),
 staged AS MATERIALIZED (
   -- materialized: otherwise the filter below is pushed down with every column
   -- reference replaced by its expression, and json_transform runs once per field
-  SELECT line,
+  SELECT h,
          {" AND ".join(checks)}
-           AND len(named) = len(list_distinct(named)) AS typed,
+           AND len(named) = len(list_distinct(named)) AND small AS typed,
          {time_ns("s.time")} AS t,
          {(chr(10) + "         ").join(c + "," for c in cols)}
   FROM parsed
 )
-SELECT * EXCLUDE (typed, environment), coalesce(environment, 'production') AS environment
-FROM staged
-WHERE typed AND t IS NOT NULL AND event_id <> '' AND event_type <> ''
-QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY line) = 1
+SELECT l.line, e.* EXCLUDE (h, typed, environment), coalesce(e.environment, 'production') AS environment
+FROM staged e JOIN lines l USING (h)
+WHERE e.typed AND e.t IS NOT NULL AND e.event_id <> '' AND e.event_type <> ''
+QUALIFY row_number() OVER (PARTITION BY e.event_id ORDER BY l.line) = 1
 """
+    return lines, events
 
 
 RULES_SQL = """
@@ -333,12 +362,16 @@ def evaluate(policy_path, events_path, threads=None, memory_limit=None):
     import duckdb  # imported here so --help works without it
 
     con = duckdb.connect(":memory:")
+    con.execute("SET preserve_insertion_order = false")  # order comes from `line`; saves memory
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     if memory_limit:
         con.execute(f"SET memory_limit = {sql_str(memory_limit)}")
     timeout, approval = load_policy(con, policy_path)
-    con.execute("CREATE TABLE ev AS " + events_sql(events_path))
+    lines, events = events_sql(events_path)
+    con.execute("CREATE TEMP TABLE lines AS " + lines)
+    con.execute("CREATE TABLE ev AS " + events)
+    con.execute("DROP TABLE lines")
     rules = RULES_SQL.format(NS=f"{NS}::BIGINT", timeout=timeout, customer=sql_list(CUSTOMER_CLASSES), approval=sql_list(approval))
     pairs = con.execute(f"SELECT DISTINCT rule_id, subject FROM ({rules}) ORDER BY rule_id, subject").fetchall()
     return con, pairs
