@@ -44,12 +44,14 @@ fn status_mib(field: &str) -> f64 {
 }
 
 /// One row of the table: the state after the first step past an hour of event time.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Sample {
     hour: i64,
     rss_mib: f64,
     entries: usize,
     bytes: usize,
+    /// Entries by kind (scan path only).
+    kinds: Vec<(&'static str, usize)>,
 }
 
 fn print_table(title: &str, samples: &[Sample], peak_mib: f64, secs: f64, events: u64) {
@@ -64,6 +66,10 @@ fn print_table(title: &str, samples: &[Sample], peak_mib: f64, secs: f64, events
             s.bytes as f64 / (1 << 20) as f64,
             s.bytes as f64 / s.entries.max(1) as f64
         );
+    }
+    for s in samples.iter().filter(|s| s.hour % 12 == 0 && !s.kinds.is_empty()) {
+        let kinds: Vec<String> = s.kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        println!("hour {:>3}: {}", s.hour, kinds.join(", "));
     }
     let at = |h: i64| samples.iter().filter(|s| s.hour <= h).next_back().map(|s| s.rss_mib);
     if let (Some(a), Some(b)) = (at(36), at(72)) {
@@ -108,7 +114,7 @@ fn soak_scan(policy_text: &str, events: u64, rate: f64) -> anyhow::Result<(Vec<S
             let hour = (newest - start) / HOUR_NS;
             if hour >= next_hour {
                 let s = engine.state_stats();
-                samples.push(Sample { hour, rss_mib: status_mib("VmRSS:"), entries: s.total(), bytes: s.bytes });
+                samples.push(Sample { hour, rss_mib: status_mib("VmRSS:"), entries: s.total(), bytes: s.bytes, kinds: s.entries.clone() });
                 next_hour = hour + 1;
             }
         }
@@ -202,7 +208,7 @@ fn soak_kafka(bootstrap: &str, policy_text: &str, events: u64, rate: f64) -> any
                 let hour = ((watermark - start) / 3600.0) as i64;
                 if hour >= next_hour {
                     let bytes = metric(&page, "aiwatch_state_bytes").unwrap_or(0.0) as usize;
-                    samples.lock().unwrap().push(Sample { hour, rss_mib: status_mib("VmRSS:"), entries: entries as usize, bytes });
+                    samples.lock().unwrap().push(Sample { hour, rss_mib: status_mib("VmRSS:"), entries: entries as usize, bytes, kinds: Vec::new() });
                     next_hour = hour + 1;
                 }
             }

@@ -6,6 +6,7 @@
 -- description: An ai.response was delivered to a tenant other than the tenant of
 --   an ai.request with the same request_id at most one hour before or after it.
 --   Either event may arrive first.
+-- horizon: 1h
 -- remediation: Check how responses are routed back to callers (shared queues,
 --   caches keyed without tenant) and notify the affected tenants.
 SELECT

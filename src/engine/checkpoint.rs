@@ -36,7 +36,7 @@ use arrow::ipc::writer::StreamWriter;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use super::state::{Deadlines, HashSet, Key};
+use super::state::{Conversation, Deadlines, HashMap, HashSet, Key};
 use super::Engine;
 
 const MAGIC: &[u8; 8] = b"AIWCKPT4";
@@ -57,6 +57,7 @@ struct SnapshotRef<'a, P> {
     emitted: Vec<(&'a str, &'a str, i64)>,
     segments: Vec<u64>,
     next_segment: u64,
+    conversations: &'a HashMap<Key, Conversation>,
     /// The source position: JSON text (postcard cannot carry a free-form JSON value).
     position: P,
 }
@@ -73,6 +74,7 @@ struct Snapshot<P> {
     emitted: Vec<(String, String, i64)>,
     segments: Vec<u64>,
     next_segment: u64,
+    conversations: HashMap<Key, Conversation>,
     position: P,
 }
 
@@ -213,6 +215,7 @@ impl Engine {
             emitted: self.emitted.iter().map(|((i, subject), at)| (self.rules[*i].rule.id.as_str(), subject.as_str(), *at)).collect(),
             segments: live,
             next_segment: self.state().history.next_segment_id(),
+            conversations: self.state().history.conversation_summaries(),
             position,
         }
     }
@@ -236,7 +239,7 @@ impl Engine {
         self.state_mut().requests.reindex();
         self.state_mut().artifacts = snap.artifacts;
         self.state_mut().artifacts.reindex();
-        self.state_mut().history.restore(segments, snap.next_segment);
+        self.state_mut().history.restore(segments, snap.next_segment, snap.conversations);
         self.persisted_segments = snap.segments.iter().copied().collect();
         let index: std::collections::HashMap<&str, usize> =
             self.rules.iter().enumerate().map(|(i, r)| (r.rule.id.as_str(), i)).collect();

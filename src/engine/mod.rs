@@ -322,11 +322,12 @@ impl Engine {
             compiled.push(CompiledRule { rule: Arc::new(rule), plan: physical, reads });
         }
         let task_ctx = session.task_ctx();
+        let horizon = history_horizon(&compiled, &live);
         Ok(Engine {
             task_ctx,
             rules: compiled,
             live,
-            state: Some(State::new(config.lateness_seconds, &policy, &history_columns)),
+            state: Some(State::new(config.lateness_seconds, &policy, &history_columns, horizon)),
             pending: None,
             policy,
             emitted: HashMap::default(),
@@ -633,6 +634,17 @@ fn rule_error_alert(rule: &Rule, error: &datafusion::error::DataFusionError, inp
         remediation: format!("Fix the rule file {} (`aiwatch rules check`, `aiwatch rules test`) or the events it fails on, then replay these positions with `aiwatch scan`.", rule.file),
         subject,
     }
+}
+
+/// How long history keeps rows: the longest `horizon` of the rules that read
+/// `history`, 24 h for one that declares none, nothing when none reads it.
+fn history_horizon(rules: &[CompiledRule], live: &LiveTables) -> i64 {
+    rules
+        .iter()
+        .filter(|r| r.reads.iter().any(|t| Arc::ptr_eq(t, &live.history)))
+        .map(|r| r.rule.horizon_seconds.map_or(state::HISTORY_HORIZON, |s| s.saturating_mul(state::NANOS_PER_SEC)))
+        .max()
+        .unwrap_or(0)
 }
 
 /// The rule id of the alert raised when a rule fails on a step.

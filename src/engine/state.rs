@@ -20,7 +20,10 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::mem::size_of;
 use std::sync::Arc;
 
-use arrow::array::{new_null_array, Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray};
+use arrow::array::{
+    new_null_array, Array, ArrayRef, AsArray, BooleanArray, Int32Builder, Int64Builder, RecordBatch, StringArray, StringBuilder,
+    TimestampNanosecondBuilder,
+};
 use arrow::compute::{filter_record_batch, interleave_record_batch};
 use arrow::datatypes::{Field, Schema, SchemaRef, TimestampNanosecondType};
 use smallvec::SmallVec;
@@ -311,7 +314,9 @@ impl Deadlines {
             if self.open.get(&k).is_some_and(|o| o.deadline == deadline) {
                 let o = self.open.remove(&k).expect("present");
                 self.text = self.text.saturating_sub(text_bytes(&o));
-                self.closed.insert(o.deadline, k);
+                // Remembered from its earliest event: a key opened again within
+                // `memory` of that is the same request or artifact.
+                self.closed.insert(o.start, k);
                 out.push(o);
             }
         }
@@ -363,41 +368,56 @@ struct Segment {
 /// Where a retained row is: (segment id, row).
 type RowRef = (u64, u32);
 
-/// A request that stands for its conversation (see [`History`]).
-#[derive(Debug, Clone, Copy)]
-struct Rep {
-    tenant: Option<Key>,
-    time: i64,
-    at: RowRef,
-}
-
 /// The events-schema columns history always keeps: what it indexes by, and
 /// what evidence needs (ids, times, origins).
-const HISTORY_KEY_COLUMNS: [usize; 9] = [
+const HISTORY_KEY_COLUMNS: [usize; 8] = [
     col::EVENT_ID,
     col::EVENT_TYPE,
     col::TIME,
     col::TENANT_ID,
     col::REQUEST_ID,
-    col::CONVERSATION_ID,
     col::ORIGIN_SOURCE,
     col::ORIGIN_PARTITION,
     col::ORIGIN_POSITION,
 ];
 
-/// Recent requests and responses, indexed by the keys the pairing rules join on.
+/// A request that stands for its conversation (see [`History`]).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Rep {
+    tenant: Option<Key>,
+    tenant_id: Option<Box<str>>,
+    time: i64,
+    event_id: Box<str>,
+    origin: Origin,
+}
+
+/// One conversation's summary.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Conversation {
+    id: Box<str>,
+    reps: Vec<Rep>,
+    /// The newest expiry bucket it is listed in.
+    #[serde(skip)]
+    listed: i64,
+}
+
+/// Conversations are listed by the hour of their newest request, for expiry.
+const CONVERSATION_BUCKET: i64 = 3600 * NANOS_PER_SEC;
+
+/// Recent requests and responses, and a summary of recent conversations.
 ///
-/// Rows keep only the columns the loaded rules read from `history` (found in
-/// their plans) plus [`HISTORY_KEY_COLUMNS`].
-///
-/// - By `request_id`: every row, so each step's `history` table holds all
-///   requests and responses of the last 24 h sharing a `request_id` with it.
-/// - By `conversation_id`: a summary, not every request. Per tenant, requests
-///   are kept so that no three kept ones lie within 48 h: a request between
-///   two kept ones at most 48 h apart adds nothing, since any time within 24 h
-///   of it is within 24 h of one of them. Whether two tenants used a
-///   conversation within 24 h of each other is unchanged, and a conversation
-///   costs O(tenants), however many requests share it.
+/// - `history`: requests and responses that have a `request_id`, kept for
+///   the longest `horizon` of the loaded rules that read `history` (24 h when
+///   one declares none) and only the columns those rules read (found in their
+///   plans) plus [`HISTORY_KEY_COLUMNS`]; indexed by `request_id`, so each
+///   step's `history` table holds the retained rows sharing a `request_id`
+///   with its events.
+/// - `conversations`: a summary, not every request. Per conversation and
+///   tenant, requests are kept so that no three kept ones lie within 48 h: a
+///   request between two kept ones at most 48 h apart adds nothing, since any
+///   time within 24 h of it is within 24 h of one of them. Whether two tenants
+///   used a conversation within 24 h of each other is unchanged, and a
+///   conversation costs O(tenants), however many requests share it.
 #[derive(Debug)]
 pub struct History {
     segments: BTreeMap<u64, Segment>,
@@ -407,10 +427,16 @@ pub struct History {
     small: Vec<u64>,
     next_id: u64,
     by_request: HashMap<Key, SmallVec<[RowRef; 2]>>,
-    by_conversation: HashMap<Key, Vec<Rep>>,
+    conversations: HashMap<Key, Conversation>,
+    /// Conversation keys by the hour of their newest request.
+    conversation_buckets: BTreeMap<i64, Vec<Key>>,
+    /// Requests older than this no longer stand for a conversation.
+    conversation_cutoff: i64,
     /// Events-schema columns kept, ascending; `schema` is their projection.
     columns: Vec<usize>,
     schema: SchemaRef,
+    /// How long rows are kept for `history` (event time behind the watermark).
+    horizon: i64,
     rows: usize,
     reps: usize,
     /// Bytes of the retained segments' arrays.
@@ -418,8 +444,8 @@ pub struct History {
 }
 
 /// A segment under this many rows is small; this many small ones are merged.
-const SMALL_SEGMENT: usize = 8192;
-const MERGE_AFTER: usize = 32;
+const SMALL_SEGMENT: usize = 1024;
+const MERGE_AFTER: usize = 16;
 
 fn keeps_history(event_type: &str) -> bool {
     event_type == "ai.request" || event_type == "ai.response"
@@ -427,22 +453,17 @@ fn keeps_history(event_type: &str) -> bool {
 
 /// Per tenant, drops requests that lie between two kept ones at most `2 * HISTORY_HORIZON` apart.
 fn summarise(reps: &mut Vec<Rep>) {
-    reps.sort_unstable_by_key(|r| (r.tenant, r.time, r.at));
-    let mut kept = 0;
-    for i in 0..reps.len() {
-        let r = reps[i];
-        if kept >= 2
-            && reps[kept - 1].tenant == r.tenant
-            && reps[kept - 2].tenant == r.tenant
-            && r.time.saturating_sub(reps[kept - 2].time) <= 2 * HISTORY_HORIZON
-        {
-            reps[kept - 1] = r;
+    reps.sort_unstable_by(|a, b| (a.tenant, a.time, &a.event_id).cmp(&(b.tenant, b.time, &b.event_id)));
+    let mut kept: Vec<Rep> = Vec::with_capacity(reps.len());
+    for r in reps.drain(..) {
+        let n = kept.len();
+        if n >= 2 && kept[n - 1].tenant == r.tenant && kept[n - 2].tenant == r.tenant && r.time.saturating_sub(kept[n - 2].time) <= 2 * HISTORY_HORIZON {
+            kept[n - 1] = r;
         } else {
-            reps[kept] = r;
-            kept += 1;
+            kept.push(r);
         }
     }
-    reps.truncate(kept);
+    *reps = kept;
 }
 
 /// The `history` table's schema: the events schema with every column nullable
@@ -457,30 +478,23 @@ pub fn history_schema() -> SchemaRef {
         .clone()
 }
 
-const CONVERSATION_COLUMNS: [usize; 7] =
-    [col::CONVERSATION_ID, col::TENANT_ID, col::TIME, col::EVENT_ID, col::ORIGIN_SOURCE, col::ORIGIN_PARTITION, col::ORIGIN_POSITION];
-
 /// The `conversations` table's schema (see [`History`]).
 pub fn conversations_schema() -> SchemaRef {
     static SCHEMA: std::sync::OnceLock<SchemaRef> = std::sync::OnceLock::new();
     SCHEMA
         .get_or_init(|| {
             let e = events_schema();
-            Arc::new(Schema::new(CONVERSATION_COLUMNS.iter().map(|i| e.field(*i).clone()).collect::<Vec<_>>()))
+            let cols = [col::CONVERSATION_ID, col::TENANT_ID, col::TIME, col::EVENT_ID, col::ORIGIN_SOURCE, col::ORIGIN_PARTITION, col::ORIGIN_POSITION];
+            Arc::new(Schema::new(cols.iter().map(|i| e.field(*i).clone()).collect::<Vec<_>>()))
         })
         .clone()
 }
 
-/// The keys a step touched: its request ids and the conversations of its requests.
-#[derive(Default)]
-struct Touched {
-    requests: Vec<Key>,
-    conversations: Vec<Key>,
-}
-
 impl History {
-    /// History keeping `read` (events-schema columns rules read from it) besides its key columns.
-    pub fn new(read: &[usize]) -> History {
+    /// History keeping `read` (events-schema columns rules read from it)
+    /// besides its key columns, for `horizon` of event time (at most 24 h; the
+    /// conversation summary always covers 24 h).
+    pub fn new(read: &[usize], horizon: i64) -> History {
         let mut columns: Vec<usize> = read.iter().chain(HISTORY_KEY_COLUMNS.iter()).copied().collect();
         columns.sort_unstable();
         columns.dedup();
@@ -491,9 +505,12 @@ impl History {
             small: Vec::new(),
             next_id: 0,
             by_request: HashMap::default(),
-            by_conversation: HashMap::default(),
+            conversations: HashMap::default(),
+            conversation_buckets: BTreeMap::new(),
+            conversation_cutoff: i64::MIN,
             columns,
             schema,
+            horizon: horizon.clamp(0, HISTORY_HORIZON),
             rows: 0,
             reps: 0,
             batch_bytes: 0,
@@ -505,15 +522,11 @@ impl History {
         self.columns.binary_search(&events_col).expect("key columns are kept")
     }
 
-    /// The rows of `events` that history keeps, narrowed.
+    /// The rows of `events` that history keeps (requests and responses with a `request_id`), narrowed.
     fn relevant(&self, events: &RecordBatch) -> Option<RecordBatch> {
         let c = Cols::of(events);
-        let mask: BooleanArray = (0..events.num_rows())
-            .map(|i| {
-                let t = c.event_type.value(i);
-                Some(keeps_history(t) && (c.request_id.is_valid(i) || (t == "ai.request" && c.conversation_id.is_valid(i))))
-            })
-            .collect();
+        let mask: BooleanArray =
+            (0..events.num_rows()).map(|i| Some(keeps_history(c.event_type.value(i)) && c.request_id.is_valid(i))).collect();
         if mask.true_count() == 0 {
             return None;
         }
@@ -523,72 +536,108 @@ impl History {
     }
 
     /// Takes a step's new events in and returns its `history` and `conversations` tables.
-    fn step(&mut self, events: &RecordBatch) -> (Option<RecordBatch>, Option<RecordBatch>) {
-        let Some(rows) = self.relevant(events) else { return (None, None) };
-        let mut touched = Touched::default();
-        self.insert(rows, Some(&mut touched));
-
-        let mut refs: Vec<RowRef> = touched.requests.iter().flat_map(|k| self.by_request[k].iter().copied()).collect();
-        refs.sort_unstable();
-        refs.dedup();
-        let history = self.gather(&refs).map(|b| self.widen(&b));
-
-        let mut refs: Vec<RowRef> = Vec::new();
-        for k in &touched.conversations {
-            let reps = self.by_conversation.get_mut(k).expect("indexed by insert");
-            let before = reps.len();
-            summarise(reps);
-            self.reps -= before - reps.len();
-            refs.extend(reps.iter().map(|r| r.at));
-        }
-        refs.sort_unstable();
-        let conversations = self.gather(&refs).map(|b| {
-            let cols: Vec<usize> = CONVERSATION_COLUMNS.iter().map(|c| self.at(*c)).collect();
-            let b = b.project(&cols).expect("key columns are kept");
-            RecordBatch::try_new(conversations_schema(), b.columns().to_vec()).expect("conversation columns")
+    fn step(&mut self, events: &RecordBatch, origins: &mut Origins) -> (Option<RecordBatch>, Option<RecordBatch>) {
+        let history = self.relevant(events).and_then(|rows| {
+            let touched = self.insert(rows, true);
+            let mut refs: Vec<RowRef> = touched.iter().flat_map(|k| self.by_request[k].iter().copied()).collect();
+            refs.sort_unstable();
+            refs.dedup();
+            let history = self.gather(&refs).map(|b| self.widen(&b));
+            self.merge_small();
+            history
         });
-        self.merge_small();
-        (history, conversations)
+        (history, self.conversations_step(events, origins))
     }
 
-    /// Indexes narrowed `rows` as the segment `next_id`, noting the keys it touched.
-    fn insert(&mut self, rows: RecordBatch, mut touched: Option<&mut Touched>) {
+    /// Adds the step's requests to their conversations' summaries and returns the summaries they touched.
+    fn conversations_step(&mut self, events: &RecordBatch, origins: &mut Origins) -> Option<RecordBatch> {
+        let c = Cols::of(events);
+        let mut touched: Vec<Key> = Vec::new();
+        for i in 0..events.num_rows() {
+            if c.event_type.value(i) != "ai.request" || !c.conversation_id.is_valid(i) {
+                continue;
+            }
+            let (id, t) = (c.conversation_id.value(i), c.time.value(i));
+            let k = key(id);
+            let tenant_id = Cols::opt(c.tenant_id, i);
+            let rep = Rep {
+                tenant: tenant_id.map(key),
+                tenant_id: tenant_id.map(Into::into),
+                time: t,
+                event_id: c.event_id.value(i).into(),
+                origin: origins.of(&c, i),
+            };
+            let bucket = t.div_euclid(CONVERSATION_BUCKET);
+            let conversation =
+                self.conversations.entry(k).or_insert_with(|| Conversation { id: id.into(), reps: Vec::new(), listed: i64::MIN });
+            conversation.reps.push(rep);
+            self.reps += 1;
+            if bucket > conversation.listed {
+                conversation.listed = bucket;
+                self.conversation_buckets.entry(bucket).or_default().push(k);
+            }
+            touched.push(k);
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        if touched.is_empty() {
+            return None;
+        }
+        let mut conversation_id = StringBuilder::new();
+        let mut tenant = StringBuilder::new();
+        let mut time = TimestampNanosecondBuilder::new().with_timezone("UTC");
+        let mut event = StringBuilder::new();
+        let mut source = StringBuilder::new();
+        let mut partition = Int32Builder::new();
+        let mut position = Int64Builder::new();
+        let cutoff = self.conversation_cutoff;
+        for k in &touched {
+            let conversation = self.conversations.get_mut(k).expect("touched above");
+            let before = conversation.reps.len();
+            conversation.reps.retain(|r| r.time >= cutoff);
+            summarise(&mut conversation.reps);
+            self.reps -= before - conversation.reps.len();
+            for r in &conversation.reps {
+                conversation_id.append_value(&conversation.id);
+                tenant.append_option(r.tenant_id.as_deref());
+                time.append_value(r.time);
+                event.append_value(&r.event_id);
+                let (s, p, q) = r.origin.columns();
+                source.append_value(s);
+                partition.append_option(p);
+                position.append_value(q);
+            }
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(conversation_id.finish()),
+            Arc::new(tenant.finish()),
+            Arc::new(time.finish()),
+            Arc::new(event.finish()),
+            Arc::new(source.finish()),
+            Arc::new(partition.finish()),
+            Arc::new(position.finish()),
+        ];
+        Some(RecordBatch::try_new(conversations_schema(), columns).expect("conversation columns"))
+    }
+
+    /// Indexes narrowed `rows` as the segment `next_id`; returns the request keys it touched when asked.
+    fn insert(&mut self, rows: RecordBatch, report: bool) -> Vec<Key> {
         let id = self.next_id;
         self.next_id += 1;
         let request_id = rows.column(self.at(col::REQUEST_ID)).as_string::<i32>().clone();
-        let conversation = rows.column(self.at(col::CONVERSATION_ID)).as_string::<i32>().clone();
-        let event_type = rows.column(self.at(col::EVENT_TYPE)).as_string::<i32>().clone();
-        let tenant = rows.column(self.at(col::TENANT_ID)).as_string::<i32>().clone();
         let time = rows.column(self.at(col::TIME)).as_primitive::<TimestampNanosecondType>().clone();
+        let mut touched = Vec::new();
         let mut max_time = i64::MIN;
         for i in 0..rows.num_rows() {
-            let t = time.value(i);
-            max_time = max_time.max(t);
+            max_time = max_time.max(time.value(i));
             if request_id.is_valid(i) {
                 let k = key(request_id.value(i));
                 let refs = self.by_request.entry(k).or_default();
-                if let Some(touched) = touched.as_deref_mut() {
-                    if refs.last().is_none_or(|r| r.0 != id) {
-                        touched.requests.push(k);
-                    }
+                if report && refs.last().is_none_or(|r| r.0 != id) {
+                    touched.push(k);
                 }
                 refs.push((id, i as u32));
             }
-            if conversation.is_valid(i) && event_type.value(i) == "ai.request" {
-                let k = key(conversation.value(i));
-                let reps = self.by_conversation.entry(k).or_default();
-                if reps.last().is_none_or(|r| r.at.0 != id) {
-                    if let Some(touched) = touched.as_deref_mut() {
-                        touched.conversations.push(k);
-                    }
-                }
-                reps.push(Rep { tenant: tenant.is_valid(i).then(|| key(tenant.value(i))), time: t, at: (id, i as u32) });
-                self.reps += 1;
-            }
-        }
-        if let Some(touched) = touched {
-            touched.conversations.sort_unstable();
-            touched.conversations.dedup();
         }
         self.rows += rows.num_rows();
         self.batch_bytes += rows.get_array_memory_size();
@@ -597,10 +646,11 @@ impl History {
         }
         self.by_age.push(Reverse((max_time, id)));
         self.segments.insert(id, Segment { batch: rows });
+        touched
     }
 
     /// Merges recent small segments into one, so a slow stream of small steps
-    /// does not pay a segment's fixed cost per step for 24 hours.
+    /// does not pay a segment's fixed cost per step for the whole horizon.
     fn merge_small(&mut self) {
         if self.small.len() < MERGE_AFTER {
             return;
@@ -612,18 +662,9 @@ impl History {
                 self.drop_segment(*id);
             }
         }
-        if batches.is_empty() {
-            return;
-        }
-        let merged = arrow::compute::concat_batches(&self.schema, &batches).expect("segments share one layout");
-        let mut touched = Touched::default();
-        self.insert(merged, Some(&mut touched));
-        for k in &touched.conversations {
-            if let Some(reps) = self.by_conversation.get_mut(k) {
-                let before = reps.len();
-                summarise(reps);
-                self.reps -= before - reps.len();
-            }
+        if !batches.is_empty() {
+            let merged = arrow::compute::concat_batches(&self.schema, &batches).expect("segments share one layout");
+            self.insert(merged, false);
         }
     }
 
@@ -660,8 +701,11 @@ impl History {
         RecordBatch::try_new(schema, cols).expect("history columns")
     }
 
-    /// Drops segments whose newest row is older than `cutoff`.
-    fn expire(&mut self, cutoff: i64) {
+    /// Forgets what no on-time event can pair with any more: history rows
+    /// older than the horizon behind `watermark`, conversation requests older
+    /// than 24 h behind it.
+    fn expire(&mut self, watermark: i64) {
+        let cutoff = watermark.saturating_sub(self.horizon);
         while let Some(Reverse((max_time, id))) = self.by_age.peek().copied() {
             if max_time >= cutoff {
                 break;
@@ -671,6 +715,23 @@ impl History {
                 self.drop_segment(id);
             }
         }
+        let cutoff = watermark.saturating_sub(HISTORY_HORIZON);
+        self.conversation_cutoff = self.conversation_cutoff.max(cutoff);
+        while let Some((&bucket, _)) = self.conversation_buckets.first_key_value() {
+            if (bucket + 1).saturating_mul(CONVERSATION_BUCKET) > cutoff {
+                break;
+            }
+            for k in self.conversation_buckets.pop_first().expect("peeked").1 {
+                let Some(conversation) = self.conversations.get_mut(&k) else { continue };
+                let before = conversation.reps.len();
+                conversation.reps.retain(|r| r.time >= cutoff);
+                self.reps -= before - conversation.reps.len();
+                // Listed in a later bucket too when it has newer requests; gone when it has none.
+                if conversation.reps.is_empty() {
+                    self.conversations.remove(&k);
+                }
+            }
+        }
     }
 
     /// Removes a segment and its index entries (its `by_age` entry is skipped when popped).
@@ -678,11 +739,8 @@ impl History {
         let seg = self.segments.remove(&id).expect("listed");
         self.rows -= seg.batch.num_rows();
         self.batch_bytes = self.batch_bytes.saturating_sub(seg.batch.get_array_memory_size());
-        let b = &seg.batch;
-        let request_id = b.column(self.at(col::REQUEST_ID)).as_string::<i32>();
-        let conversation = b.column(self.at(col::CONVERSATION_ID)).as_string::<i32>();
-        let mut touched: Vec<Key> = Vec::new();
-        for i in 0..b.num_rows() {
+        let request_id = seg.batch.column(self.at(col::REQUEST_ID)).as_string::<i32>();
+        for i in 0..seg.batch.num_rows() {
             if request_id.is_valid(i) {
                 let k = key(request_id.value(i));
                 if let Some(v) = self.by_request.get_mut(&k) {
@@ -690,21 +748,6 @@ impl History {
                     if v.is_empty() {
                         self.by_request.remove(&k);
                     }
-                }
-            }
-            if conversation.is_valid(i) {
-                touched.push(key(conversation.value(i)));
-            }
-        }
-        touched.sort_unstable();
-        touched.dedup();
-        for k in touched {
-            if let Some(v) = self.by_conversation.get_mut(&k) {
-                let before = v.len();
-                v.retain(|r| r.at.0 != id);
-                self.reps -= before - v.len();
-                if v.is_empty() {
-                    self.by_conversation.remove(&k);
                 }
             }
         }
@@ -724,8 +767,8 @@ impl History {
         self.batch_bytes
             + self.by_request.capacity() * (size_of::<(Key, SmallVec<[RowRef; 2]>)>() + 1)
             + (self.rows.saturating_sub(2 * self.by_request.len())) * size_of::<RowRef>()
-            + self.by_conversation.capacity() * (size_of::<(Key, Vec<Rep>)>() + 1)
-            + self.reps * size_of::<Rep>()
+            + self.conversations.capacity() * (size_of::<(Key, Conversation)>() + 1)
+            + self.reps * (size_of::<Rep>() + 40)
             + self.segments.len() * 64
     }
 
@@ -738,23 +781,32 @@ impl History {
         self.next_id
     }
 
-    /// Restores segments written by [`History::segments`], keeping their ids.
-    /// Segments of another layout (a different rule set, an earlier release)
-    /// are brought to this one by column name; a column they lack reads as NULL.
-    pub(crate) fn restore(&mut self, segments: Vec<(u64, RecordBatch)>, next_id: u64) {
+    /// The conversation summaries, for checkpoints.
+    pub(crate) fn conversation_summaries(&self) -> &HashMap<Key, Conversation> {
+        &self.conversations
+    }
+
+    /// Restores segments written by [`History::segments`] (keeping their ids)
+    /// and the conversation summaries. Segments of another layout (a
+    /// different rule set) are brought to this one by column name; a column
+    /// they lack reads as NULL.
+    pub(crate) fn restore(&mut self, segments: Vec<(u64, RecordBatch)>, next_id: u64, conversations: HashMap<Key, Conversation>) {
         let columns = std::mem::take(&mut self.columns);
-        *self = History::new(&columns);
+        *self = History::new(&columns, self.horizon);
         for (id, b) in segments {
             let b = self.to_layout(b);
             self.next_id = id;
-            self.insert(b, None);
+            self.insert(b, false);
         }
         self.small.clear();
-        for reps in self.by_conversation.values_mut() {
-            summarise(reps);
-        }
-        self.reps = self.by_conversation.values().map(Vec::len).sum();
         self.next_id = self.next_id.max(next_id);
+        for (k, mut conversation) in conversations {
+            let newest = conversation.reps.iter().map(|r| r.time).max().unwrap_or(i64::MIN);
+            conversation.listed = newest.div_euclid(CONVERSATION_BUCKET);
+            self.conversation_buckets.entry(conversation.listed).or_default().push(k);
+            self.reps += conversation.reps.len();
+            self.conversations.insert(k, conversation);
+        }
     }
 
     fn to_layout(&self, b: RecordBatch) -> RecordBatch {
@@ -828,14 +880,16 @@ impl State {
     /// remembered for the longest of 24 h and the response timeout; a decided
     /// artifact id (and a deletion seen before its store) for the longest of
     /// 24 h and the longest retention period.
-    pub fn new(lateness_seconds: u64, policy: &Policy, history_columns: &[usize]) -> State {
+    ///
+    /// `history_horizon`: how long history rows are kept (event time, nanoseconds).
+    pub fn new(lateness_seconds: u64, policy: &Policy, history_columns: &[usize], history_horizon: i64) -> State {
         let secs = |s: i64| HISTORY_HORIZON.max(s.saturating_mul(NANOS_PER_SEC));
         State {
             lateness: (lateness_seconds as i64).saturating_mul(NANOS_PER_SEC),
             max_seen: None,
             watermark: i64::MIN,
             seen: BTreeMap::new(),
-            history: History::new(history_columns),
+            history: History::new(history_columns, history_horizon),
             requests: Deadlines::new(secs(policy.response_timeout_seconds)),
             artifacts: Deadlines::new(secs(policy.max_retention_seconds())),
         }
@@ -869,7 +923,7 @@ impl State {
             self.track_deadlines(&c, i, t, policy, &mut origins);
         }
 
-        let (history, conversations) = self.history.step(&events);
+        let (history, conversations) = self.history.step(&events, &mut origins);
 
         if let Some(m) = self.max_seen {
             let bound = hold.map_or(m, |h| m.min(h));
@@ -973,7 +1027,7 @@ impl State {
         if self.watermark == i64::MIN {
             return;
         }
-        self.history.expire(self.watermark.saturating_sub(HISTORY_HORIZON));
+        self.history.expire(self.watermark);
         self.requests.expire(self.watermark);
         self.artifacts.expire(self.watermark);
         // A retry carries its original's time; once that time is a lateness
@@ -1103,7 +1157,7 @@ mod tests {
     }
 
     fn rep(tenant: u8, hours: i64, row: u32) -> Rep {
-        Rep { tenant: Some(tenant as Key), time: hours * 3600 * NANOS_PER_SEC, at: (0, row) }
+        Rep { tenant: Some(tenant as Key), tenant_id: None, time: hours * 3600 * NANOS_PER_SEC, event_id: row.to_string().into(), origin: Origin::Generated { seq: 0 } }
     }
 
     /// Whether two tenants' requests lie within 24 h of each other.

@@ -44,6 +44,11 @@ pub struct Rule {
     pub controls: Vec<String>,
     pub description: String,
     pub remediation: String,
+    /// How far back in event time the rule looks into `history` (`-- horizon:`,
+    /// e.g. `1h`, `90m`, `3600s`, `1d`): history keeps rows for the longest
+    /// horizon of the loaded rules that read it, and for 24 h when one of them
+    /// declares none.
+    pub horizon_seconds: Option<i64>,
     /// The whole file text: the header is SQL comments, so line numbers in
     /// SQL errors are line numbers in the file.
     pub sql: String,
@@ -97,10 +102,11 @@ impl Rule {
                 "controls" => "controls",
                 "description" => "description",
                 "remediation" => "remediation",
+                "horizon" => "horizon",
                 other if other.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !other.is_empty() => {
                     return Err(err(
                         n,
-                        format!("unknown metadata key `{other}`; the keys are id, title, category, severity, controls, description, remediation"),
+                        format!("unknown metadata key `{other}`; the keys are id, title, category, severity, controls, description, remediation, horizon"),
                     ))
                 }
                 _ => {
@@ -118,6 +124,7 @@ impl Rule {
             return Err(err(text.lines().count().max(1), "the file has no SQL query after its metadata header".into()));
         }
         let id_line = meta.get("id").map(|m| m.0).unwrap_or(1);
+        let horizon_line = meta.get("horizon").map(|m| m.0).unwrap_or(1);
         let sev_line = meta.get("severity").map(|m| m.0).unwrap_or(1);
         let mut take = |key: &'static str, required: bool| -> Result<String, RuleError> {
             match meta.remove(key) {
@@ -144,8 +151,43 @@ impl Rule {
             .collect();
         let description = take("description", false)?;
         let remediation = take("remediation", false)?;
-        Ok(Rule { id, title, category, severity, controls, description, remediation, sql: text.to_string(), file: file.to_string(), builtin })
+        let horizon = take("horizon", false)?;
+        let horizon_seconds = if horizon.is_empty() {
+            None
+        } else {
+            Some(parse_duration(&horizon).ok_or_else(|| {
+                err(horizon_line, format!("horizon `{horizon}` is not a duration from 1s to 366d such as 3600s, 90m, 1h or 1d"))
+            })?)
+        };
+        Ok(Rule {
+            id,
+            title,
+            category,
+            severity,
+            controls,
+            description,
+            remediation,
+            horizon_seconds,
+            sql: text.to_string(),
+            file: file.to_string(),
+            builtin,
+        })
     }
+}
+
+/// `3600s`, `90m`, `1h`, `1d` (a number and a unit), from 1 s to 366 days.
+fn parse_duration(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let unit = match s.chars().last()? {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    let n: i64 = s[..s.len() - 1].trim().parse().ok()?;
+    let secs = n.checked_mul(unit)?;
+    (1..=366 * 86_400).contains(&secs).then_some(secs)
 }
 
 /// The built-in rules, as compiled into the binary.
@@ -241,5 +283,16 @@ mod tests {
         ] {
             assert!(ids.contains(&id.to_string()), "{id} missing from {ids:?}");
         }
+    }
+
+    #[test]
+    fn a_horizon_is_a_duration_and_a_bad_one_names_its_line() {
+        let head = "-- id: x.y\n-- title: t\n-- category: c\n-- severity: low\n";
+        let rule = Rule::parse(&format!("{head}-- horizon: 90m\nSELECT 1"), "r.sql", false).unwrap();
+        assert_eq!(rule.horizon_seconds, Some(5400));
+        assert_eq!(Rule::parse(&format!("{head}SELECT 1"), "r.sql", false).unwrap().horizon_seconds, None);
+        let e = Rule::parse(&format!("{head}-- horizon: soon\nSELECT 1"), "r.sql", false).unwrap_err();
+        assert_eq!(e.line, 5, "{e:?}");
+        assert!(Rule::parse(&format!("{head}-- horizon: 400d\nSELECT 1"), "r.sql", false).is_err());
     }
 }
