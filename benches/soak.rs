@@ -50,8 +50,9 @@ struct Sample {
     rss_mib: f64,
     entries: usize,
     bytes: usize,
-    /// Entries by kind (scan path only).
+    /// Entries by kind and bytes by part (scan path only).
     kinds: Vec<(&'static str, usize)>,
+    parts: Vec<(&'static str, usize)>,
 }
 
 fn print_table(title: &str, samples: &[Sample], peak_mib: f64, secs: f64, events: u64) {
@@ -69,7 +70,8 @@ fn print_table(title: &str, samples: &[Sample], peak_mib: f64, secs: f64, events
     }
     for s in samples.iter().filter(|s| s.hour % 12 == 0 && !s.kinds.is_empty()) {
         let kinds: Vec<String> = s.kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
-        println!("hour {:>3}: {}", s.hour, kinds.join(", "));
+        let parts: Vec<String> = s.parts.iter().map(|(k, n)| format!("{k} {:.1}", *n as f64 / (1 << 20) as f64)).collect();
+        println!("hour {:>3}: {}; MiB: {}", s.hour, kinds.join(", "), parts.join(", "));
     }
     let at = |h: i64| samples.iter().filter(|s| s.hour <= h).next_back().map(|s| s.rss_mib);
     if let (Some(a), Some(b)) = (at(36), at(72)) {
@@ -114,7 +116,7 @@ fn soak_scan(policy_text: &str, events: u64, rate: f64) -> anyhow::Result<(Vec<S
             let hour = (newest - start) / HOUR_NS;
             if hour >= next_hour {
                 let s = engine.state_stats();
-                samples.push(Sample { hour, rss_mib: status_mib("VmRSS:"), entries: s.total(), bytes: s.bytes, kinds: s.entries.clone() });
+                samples.push(Sample { hour, rss_mib: status_mib("VmRSS:"), entries: s.total(), bytes: s.bytes, kinds: s.entries.clone(), parts: s.parts.clone() });
                 next_hour = hour + 1;
             }
         }
@@ -208,7 +210,7 @@ fn soak_kafka(bootstrap: &str, policy_text: &str, events: u64, rate: f64) -> any
                 let hour = ((watermark - start) / 3600.0) as i64;
                 if hour >= next_hour {
                     let bytes = metric(&page, "aiwatch_state_bytes").unwrap_or(0.0) as usize;
-                    samples.lock().unwrap().push(Sample { hour, rss_mib: status_mib("VmRSS:"), entries: entries as usize, bytes, kinds: Vec::new() });
+                    samples.lock().unwrap().push(Sample { hour, rss_mib: status_mib("VmRSS:"), entries: entries as usize, bytes, kinds: Vec::new(), parts: Vec::new() });
                     next_hour = hour + 1;
                 }
             }

@@ -353,7 +353,9 @@ impl Engine {
         let mut s = self.state().stats();
         s.entries.push(("emitted_violations", self.emitted.len()));
         // Subjects are ids: about 40 bytes of text each.
-        s.bytes += self.emitted.capacity() * (std::mem::size_of::<((usize, String), i64)>() + 1) + self.emitted.len() * 40;
+        let emitted = self.emitted.capacity() * (std::mem::size_of::<((usize, String), i64)>() + 1) + self.emitted.len() * 40;
+        s.bytes += emitted;
+        s.parts.push(("emitted", emitted));
         s
     }
 

@@ -219,7 +219,9 @@ pub struct Obligation {
 /// Open obligations keyed by id, released in deadline order.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Deadlines {
-    open: HashMap<Key, Obligation>,
+    /// Boxed, so the table's slots stay small (24 bytes) and its growth by
+    /// doubling costs little; an obligation is about 200 bytes.
+    open: HashMap<Key, Box<Obligation>>,
     /// Derived from `open`; rebuilt on restore.
     #[serde(skip)]
     queue: BinaryHeap<Reverse<(i64, Key)>>,
@@ -269,7 +271,7 @@ impl Deadlines {
                 o.met_origin = cur.met_origin.take();
                 self.queue.push(Reverse((o.deadline, k)));
                 self.text = (self.text + text_bytes(&o)).saturating_sub(text_bytes(cur));
-                *cur = o;
+                **cur = o;
             }
             return;
         }
@@ -283,7 +285,7 @@ impl Deadlines {
         }
         self.queue.push(Reverse((o.deadline, k)));
         self.text += text_bytes(&o);
-        self.open.insert(k, o);
+        self.open.insert(k, Box::new(o));
     }
 
     /// Records a fulfilling event (a response, a deletion) at time `t`.
@@ -317,7 +319,7 @@ impl Deadlines {
                 // Remembered from its earliest event: a key opened again within
                 // `memory` of that is the same request or artifact.
                 self.closed.insert(o.start, k);
-                out.push(o);
+                out.push(*o);
             }
         }
         out
@@ -343,7 +345,8 @@ impl Deadlines {
 
     /// An estimate of the heap bytes held.
     fn bytes(&self) -> usize {
-        self.open.capacity() * (size_of::<(Key, Obligation)>() + 1)
+        self.open.capacity() * (size_of::<(Key, Box<Obligation>)>() + 1)
+            + self.open.len() * size_of::<Obligation>()
             + self.text
             + self.queue.capacity() * size_of::<(i64, Key)>()
             + self.early.map.capacity() * (size_of::<(Key, (i64, (String, Origin)))>() + 1)
@@ -353,7 +356,7 @@ impl Deadlines {
     /// Rebuilds what is derived from the stored parts, after a restore.
     pub(crate) fn reindex(&mut self) {
         self.queue = self.open.iter().map(|(k, o)| Reverse((o.deadline, *k))).collect();
-        self.text = self.open.values().map(text_bytes).sum();
+        self.text = self.open.values().map(|o| text_bytes(o)).sum();
         self.early.reindex();
         self.closed.reindex();
     }
@@ -850,6 +853,8 @@ pub struct StepInput {
 pub struct StateStats {
     pub entries: Vec<(&'static str, usize)>,
     pub bytes: usize,
+    /// `bytes` by part of the state.
+    pub parts: Vec<(&'static str, usize)>,
 }
 
 impl StateStats {
@@ -1057,6 +1062,12 @@ impl State {
                 ("seen_ids", seen),
             ],
             bytes: self.history.bytes() + self.requests.bytes() + self.artifacts.bytes() + seen_bytes,
+            parts: vec![
+                ("history", self.history.bytes()),
+                ("requests", self.requests.bytes()),
+                ("artifacts", self.artifacts.bytes()),
+                ("seen", seen_bytes),
+            ],
         }
     }
 
