@@ -31,6 +31,10 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
+#[path = "common/typed.rs"]
+mod typed;
+use typed::TypedEvent;
+
 const PARTITIONS: i32 = 4;
 
 #[global_allocator]
@@ -132,40 +136,6 @@ fn fill(bootstrap: &str, topic: &str, events: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What a typical hand-written consumer parses each message into: the event's
-/// fields as owned, typed values (serde_json, no validation beyond types).
-#[allow(dead_code)] // parsed, not read: the cost is the point
-#[derive(serde::Deserialize)]
-struct TypedEvent {
-    event_id: String,
-    event_type: String,
-    time: String,
-    tenant_id: Option<String>,
-    actor_id: Option<String>,
-    environment: Option<String>,
-    source: Option<String>,
-    request_id: Option<String>,
-    provider: Option<String>,
-    model: Option<String>,
-    operation: Option<String>,
-    vendor_region: Option<String>,
-    data_classes: Option<Vec<String>>,
-    context_tenant_ids: Option<Vec<String>>,
-    conversation_id: Option<String>,
-    input_tokens: Option<i64>,
-    prompt_sha256: Option<String>,
-    status: Option<String>,
-    output_tokens: Option<i64>,
-    latency_ms: Option<f64>,
-    artifact_id: Option<String>,
-    artifact_kind: Option<String>,
-    storage_region: Option<String>,
-    resource_type: Option<String>,
-    resource: Option<String>,
-    change_id: Option<String>,
-    approved_by: Option<String>,
-}
-
 /// Drains `topic` from the beginning with a bare consumer that only counts: (messages, seconds, bytes).
 fn raw_consume(bootstrap: &str, topic: &str, run_id: u32) -> anyhow::Result<(u64, f64, u64)> {
     consume(bootstrap, topic, &format!("{topic}-raw-{run_id}"), |_| {})
@@ -186,6 +156,8 @@ fn consume(bootstrap: &str, topic: &str, group: &str, mut each: impl FnMut(&[u8]
     let raw: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
+        // As aiwatch's consumer: librdkafka otherwise pauses fetching for 1 s whenever its queue is full.
+        .set("fetch.queue.backoff.ms", "20")
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .create()?;

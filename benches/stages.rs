@@ -17,6 +17,10 @@ use aiwatch::event::{Origin, RawBatch};
 use aiwatch::generate::{Generator, GeneratorConfig, DEMO_POLICY};
 use aiwatch::policy::Policy;
 
+#[path = "common/typed.rs"]
+mod typed;
+use typed::TypedEvent;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc; // as the binary
 
@@ -56,6 +60,16 @@ fn main() -> anyhow::Result<()> {
         }
     }
     report("bare JSON parse (serde)", parsed, started);
+
+    let started = Instant::now();
+    let mut typed_ok = 0;
+    for raw in &raws {
+        for (bytes, _) in raw.iter() {
+            typed_ok += serde_json::from_slice::<TypedEvent>(bytes).is_ok() as usize;
+        }
+    }
+    report("typed struct (serde_json)", events, started);
+    std::hint::black_box(typed_ok);
 
     // Each batch is dropped after decoding, as in `run`, so memory is reused
     // the way it is there; the engine stages get their input decoded again, untimed.
