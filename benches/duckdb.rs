@@ -19,13 +19,16 @@
 //! in the target folder (`duckdb-venv`) and installs it there from PyPI;
 //! `AIWATCH_BENCH_PYTHON` names another interpreter. No assertions.
 
+#[path = "common/stream.rs"]
+mod stream;
+
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use aiwatch::generate::{Generator, GeneratorConfig, DEMO_POLICY};
+use aiwatch::generate::DEMO_POLICY;
 use anyhow::{bail, Context as _};
 
 /// Wall time and peak resident set size of one finished child.
@@ -137,28 +140,7 @@ fn main() -> anyhow::Result<()> {
     let input = dir.path().join("events.jsonl");
     let policy = dir.path().join("demo-policy.toml");
     std::fs::write(&policy, DEMO_POLICY)?;
-    let started = Instant::now();
-    {
-        // The stream of benches/scan.rs.
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&input)?);
-        let mut g = Generator::new(GeneratorConfig {
-            events_per_second: 200.0,
-            max_disorder_seconds: 20.0,
-            duplicate_rate: 0.001,
-            malformed_rate: 0.0005,
-            ..Default::default()
-        });
-        let mut line = Vec::with_capacity(1024);
-        for _ in 0..events {
-            line.clear();
-            g.next_into(&mut line);
-            line.push(b'\n');
-            out.write_all(&line)?;
-        }
-        out.flush()?;
-    }
-    let bytes = std::fs::metadata(&input)?.len();
-    eprintln!("generated {events} lines ({:.0} MB) in {:.1} s", bytes as f64 / 1e6, started.elapsed().as_secs_f64());
+    let bytes = stream::write_scan_stream(&input, events)?;
 
     let alerts = dir.path().join("alerts.jsonl");
     let scan_log = dir.path().join("scan.log");

@@ -5,12 +5,10 @@
 //! events/s and peak RSS; the figures are recorded in docs/benchmarks.md.
 //! No assertions: speed goals live here, not in tests.
 
-use std::io::Write;
 use std::sync::Arc;
-use std::time::Instant;
 
 use aiwatch::engine::{Engine, EngineConfig};
-use aiwatch::generate::{Generator, GeneratorConfig, DEMO_POLICY};
+use aiwatch::generate::DEMO_POLICY;
 use aiwatch::pipeline::{scan, DeadLetterSink, ScanInputs};
 use aiwatch::policy::Policy;
 
@@ -23,6 +21,9 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+#[path = "common/stream.rs"]
+mod stream;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc; // as the binary
 
@@ -34,27 +35,7 @@ fn main() -> anyhow::Result<()> {
 
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("events.jsonl");
-    let started = Instant::now();
-    {
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path)?);
-        let mut g = Generator::new(GeneratorConfig {
-            events_per_second: 200.0,
-            max_disorder_seconds: 20.0,
-            duplicate_rate: 0.001,
-            malformed_rate: 0.0005,
-            ..Default::default()
-        });
-        let mut line = Vec::with_capacity(1024);
-        for _ in 0..events {
-            line.clear();
-            g.next_into(&mut line);
-            line.push(b'\n');
-            out.write_all(&line)?;
-        }
-        out.flush()?;
-    }
-    let bytes = std::fs::metadata(&path)?.len();
-    eprintln!("generated {events} lines ({:.0} MB) in {:.1} s", bytes as f64 / 1e6, started.elapsed().as_secs_f64());
+    let bytes = stream::write_scan_stream(&path, events)?;
     let rss_before = peak_rss_mib();
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
