@@ -129,9 +129,11 @@ fn soak_scan(policy_text: &str, events: u64, rate: f64) -> anyhow::Result<(Vec<S
 fn metric(page: &str, name: &str) -> Option<f64> {
     let mut found = None;
     for l in page.lines().filter(|l| !l.starts_with('#')) {
-        let (key, value) = l.rsplit_once(' ')?;
+        let Some((key, value)) = l.rsplit_once(' ') else { continue };
         if key == name || key.starts_with(&format!("{name}{{")) {
-            *found.get_or_insert(0.0) += value.parse::<f64>().ok()?;
+            if let Ok(v) = value.parse::<f64>() {
+                *found.get_or_insert(0.0) += v;
+            }
         }
     }
     found
@@ -140,19 +142,17 @@ fn metric(page: &str, name: &str) -> Option<f64> {
 fn scrape(addr: &str) -> Option<String> {
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
     let mut page = String::new();
     s.read_to_string(&mut page).ok()?;
     Some(page)
 }
 
-/// Fills a topic with the stream, then runs `aiwatch run --until-end` on it
-/// in-process, sampling its metrics and this process's RSS by watermark hour.
-fn soak_kafka(bootstrap: &str, policy_text: &str, events: u64, rate: f64) -> anyhow::Result<(Vec<Sample>, f64)> {
+/// Fills `topic` with the soak stream (in a child process of its own).
+fn produce(bootstrap: &str, topic: &str, events: u64, rate: f64) -> anyhow::Result<()> {
     use rdkafka::config::ClientConfig;
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-    let topic = format!("aiwatch-soak-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos());
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "20")
@@ -167,7 +167,7 @@ fn soak_kafka(bootstrap: &str, policy_text: &str, events: u64, rate: f64) -> any
         line.clear();
         g.next_into(&mut line);
         loop {
-            match producer.send(BaseRecord::<(), [u8]>::to(&topic).payload(&line[..]).partition((i % 4) as i32)) {
+            match producer.send(BaseRecord::<(), [u8]>::to(topic).payload(&line[..]).partition((i % 4) as i32)) {
                 Ok(()) => break,
                 Err((_, _)) => {
                     producer.poll(Duration::from_millis(50));
@@ -177,6 +177,31 @@ fn soak_kafka(bootstrap: &str, policy_text: &str, events: u64, rate: f64) -> any
     }
     producer.flush(Duration::from_secs(120))?;
     eprintln!("produced {events} events to {topic} in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Fills a topic with the stream, then runs `aiwatch run --until-end` on it
+/// in-process, sampling its metrics and this process's RSS by watermark hour.
+fn soak_kafka(bootstrap: &str, policy_text: &str, events: u64, rate: f64) -> anyhow::Result<(Vec<Sample>, f64)> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::config::ClientConfig;
+
+    let topic = format!("aiwatch-soak-{}", std::process::id());
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let admin: AdminClient<_> = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+    for created in runtime.block_on(admin.create_topics(
+        &[NewTopic::new(&topic, 4, TopicReplication::Fixed(1))],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+    ))? {
+        created.map_err(|(t, e)| anyhow::anyhow!("cannot create topic {t}: {e}"))?;
+    }
+    // Produced by a child process, so the producer's buffers are not in this process's RSS.
+    let status = std::process::Command::new(std::env::current_exe()?)
+        .env("AIWATCH_SOAK_PRODUCE", &topic)
+        .env("AIWATCH_SOAK_EVENTS", events.to_string())
+        .env("AIWATCH_SOAK_RATE", rate.to_string())
+        .status()?;
+    anyhow::ensure!(status.success(), "producing the soak stream failed");
 
     let dir = tempfile::tempdir()?;
     std::fs::write(dir.path().join("policy.toml"), policy_text)?;
@@ -216,11 +241,11 @@ fn soak_kafka(bootstrap: &str, policy_text: &str, events: u64, rate: f64) -> any
             }
         })
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = runtime.block_on(aiwatch::stream::run(config, aiwatch::stream::RunOptions { until_end: true }));
     done.store(true, Ordering::Relaxed);
     sampler.join().expect("sampler thread");
     result?;
+    let _ = runtime.block_on(admin.delete_topics(&[&topic], &AdminOptions::new()));
     let samples = samples.lock().unwrap().clone();
     Ok((samples, status_mib("VmHWM:")))
 }
@@ -231,6 +256,10 @@ fn main() -> anyhow::Result<()> {
     let env = |name: &str, default: f64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let events = env("AIWATCH_SOAK_EVENTS", 4_000_000.0) as u64;
     let rate = env("AIWATCH_SOAK_RATE", 15.0);
+    if let Ok(topic) = std::env::var("AIWATCH_SOAK_PRODUCE") {
+        let bootstrap = std::env::var("AIWATCH_KAFKA_BOOTSTRAP")?;
+        return produce(&bootstrap, &topic, events, rate);
+    }
     let policies = [
         ("demo", "demo policy (longest retention 30 days)", DEMO_POLICY.to_string()),
         ("one-day", "longest retention 1 day", one_day_policy()),
