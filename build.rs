@@ -14,16 +14,16 @@ fn embed(dir: &Path, ext: &str, name: &str, out: &mut String) {
     files.sort();
     writeln!(out, "pub(crate) const {name}: &[(&str, &str)] = &[").unwrap();
     for p in files {
-        let abs = std::fs::canonicalize(&p).unwrap();
-        let rel = p.strip_prefix(manifest_dir()).unwrap_or(&p);
-        writeln!(out, "    ({:?}, include_str!({:?})),", rel.display().to_string(), abs.display().to_string()).unwrap();
+        let rel = p.strip_prefix(manifest_dir()).expect("embedded files are inside the crate").display().to_string();
+        // The path is joined when the crate compiles, not here: this script's
+        // output is reused when the same target directory builds another clone.
+        writeln!(out, "    ({rel:?}, include_str!(concat!(env!(\"CARGO_MANIFEST_DIR\"), \"/\", {rel:?}))),").unwrap();
     }
     writeln!(out, "];").unwrap();
 }
 
-/// The crate's folder, read when the script runs: `env!` would bake in the
-/// folder the script was compiled in, and a target directory shared between
-/// clones (as `.ci/run` does) would then read another clone's rules.
+/// The crate's folder, read when the script runs: `env!` here would bake in the
+/// folder the script was compiled in.
 fn manifest_dir() -> PathBuf {
     PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
 }
