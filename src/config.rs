@@ -26,6 +26,11 @@ pub struct RunConfig {
     /// Allowed lateness, seconds (0 to 7 days).
     #[serde(default = "default_lateness", deserialize_with = "lateness")]
     pub lateness_seconds: u64,
+    /// Estimated bytes of event-time state past which open obligations (stored
+    /// artifacts owed a deletion, requests owed a response) move to a store on
+    /// disk in `state_dir` (0 to 1 TiB; default 512 MiB).
+    #[serde(default = "default_state_memory_limit", deserialize_with = "state_memory_limit")]
+    pub state_memory_limit: usize,
     /// Seconds between checkpoints; offsets are committed at each one (1 s to 1 day).
     #[serde(default = "default_checkpoint_interval", deserialize_with = "checkpoint_interval")]
     pub checkpoint_interval_seconds: u64,
@@ -257,6 +262,9 @@ fn default_max_list_items() -> usize {
 fn default_max_raw_bytes() -> usize {
     crate::decode::DEFAULT_MAX_RAW_BYTES
 }
+fn default_state_memory_limit() -> usize {
+    crate::engine::state::DEFAULT_STATE_MEMORY_LIMIT
+}
 fn default_lateness() -> u64 {
     60
 }
@@ -309,6 +317,9 @@ const DAY_SECONDS: u64 = 86_400;
 
 fn lateness<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     in_range(d, "lateness_seconds", 0, 7 * DAY_SECONDS)
+}
+fn state_memory_limit<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    in_range(d, "state_memory_limit", 0, 1 << 40)
 }
 fn checkpoint_interval<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     in_range(d, "checkpoint_interval_seconds", 1, DAY_SECONDS)

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::{DeadLetterDestination, OutputConfig, RunConfig};
 use crate::decode::{DeadLetter, DecodeOptions, Decoded, Decoder};
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::{Engine, EngineConfig, SpillConfig};
 use crate::event::{Origin, RawBatch};
 use crate::outputs::http::{Alertmanager, Webhook};
 use crate::outputs::kafka::{send_dead_letters, KafkaAlerts};
@@ -558,9 +558,14 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
     }
     let policy = Arc::new(Policy::load(&config.policy)?);
     let rules = crate::rules::pack(config.rules.as_deref())?;
-    let engine_config = EngineConfig { lateness_seconds: config.lateness_seconds, ..Default::default() };
-    let mut engine = Engine::new(policy, rules, &engine_config).await.context("the rule pack cannot be used")?;
     let checkpoint_path = config.state_dir.join("checkpoint.aiwatch");
+    let engine_config = EngineConfig {
+        lateness_seconds: config.lateness_seconds,
+        // Beside the checkpoint, which names the store's savepoint it was taken with.
+        spill: SpillConfig { memory_limit: config.state_memory_limit, path: Some(config.state_dir.join("spill.redb")) },
+        ..Default::default()
+    };
+    let mut engine = Engine::new(policy, rules, &engine_config).await.context("the rule pack cannot be used")?;
     let covered = match engine.restore_checkpoint(&checkpoint_path)? {
         Some(pos) => {
             let covered = parse_position(&pos);

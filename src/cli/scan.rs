@@ -42,6 +42,11 @@ pub struct Args {
     #[arg(long, value_name = "BYTES", default_value_t = decode::DEFAULT_MAX_RAW_BYTES as u64,
         value_parser = clap::value_parser!(u64).range(0..=268_435_456))]
     pub dead_letter_max_raw: u64,
+    /// Estimated bytes of event-time state past which open obligations move to
+    /// a scratch store on disk (in TMPDIR, removed at exit), as `aiwatch run`
+    /// does (state_memory_limit; default 512 MiB).
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(0..=1_099_511_627_776))]
+    pub state_memory_limit: Option<u64>,
     /// JSON Lines inputs, plain or gzip; `-` reads standard input.
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<String>,
@@ -57,7 +62,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         include_raw: a.dead_letter_max_raw > 0,
     };
     let policy = super::load_policy(&a.rules.policy)?;
-    let mut engine = super::build_engine(policy, a.rules.rules.as_deref(), a.rules.lateness).await?;
+    let mut engine = super::build_engine(policy, a.rules.rules.as_deref(), a.rules.lateness, a.state_memory_limit.map(|b| b as usize)).await?;
     let mut alerts = JsonLines::create(a.alerts.as_deref())
         .map_err(|e| anyhow::anyhow!("cannot write alerts to {}: {e}", a.alerts.as_ref().unwrap().display()))?;
     let mut dead = match &a.dead_letter {

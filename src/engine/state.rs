@@ -28,6 +28,7 @@ use arrow::compute::{filter_record_batch, interleave_record_batch};
 use arrow::datatypes::{Field, Schema, SchemaRef, TimestampNanosecondType};
 use smallvec::SmallVec;
 
+use super::spill::{Kind, Spill, Tables};
 use crate::event::{col, events_schema, Origin};
 use crate::policy::Policy;
 
@@ -234,6 +235,9 @@ pub struct Deadlines {
     /// Heap bytes of the open obligations' strings, kept as they change.
     #[serde(skip)]
     text: usize,
+    /// Open obligations held in the spill store rather than in `open` (see [`super::spill`]).
+    #[serde(skip)]
+    pub(crate) spilled: usize,
 }
 
 fn text_bytes(o: &Obligation) -> usize {
@@ -259,11 +263,13 @@ impl Deadlines {
             closed: TimedKeys::new(bucket_width(memory)),
             memory,
             text: 0,
+            spilled: 0,
         }
     }
 
     /// Opens (or moves earlier) the obligation for `k`; `make` builds it only when needed.
-    fn open(&mut self, k: Key, start: i64, make: impl FnOnce() -> Obligation) {
+    /// `disk`: the spill store's tables, given when some of these obligations are spilled.
+    fn open(&mut self, k: Key, start: i64, make: impl FnOnce() -> Obligation, disk: Option<&mut Tables<'_>>) {
         if let Some(cur) = self.open.get_mut(&k) {
             if start < cur.start {
                 let mut o = make();
@@ -278,6 +284,18 @@ impl Deadlines {
         if self.closed.contains(k) {
             return;
         }
+        if let Some(d) = disk {
+            if let Some(cur) = d.get(k) {
+                if start < cur.start {
+                    let mut o = make();
+                    o.met = cur.met;
+                    o.met_origin = cur.met_origin;
+                    d.unindex(k, cur.deadline);
+                    d.put(k, &o);
+                }
+                return;
+            }
+        }
         let mut o = make();
         if let Some((t, (id, origin))) = self.early.remove(k) {
             o.met = Some((t, id));
@@ -289,23 +307,36 @@ impl Deadlines {
     }
 
     /// Records a fulfilling event (a response, a deletion) at time `t`.
-    fn fulfil(&mut self, k: Key, t: i64, event_id: &str, origin: impl FnOnce() -> Origin) {
+    fn fulfil(&mut self, k: Key, t: i64, event_id: &str, origin: impl FnOnce() -> Origin, disk: Option<&mut Tables<'_>>) {
         if let Some(o) = self.open.get_mut(&k) {
             if o.met.as_ref().is_none_or(|(m, _)| t < *m) {
                 self.text = self.text.saturating_sub(o.met.as_ref().map_or(0, |m| m.1.capacity())) + event_id.len();
                 o.met = Some((t, event_id.to_string()));
                 o.met_origin = Some(origin());
             }
-        } else if !self.closed.contains(k) {
-            self.early.insert_earliest(k, t, || (event_id.to_string(), origin()));
+            return;
         }
+        if self.closed.contains(k) {
+            return;
+        }
+        if let Some(d) = disk {
+            if let Some(mut o) = d.get(k) {
+                if o.met.as_ref().is_none_or(|(m, _)| t < *m) {
+                    o.met = Some((t, event_id.to_string()));
+                    o.met_origin = Some(origin());
+                    d.put(k, &o);
+                }
+                return;
+            }
+        }
+        self.early.insert_earliest(k, t, || (event_id.to_string(), origin()));
     }
 
     /// Takes every obligation whose deadline is before `watermark` (or at it, when
     /// `inclusive`: the end of a finite input, after which nothing more arrives).
     /// While streaming, an event exactly at the watermark is still on time, so a
     /// deadline equal to the watermark can still be met and must wait.
-    fn due(&mut self, watermark: i64, inclusive: bool) -> Vec<Obligation> {
+    fn due(&mut self, watermark: i64, inclusive: bool, disk: Option<&mut Tables<'_>>) -> Vec<Obligation> {
         let mut out = Vec::new();
         while let Some(Reverse((deadline, _))) = self.queue.peek() {
             if *deadline > watermark || (*deadline == watermark && !inclusive) {
@@ -322,7 +353,30 @@ impl Deadlines {
                 out.push(*o);
             }
         }
+        if let Some(d) = disk {
+            let spilled = d.take_due(watermark, inclusive);
+            if !spilled.is_empty() {
+                self.spilled -= spilled.len();
+                for (k, o) in spilled {
+                    self.closed.insert(o.start, k);
+                    out.push(o);
+                }
+                // The order an all-in-memory state releases them in.
+                out.sort_by_cached_key(|o| (o.deadline, key(&o.key)));
+            }
+        }
         out
+    }
+
+    /// Moves every open obligation in memory to the spill store.
+    fn spill_all(&mut self, d: &mut Tables<'_>) {
+        for (k, o) in self.open.drain() {
+            d.put(k, &o);
+            self.spilled += 1;
+        }
+        self.open = HashMap::default();
+        self.queue = BinaryHeap::new();
+        self.text = 0;
     }
 
     fn expire(&mut self, watermark: i64) {
@@ -331,8 +385,9 @@ impl Deadlines {
         self.closed.expire(cutoff);
     }
 
+    /// Open obligations, in memory and spilled.
     pub fn open_len(&self) -> usize {
-        self.open.len()
+        self.open.len() + self.spilled
     }
 
     pub fn closed_len(&self) -> usize {
@@ -874,7 +929,29 @@ pub struct State {
     pub history: History,
     pub requests: Deadlines,
     pub artifacts: Deadlines,
+    /// Open obligations moved to disk past the memory limit; opened at the first spill.
+    pub(crate) spill: Option<Spill>,
+    pub(crate) spill_config: SpillConfig,
+    over_limit_warned: bool,
 }
+
+/// When and where the state spills open obligations to disk.
+#[derive(Debug, Clone)]
+pub struct SpillConfig {
+    /// Estimated state bytes past which open obligations move to disk.
+    pub memory_limit: usize,
+    /// The store's file; `None` uses a scratch file in the temporary folder, removed at exit.
+    pub path: Option<std::path::PathBuf>,
+}
+
+impl Default for SpillConfig {
+    fn default() -> Self {
+        SpillConfig { memory_limit: DEFAULT_STATE_MEMORY_LIMIT, path: None }
+    }
+}
+
+/// The default `state_memory_limit`: 512 MiB.
+pub const DEFAULT_STATE_MEMORY_LIMIT: usize = 512 << 20;
 
 const SEEN_BUCKET: i64 = 60 * NANOS_PER_SEC;
 
@@ -887,7 +964,7 @@ impl State {
     /// 24 h and the longest retention period.
     ///
     /// `history_horizon`: how long history rows are kept (event time, nanoseconds).
-    pub fn new(lateness_seconds: u64, policy: &Policy, history_columns: &[usize], history_horizon: i64) -> State {
+    pub fn new(lateness_seconds: u64, policy: &Policy, history_columns: &[usize], history_horizon: i64, spill_config: SpillConfig) -> State {
         let secs = |s: i64| HISTORY_HORIZON.max(s.saturating_mul(NANOS_PER_SEC));
         State {
             lateness: (lateness_seconds as i64).saturating_mul(NANOS_PER_SEC),
@@ -897,6 +974,9 @@ impl State {
             history: History::new(history_columns, history_horizon),
             requests: Deadlines::new(secs(policy.response_timeout_seconds)),
             artifacts: Deadlines::new(secs(policy.max_retention_seconds())),
+            spill: None,
+            spill_config,
+            over_limit_warned: false,
         }
     }
 
@@ -919,24 +999,41 @@ impl State {
         let c = Cols::of(&events);
         let mut late = 0;
         let mut origins = Origins::default();
-        for i in 0..events.num_rows() {
-            let t = c.time.value(i);
-            if t < self.watermark {
-                late += 1;
+        // The spill store's tables, in one transaction for the step, when anything is spilled.
+        let spill = self.spill.take();
+        let txn = spill.as_ref().filter(|_| self.requests.spilled + self.artifacts.spilled > 0).map(Spill::begin);
+        let (due_requests, due_artifacts, history, conversations) = {
+            let open = |kind: Kind, n: usize| match (&spill, &txn) {
+                (Some(s), Some(t)) if n > 0 => Some(Tables::open(s, t, kind)),
+                _ => None,
+            };
+            let mut requests = open(Kind::Requests, self.requests.spilled);
+            let mut artifacts = open(Kind::Artifacts, self.artifacts.spilled);
+            for i in 0..events.num_rows() {
+                let t = c.time.value(i);
+                if t < self.watermark {
+                    late += 1;
+                }
+                self.max_seen = Some(self.max_seen.map_or(t, |m| m.max(t)));
+                self.track_deadlines(&c, i, t, policy, &mut origins, requests.as_mut(), artifacts.as_mut());
             }
-            self.max_seen = Some(self.max_seen.map_or(t, |m| m.max(t)));
-            self.track_deadlines(&c, i, t, policy, &mut origins);
-        }
 
-        let (history, conversations) = self.history.step(&events, &mut origins);
+            let (history, conversations) = self.history.step(&events, &mut origins);
 
-        if let Some(m) = self.max_seen {
-            let bound = hold.map_or(m, |h| m.min(h));
-            self.watermark = self.watermark.max(bound.saturating_sub(self.lateness));
+            if let Some(m) = self.max_seen {
+                let bound = hold.map_or(m, |h| m.min(h));
+                self.watermark = self.watermark.max(bound.saturating_sub(self.lateness));
+            }
+            let due_requests = self.requests.due(self.watermark, false, requests.as_mut());
+            let due_artifacts = self.artifacts.due(self.watermark, false, artifacts.as_mut());
+            (due_requests, due_artifacts, history, conversations)
+        };
+        if let (Some(s), Some(t)) = (&spill, txn) {
+            s.commit(t);
         }
-        let due_requests = self.requests.due(self.watermark, false);
-        let due_artifacts = self.artifacts.due(self.watermark, false);
+        self.spill = spill;
         self.expire();
+        self.keep_within_limit();
         StepInput {
             events,
             history,
@@ -955,12 +1052,27 @@ impl State {
         if let Some(m) = self.max_seen {
             self.watermark = self.watermark.max(m);
         }
+        let spill = self.spill.take();
+        let (due_requests, due_artifacts) = match &spill {
+            Some(s) => {
+                let txn = s.begin();
+                let due = {
+                    let mut requests = Tables::open(s, &txn, Kind::Requests);
+                    let mut artifacts = Tables::open(s, &txn, Kind::Artifacts);
+                    (self.requests.due(self.watermark, true, Some(&mut requests)), self.artifacts.due(self.watermark, true, Some(&mut artifacts)))
+                };
+                s.commit(txn);
+                due
+            }
+            None => (self.requests.due(self.watermark, true, None), self.artifacts.due(self.watermark, true, None)),
+        };
+        self.spill = spill;
         StepInput {
             events: RecordBatch::new_empty(events_schema()),
             history: None,
             conversations: None,
-            due_requests: self.requests.due(self.watermark, true),
-            due_artifacts: self.artifacts.due(self.watermark, true),
+            due_requests,
+            due_artifacts,
             duplicates: 0,
             late: 0,
             watermark: self.watermark(),
@@ -983,7 +1095,17 @@ impl State {
         (filter_record_batch(&batch, &keep).expect("mask fits batch"), dropped)
     }
 
-    fn track_deadlines(&mut self, c: &Cols<'_>, i: usize, t: i64, policy: &Policy, origins: &mut Origins) {
+    #[allow(clippy::too_many_arguments)]
+    fn track_deadlines(
+        &mut self,
+        c: &Cols<'_>,
+        i: usize,
+        t: i64,
+        policy: &Policy,
+        origins: &mut Origins,
+        spilled_requests: Option<&mut Tables<'_>>,
+        spilled_artifacts: Option<&mut Tables<'_>>,
+    ) {
         let tenant = Cols::opt(c.tenant_id, i);
         let mut obligation = |key: &str, deadline: i64, kind: Option<&str>| Obligation {
             key: key.to_string(),
@@ -1000,12 +1122,12 @@ impl State {
             "ai.request" => {
                 if let Some(r) = Cols::opt(c.request_id, i) {
                     let deadline = t.saturating_add(policy.response_timeout_seconds.saturating_mul(NANOS_PER_SEC));
-                    self.requests.open(key(r), t, || obligation(r, deadline, None));
+                    self.requests.open(key(r), t, || obligation(r, deadline, None), spilled_requests);
                 }
             }
             "ai.response" => {
                 if let Some(r) = Cols::opt(c.request_id, i) {
-                    self.requests.fulfil(key(r), t, c.event_id.value(i), || origins.of(c, i));
+                    self.requests.fulfil(key(r), t, c.event_id.value(i), || origins.of(c, i), spilled_requests);
                 }
             }
             "artifact.stored" => {
@@ -1015,12 +1137,12 @@ impl State {
                 };
                 if let Some(secs) = policy.retention_seconds(tenant, kind) {
                     let deadline = t.saturating_add(secs.saturating_mul(NANOS_PER_SEC));
-                    self.artifacts.open(key(a), t, || obligation(a, deadline, Some(kind)));
+                    self.artifacts.open(key(a), t, || obligation(a, deadline, Some(kind)), spilled_artifacts);
                 }
             }
             "artifact.deleted" => {
                 if let Some(a) = Cols::opt(c.artifact_id, i) {
-                    self.artifacts.fulfil(key(a), t, c.event_id.value(i), || origins.of(c, i));
+                    self.artifacts.fulfil(key(a), t, c.event_id.value(i), || origins.of(c, i), spilled_artifacts);
                 }
             }
             _ => {}
@@ -1046,10 +1168,63 @@ impl State {
         }
     }
 
+    /// Past the memory limit, moves the open obligations in memory to the
+    /// spill store: the artifacts' (the longest lived) first, then the
+    /// requests' if the state is still over.
+    fn keep_within_limit(&mut self) {
+        let limit = self.spill_config.memory_limit;
+        if self.bytes() <= limit {
+            return;
+        }
+        if self.artifacts.open.is_empty() && self.requests.open.is_empty() {
+            self.warn_over_limit(limit);
+            return;
+        }
+        let spill = match self.spill.take() {
+            Some(s) => s,
+            None => Spill::open(self.spill_config.path.as_deref(), true).unwrap_or_else(|e| panic!("{e}")),
+        };
+        let txn = spill.begin();
+        {
+            let mut artifacts = Tables::open(&spill, &txn, Kind::Artifacts);
+            self.artifacts.spill_all(&mut artifacts);
+        }
+        if self.bytes() > limit {
+            let mut requests = Tables::open(&spill, &txn, Kind::Requests);
+            self.requests.spill_all(&mut requests);
+        }
+        spill.commit(txn);
+        self.spill = Some(spill);
+        if self.bytes() > limit {
+            self.warn_over_limit(limit);
+        }
+    }
+
+    fn warn_over_limit(&mut self, limit: usize) {
+        if !self.over_limit_warned {
+            self.over_limit_warned = true;
+            tracing::warn!(
+                limit_bytes = limit,
+                state_bytes = self.bytes(),
+                "the state is over state_memory_limit with every open obligation spilled: history and recent ids cannot spill; \
+                 raise state_memory_limit, or shorten the rules' horizon (see docs/semantics.md)"
+            );
+        }
+    }
+
+    fn seen_bytes(&self) -> usize {
+        self.seen.values().map(|s| s.capacity() * (size_of::<Key>() + 1) + 64).sum()
+    }
+
+    /// The estimated heap bytes of the state (what `state_memory_limit` bounds).
+    pub fn bytes(&self) -> usize {
+        self.history.bytes() + self.requests.bytes() + self.artifacts.bytes() + self.seen_bytes()
+    }
+
     /// Entries held by kind and an estimate of their bytes.
     pub fn stats(&self) -> StateStats {
         let seen: usize = self.seen.values().map(HashSet::len).sum();
-        let seen_bytes: usize = self.seen.values().map(|s| s.capacity() * (size_of::<Key>() + 1) + 64).sum();
+        let seen_bytes = self.seen_bytes();
         StateStats {
             entries: vec![
                 ("history_rows", self.history.rows()),
@@ -1060,6 +1235,7 @@ impl State {
                 ("decided_artifacts", self.artifacts.closed_len()),
                 ("early_fulfilments", self.requests.early_len() + self.artifacts.early_len()),
                 ("seen_ids", seen),
+                ("spilled_obligations", self.requests.spilled + self.artifacts.spilled),
             ],
             bytes: self.history.bytes() + self.requests.bytes() + self.artifacts.bytes() + seen_bytes,
             parts: vec![
@@ -1122,7 +1298,7 @@ mod tests {
     }
 
     fn open(d: &mut Deadlines, k: &str, start: i64, deadline: i64) {
-        d.open(key(k), start, || ob(k, start, deadline));
+        d.open(key(k), start, || ob(k, start, deadline), None);
     }
 
     #[test]
@@ -1131,23 +1307,23 @@ mod tests {
         open(&mut d, "a", 10, 20);
         open(&mut d, "b", 5, 15);
         open(&mut d, "a", 8, 18); // an earlier request for the same key counts
-        d.fulfil(key("b"), 16, "r", || Origin::Generated { seq: 1 });
-        assert!(d.due(14, true).is_empty());
-        assert!(d.due(15, false).is_empty(), "a deadline equal to the watermark can still be met");
-        let due: Vec<_> = d.due(18, true).into_iter().map(|o| (o.key, o.deadline, o.met.map(|m| m.0))).collect();
+        d.fulfil(key("b"), 16, "r", || Origin::Generated { seq: 1 }, None);
+        assert!(d.due(14, true, None).is_empty());
+        assert!(d.due(15, false, None).is_empty(), "a deadline equal to the watermark can still be met");
+        let due: Vec<_> = d.due(18, true, None).into_iter().map(|o| (o.key, o.deadline, o.met.map(|m| m.0))).collect();
         assert_eq!(due, vec![("b".into(), 15, Some(16)), ("a".into(), 18, None)]);
-        assert!(d.due(100, true).is_empty(), "the superseded entry of `a` is skipped");
+        assert!(d.due(100, true, None).is_empty(), "the superseded entry of `a` is skipped");
         open(&mut d, "a", 30, 40);
-        assert!(d.due(100, true).is_empty(), "a decided key is not reopened");
+        assert!(d.due(100, true, None).is_empty(), "a decided key is not reopened");
     }
 
     #[test]
     fn a_fulfilment_before_the_obligation_counts() {
         let mut d = Deadlines::new(HISTORY_HORIZON);
-        d.fulfil(key("x"), 3, "resp", || Origin::Generated { seq: 2 });
-        d.fulfil(key("x"), 2, "resp0", || Origin::Generated { seq: 3 });
+        d.fulfil(key("x"), 3, "resp", || Origin::Generated { seq: 2 }, None);
+        d.fulfil(key("x"), 2, "resp0", || Origin::Generated { seq: 3 }, None);
         open(&mut d, "x", 5, 9);
-        assert_eq!(d.due(9, true)[0].met, Some((2, "resp0".into())));
+        assert_eq!(d.due(9, true, None)[0].met, Some((2, "resp0".into())));
     }
 
     #[test]
@@ -1155,14 +1331,14 @@ mod tests {
         let hour = 3600 * NANOS_PER_SEC;
         let mut d = Deadlines::new(24 * hour);
         open(&mut d, "a", 0, hour);
-        assert_eq!(d.due(2 * hour, true).len(), 1);
+        assert_eq!(d.due(2 * hour, true, None).len(), 1);
         d.expire(24 * hour);
         assert_eq!(d.closed_len(), 1, "kept for its memory");
         open(&mut d, "a", 2 * hour, 3 * hour);
         assert_eq!(d.open_len(), 0, "still decided");
         d.expire(hour + 24 * hour + bucket_width(24 * hour));
         assert_eq!(d.closed_len(), 0, "gone a bucket after its memory");
-        d.fulfil(key("late"), 5, "r", || Origin::Generated { seq: 0 });
+        d.fulfil(key("late"), 5, "r", || Origin::Generated { seq: 0 }, None);
         d.expire(i64::MAX);
         assert_eq!(d.early_len(), 0);
     }
