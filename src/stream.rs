@@ -562,7 +562,11 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
     let engine_config = EngineConfig {
         lateness_seconds: config.lateness_seconds,
         // Beside the checkpoint, which names the store's savepoint it was taken with.
-        spill: SpillConfig { memory_limit: config.state_memory_limit, path: Some(config.state_dir.join("spill.redb")) },
+        spill: SpillConfig {
+            memory_limit: config.state_memory_limit,
+            path: Some(config.state_dir.join("spill.redb")),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let mut engine = Engine::new(policy, rules, &engine_config).await.context("the rule pack cannot be used")?;

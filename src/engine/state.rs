@@ -368,15 +368,25 @@ impl Deadlines {
         out
     }
 
-    /// Moves every open obligation in memory to the spill store.
-    fn spill_all(&mut self, d: &mut Tables<'_>) {
+    /// Moves the open obligations due after `cutoff` from memory to the spill store.
+    fn spill_due_after(&mut self, cutoff: i64, d: &mut Tables<'_>) {
+        let before = self.open.len();
+        let mut kept = HashMap::default();
         for (k, o) in self.open.drain() {
-            d.put(k, &o);
-            self.spilled += 1;
+            if o.deadline > cutoff {
+                d.put(k, &o);
+                self.spilled += 1;
+            } else {
+                kept.insert(k, o);
+            }
         }
-        self.open = HashMap::default();
-        self.queue = BinaryHeap::new();
-        self.text = 0;
+        if kept.len() == before {
+            self.open = kept;
+            return;
+        }
+        // Rebuilt at their size, so the memory of the spilled ones is given back.
+        self.open = kept;
+        self.reindex_open();
     }
 
     fn expire(&mut self, watermark: i64) {
@@ -408,10 +418,15 @@ impl Deadlines {
             + self.closed.bytes()
     }
 
-    /// Rebuilds what is derived from the stored parts, after a restore.
-    pub(crate) fn reindex(&mut self) {
+    /// The deadline queue and the text bytes, from `open`.
+    fn reindex_open(&mut self) {
         self.queue = self.open.iter().map(|(k, o)| Reverse((o.deadline, *k))).collect();
         self.text = self.open.values().map(|o| text_bytes(o)).sum();
+    }
+
+    /// Rebuilds what is derived from the stored parts, after a restore.
+    pub(crate) fn reindex(&mut self) {
+        self.reindex_open();
         self.early.reindex();
         self.closed.reindex();
     }
@@ -933,6 +948,8 @@ pub struct State {
     pub(crate) spill: Option<Spill>,
     pub(crate) spill_config: SpillConfig,
     over_limit_warned: bool,
+    /// While over the limit after a spill, the state bytes at which to try again.
+    next_spill_try: usize,
 }
 
 /// When and where the state spills open obligations to disk.
@@ -942,11 +959,13 @@ pub struct SpillConfig {
     pub memory_limit: usize,
     /// The store's file; `None` uses a scratch file in the temporary folder, removed at exit.
     pub path: Option<std::path::PathBuf>,
+    /// Only obligations due further than this past the watermark spill (event time, nanoseconds).
+    pub min_ahead: i64,
 }
 
 impl Default for SpillConfig {
     fn default() -> Self {
-        SpillConfig { memory_limit: DEFAULT_STATE_MEMORY_LIMIT, path: None }
+        SpillConfig { memory_limit: DEFAULT_STATE_MEMORY_LIMIT, path: None, min_ahead: 3600 * NANOS_PER_SEC }
     }
 }
 
@@ -977,6 +996,7 @@ impl State {
             spill: None,
             spill_config,
             over_limit_warned: false,
+            next_spill_try: 0,
         }
     }
 
@@ -1171,15 +1191,19 @@ impl State {
     /// Past the memory limit, moves the open obligations in memory to the
     /// spill store: the artifacts' (the longest lived) first, then the
     /// requests' if the state is still over.
+    ///
+    /// Only obligations due more than `min_ahead` past the watermark move: one
+    /// due sooner would cost a write and a read for little memory. While the
+    /// state stays over the limit after a spill (history is large), the next
+    /// try waits until it has grown by an eighth of the limit, so the cost
+    /// stays amortised.
     fn keep_within_limit(&mut self) {
         let limit = self.spill_config.memory_limit;
-        if self.bytes() <= limit {
+        let bytes = self.bytes();
+        if bytes <= limit || bytes < self.next_spill_try {
             return;
         }
-        if self.artifacts.open.is_empty() && self.requests.open.is_empty() {
-            self.warn_over_limit(limit);
-            return;
-        }
+        let cutoff = self.watermark.saturating_add(self.spill_config.min_ahead);
         let spill = match self.spill.take() {
             Some(s) => s,
             None => Spill::open(self.spill_config.path.as_deref(), true).unwrap_or_else(|e| panic!("{e}")),
@@ -1187,27 +1211,33 @@ impl State {
         let txn = spill.begin();
         {
             let mut artifacts = Tables::open(&spill, &txn, Kind::Artifacts);
-            self.artifacts.spill_all(&mut artifacts);
+            self.artifacts.spill_due_after(cutoff, &mut artifacts);
         }
         if self.bytes() > limit {
             let mut requests = Tables::open(&spill, &txn, Kind::Requests);
-            self.requests.spill_all(&mut requests);
+            self.requests.spill_due_after(cutoff, &mut requests);
         }
         spill.commit(txn);
         self.spill = Some(spill);
-        if self.bytes() > limit {
+        let after = self.bytes();
+        if after > limit {
+            self.next_spill_try = after.saturating_add(limit / 8);
             self.warn_over_limit(limit);
+        } else {
+            self.next_spill_try = 0;
         }
     }
 
     fn warn_over_limit(&mut self, limit: usize) {
-        if !self.over_limit_warned {
+        // At a limit of 0 (tests) every step is over it by design.
+        if !self.over_limit_warned && limit > 0 {
             self.over_limit_warned = true;
             tracing::warn!(
                 limit_bytes = limit,
                 state_bytes = self.bytes(),
-                "the state is over state_memory_limit with every open obligation spilled: history and recent ids cannot spill; \
-                 raise state_memory_limit, or shorten the rules' horizon (see docs/semantics.md)"
+                "the state is over state_memory_limit with the open obligations due later than an hour spilled: history, \
+                 decided ids and obligations due soon stay in memory; raise state_memory_limit, or shorten the rules' horizon \
+                 (see the README, Monitor Kafka continuously)"
             );
         }
     }

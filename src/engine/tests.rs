@@ -22,7 +22,7 @@ async fn spilling(lateness_seconds: u64, store: Option<&std::path::Path>) -> Eng
     let policy = Arc::new(Policy::parse(DEMO_POLICY, "demo").unwrap());
     let mut config = EngineConfig { lateness_seconds, ..Default::default() };
     if let Some(path) = store {
-        config.spill = SpillConfig { memory_limit: 0, path: Some(path.to_path_buf()) };
+        config.spill = SpillConfig { memory_limit: 0, path: Some(path.to_path_buf()), min_ahead: 0 };
     }
     Engine::new(policy, crate::rules::builtin(), &config).await.unwrap()
 }
@@ -31,6 +31,7 @@ async fn spill_everything(lateness_seconds: u64) -> Engine {
     let policy = Arc::new(Policy::parse(DEMO_POLICY, "demo").unwrap());
     let mut config = EngineConfig { lateness_seconds, ..Default::default() };
     config.spill.memory_limit = 0;
+    config.spill.min_ahead = 0;
     Engine::new(policy, crate::rules::builtin(), &config).await.unwrap()
 }
 

@@ -158,6 +158,7 @@ async fn fire(rule: &Rule, policy: &Arc<Policy>, (_, lines, batch, spill): &Run<
     let mut config = EngineConfig { lateness_seconds: lateness, ..Default::default() };
     if *spill {
         config.spill.memory_limit = 0;
+        config.spill.min_ahead = 0;
     }
     let mut engine = Engine::new(policy.clone(), vec![rule.clone()], &config).await.map_err(|e| e.to_string())?;
     let mut decoder = Decoder::new();
