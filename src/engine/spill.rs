@@ -225,6 +225,18 @@ impl<'t> Tables<'t> {
         ok(self.path, self.due.insert((o.deadline, k), ()).map(|_| ()));
     }
 
+    /// Replaces the obligation under `k`, whose deadline is unchanged (a fulfilment).
+    pub fn update(&mut self, k: Key, o: &Obligation) {
+        let bytes = ok(self.path, postcard::to_allocvec(o));
+        ok(self.path, self.open.insert(k, bytes.as_slice()).map(|_| ()));
+    }
+
+    /// Every key held, for rebuilding the in-memory filter.
+    pub fn keys(&self) -> Vec<Key> {
+        let range = ok(self.path, self.open.range::<u128>(..));
+        range.map(|r| ok(self.path, r).0.value()).collect()
+    }
+
     /// Forgets the deadline entry of an obligation being replaced.
     pub fn unindex(&mut self, k: Key, deadline: i64) {
         ok(self.path, self.due.remove((deadline, k)).map(|_| ()));

@@ -238,6 +238,62 @@ pub struct Deadlines {
     /// Open obligations held in the spill store rather than in `open` (see [`super::spill`]).
     #[serde(skip)]
     pub(crate) spilled: usize,
+    /// The keys that may be in the spill store, so most events never read it.
+    #[serde(skip)]
+    maybe_spilled: Bloom,
+}
+
+/// A Bloom filter of 128-bit keys (already uniform hashes): about 10 bits a
+/// key at its planned size, 7 probes, under 1 % false positives. Keys taken
+/// out of the store stay in it until it is rebuilt from the store's keys.
+#[derive(Debug, Default)]
+struct Bloom {
+    bits: Vec<u64>,
+    /// Keys inserted since it was built; `None` when it must be rebuilt before use.
+    inserted: Option<usize>,
+    planned: usize,
+}
+
+impl Bloom {
+    const PROBES: u64 = 7;
+
+    fn with_plan(keys: usize) -> Bloom {
+        let planned = keys.max(1 << 16);
+        Bloom { bits: vec![0; (planned * 10).div_ceil(64)], inserted: Some(0), planned }
+    }
+
+    fn probes(&self, k: Key) -> impl Iterator<Item = usize> + '_ {
+        let (h1, h2) = (k as u64, ((k >> 64) as u64) | 1);
+        let n = self.bits.len() as u64 * 64;
+        (0..Self::PROBES).map(move |i| (h1.wrapping_add(i.wrapping_mul(h2)) % n) as usize)
+    }
+
+    fn insert(&mut self, k: Key) {
+        if self.bits.is_empty() {
+            *self = Bloom::with_plan(0);
+        }
+        for b in self.probes(k).collect::<SmallVec<[usize; 7]>>() {
+            self.bits[b / 64] |= 1 << (b % 64);
+        }
+        self.inserted = self.inserted.map(|n| n + 1);
+    }
+
+    fn may_contain(&self, k: Key) -> bool {
+        !self.bits.is_empty() && self.probes(k).all(|b| self.bits[b / 64] & (1 << (b % 64)) != 0)
+    }
+
+    /// Whether it must be rebuilt to stay exact and sharp with `held` keys in the store.
+    fn stale(&self, held: usize) -> bool {
+        match self.inserted {
+            None => held > 0,
+            // Overfull, or mostly keys that left the store.
+            Some(n) => n > self.planned || (n > 2 * held && n > 1 << 16),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.bits.capacity() * 8
+    }
 }
 
 fn text_bytes(o: &Obligation) -> usize {
@@ -264,6 +320,20 @@ impl Deadlines {
             memory,
             text: 0,
             spilled: 0,
+            maybe_spilled: Bloom::default(),
+        }
+    }
+
+    /// Rebuilds the filter of spilled keys from the store when it needs it
+    /// (after a restore, when overfull or mostly stale).
+    fn sharpen(&mut self, d: &Tables<'_>) {
+        if self.maybe_spilled.stale(self.spilled) {
+            let keys = d.keys();
+            let mut bloom = Bloom::with_plan(2 * keys.len());
+            for k in keys {
+                bloom.insert(k);
+            }
+            self.maybe_spilled = bloom;
         }
     }
 
@@ -284,7 +354,7 @@ impl Deadlines {
         if self.closed.contains(k) {
             return;
         }
-        if let Some(d) = disk {
+        if let Some(d) = disk.filter(|_| self.maybe_spilled.may_contain(k)) {
             if let Some(cur) = d.get(k) {
                 if start < cur.start {
                     let mut o = make();
@@ -319,12 +389,12 @@ impl Deadlines {
         if self.closed.contains(k) {
             return;
         }
-        if let Some(d) = disk {
+        if let Some(d) = disk.filter(|_| self.maybe_spilled.may_contain(k)) {
             if let Some(mut o) = d.get(k) {
                 if o.met.as_ref().is_none_or(|(m, _)| t < *m) {
                     o.met = Some((t, event_id.to_string()));
                     o.met_origin = Some(origin());
-                    d.put(k, &o);
+                    d.update(k, &o);
                 }
                 return;
             }
@@ -375,6 +445,7 @@ impl Deadlines {
         for (k, o) in self.open.drain() {
             if o.deadline > cutoff {
                 d.put(k, &o);
+                self.maybe_spilled.insert(k);
                 self.spilled += 1;
             } else {
                 kept.insert(k, o);
@@ -416,6 +487,7 @@ impl Deadlines {
             + self.queue.capacity() * size_of::<(i64, Key)>()
             + self.early.map.capacity() * (size_of::<(Key, (i64, (String, Origin)))>() + 1)
             + self.closed.bytes()
+            + self.maybe_spilled.bytes()
     }
 
     /// The deadline queue and the text bytes, from `open`.
@@ -427,6 +499,7 @@ impl Deadlines {
     /// Rebuilds what is derived from the stored parts, after a restore.
     pub(crate) fn reindex(&mut self) {
         self.reindex_open();
+        self.maybe_spilled = Bloom { inserted: None, ..Bloom::default() };
         self.early.reindex();
         self.closed.reindex();
     }
@@ -1023,12 +1096,16 @@ impl State {
         let spill = self.spill.take();
         let txn = spill.as_ref().filter(|_| self.requests.spilled + self.artifacts.spilled > 0).map(Spill::begin);
         let (due_requests, due_artifacts, history, conversations) = {
-            let open = |kind: Kind, n: usize| match (&spill, &txn) {
-                (Some(s), Some(t)) if n > 0 => Some(Tables::open(s, t, kind)),
+            let open = |kind: Kind, d: &mut Deadlines| match (&spill, &txn) {
+                (Some(s), Some(t)) if d.spilled > 0 => {
+                    let tables = Tables::open(s, t, kind);
+                    d.sharpen(&tables);
+                    Some(tables)
+                }
                 _ => None,
             };
-            let mut requests = open(Kind::Requests, self.requests.spilled);
-            let mut artifacts = open(Kind::Artifacts, self.artifacts.spilled);
+            let mut requests = open(Kind::Requests, &mut self.requests);
+            let mut artifacts = open(Kind::Artifacts, &mut self.artifacts);
             for i in 0..events.num_rows() {
                 let t = c.time.value(i);
                 if t < self.watermark {
@@ -1354,6 +1431,18 @@ mod tests {
         d.fulfil(key("x"), 2, "resp0", || Origin::Generated { seq: 3 }, None);
         open(&mut d, "x", 5, 9);
         assert_eq!(d.due(9, true, None)[0].met, Some((2, "resp0".into())));
+    }
+
+    #[test]
+    fn the_filter_of_spilled_keys_has_no_false_negatives_and_few_false_positives() {
+        let mut b = Bloom::with_plan(100_000);
+        for i in 0..100_000 {
+            b.insert(key(&format!("in-{i}")));
+        }
+        assert!((0..100_000).all(|i| b.may_contain(key(&format!("in-{i}")))));
+        let false_positives = (0..100_000).filter(|i| b.may_contain(key(&format!("out-{i}")))).count();
+        assert!(false_positives < 2_000, "{false_positives} in 100,000");
+        assert!(!b.stale(100_000) && Bloom { inserted: None, ..Bloom::default() }.stale(1));
     }
 
     #[test]
