@@ -11,6 +11,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
 use crate::decode::DecodeOptions;
+use crate::outputs::http::UrlTemplate;
 
 /// The whole configuration of `aiwatch run`.
 #[derive(Debug, Clone, Deserialize)]
@@ -211,9 +212,24 @@ pub enum OutputConfig {
     /// Alertmanager API v2: POST {url}/api/v2/alerts.
     Alertmanager {
         url: String,
-        /// Link placed in each alert's generatorURL (e.g. a runbook or dashboard).
-        #[serde(default = "default_generator_url")]
-        generator_url: String,
+        /// Template of each alert's `generatorURL` (see [`UrlTemplate`]); omitted when not set.
+        #[serde(default, deserialize_with = "url_template")]
+        generator_url: Option<String>,
+        /// Template of the `dashboard_url` annotation; omitted when not set.
+        #[serde(default, deserialize_with = "url_template")]
+        dashboard_url: Option<String>,
+        /// Template of the `runbook_url` annotation for rules without a `-- runbook:` header.
+        #[serde(default, deserialize_with = "url_template")]
+        runbook_url: Option<String>,
+        /// `endsAt` is this far after the post, so Alertmanager keeps the page
+        /// open instead of resolving it after its `resolve_timeout` (60 s to 30 days).
+        #[serde(default = "default_expires_after", deserialize_with = "expires_after")]
+        expires_after_seconds: u64,
+        /// The `severity` label for each rule severity (`[output.severity_map]`);
+        /// the rule's own severity is the `priority` label. Merged over
+        /// critical -> critical, high -> error, medium -> warning, low -> info, info -> info.
+        #[serde(default = "default_severity_map", deserialize_with = "severity_map")]
+        severity_map: BTreeMap<String, String>,
         #[serde(default = "default_retries", deserialize_with = "retries")]
         max_retries: u32,
         #[serde(default = "default_timeout", deserialize_with = "timeout")]
@@ -281,8 +297,15 @@ fn default_retries() -> u32 {
 fn default_timeout() -> u64 {
     5000
 }
-fn default_generator_url() -> String {
-    "https://github.com/aiwatch/aiwatch#rules".into()
+fn default_expires_after() -> u64 {
+    DAY_SECONDS
+}
+/// Rule severities as on-call routing trees and PagerDuty know them.
+pub fn default_severity_map() -> BTreeMap<String, String> {
+    [("critical", "critical"), ("high", "error"), ("medium", "warning"), ("low", "info"), ("info", "info")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 fn default_metrics_listen() -> SocketAddr {
     "127.0.0.1:9464".parse().expect("valid address")
@@ -336,6 +359,31 @@ fn batch_wait<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 }
 fn idle_partition<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     in_range(d, "kafka.idle_partition_ms", 0, DAY_SECONDS * 1000)
+}
+fn expires_after<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    in_range(d, "output.expires_after_seconds", 60, 30 * DAY_SECONDS)
+}
+fn url_template<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let t = String::deserialize(d)?;
+    UrlTemplate::parse(&t).map_err(|e| D::Error::custom(format!("URL template `{t}`: {e}")))?;
+    Ok(Some(t))
+}
+fn severity_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    let given = BTreeMap::<String, String>::deserialize(d)?;
+    let mut map = default_severity_map();
+    for (k, v) in given {
+        if !crate::rules::SEVERITIES.contains(&k.as_str()) {
+            return Err(D::Error::custom(format!(
+                "`output.severity_map` has `{k}`, which is not a rule severity ({})",
+                crate::rules::SEVERITIES.join(", ")
+            )));
+        }
+        if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
+            return Err(D::Error::custom(format!("`output.severity_map.{k}` must be a non-empty label value of letters, digits, '_', '-' or '.', found {v:?}")));
+        }
+        map.insert(k, v);
+    }
+    Ok(map)
 }
 fn retries<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     in_range(d, "output.max_retries", 0, 100)
@@ -527,6 +575,30 @@ mod tests {
         let bad = format!("{MINIMAL}[[output]]\nkind = \"webhook\"\nurl = \"http://x\"\non_permanent_error = \"drop\"\n");
         let e = RunConfig::load(&write(dir.path(), &bad)).unwrap_err();
         assert!(e.to_string().contains("drop") && e.to_string().contains("line 5"), "{e}");
+    }
+
+    #[test]
+    fn alertmanager_conventions_are_checked_naming_key_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let am = format!("{MINIMAL}[[output]]\nkind = \"alertmanager\"\nurl = \"http://am:9093\"\n");
+        let c = RunConfig::load(&write(dir.path(), &am)).unwrap();
+        let OutputConfig::Alertmanager { generator_url, expires_after_seconds, severity_map, .. } = &c.outputs[0] else { panic!() };
+        assert_eq!((generator_url, *expires_after_seconds), (&None, 86_400), "no placeholder generatorURL; pages last a day");
+        assert_eq!(severity_map, &default_severity_map());
+        let c = RunConfig::load(&write(dir.path(), &format!("{am}[output.severity_map]\nmedium = \"error\"\n"))).unwrap();
+        let OutputConfig::Alertmanager { severity_map, .. } = &c.outputs[0] else { panic!() };
+        assert_eq!((severity_map["medium"].as_str(), severity_map["high"].as_str()), ("error", "error"));
+        let cases = [
+            ("dashboard_url = \"https://g.example/{tenant}\"\n", "unknown placeholder `{tenant}`"),
+            ("generator_url = \"see the wiki\"\n", "http:// or https://"),
+            ("expires_after_seconds = 10\n", "`output.expires_after_seconds`"),
+            ("[output.severity_map]\nurgent = \"critical\"\n", "`urgent`"),
+            ("[output.severity_map]\nhigh = \"\"\n", "`output.severity_map.high`"),
+        ];
+        for (line, says) in cases {
+            let e = RunConfig::load(&write(dir.path(), &format!("{am}{line}"))).unwrap_err().to_string();
+            assert!(e.contains(says) && e.contains("c.toml") && e.contains("line "), "{line}: {e}");
+        }
     }
 
     #[test]
