@@ -404,6 +404,141 @@ impl OutputConfig {
     }
 }
 
+/// `${VAR}` and `${VAR:-default}` in the string values of a config file,
+/// replaced from the environment (`$${` is a literal `${`).
+///
+/// Only string values are touched, never keys, comments or numbers, and each
+/// replaced value stays on its line, so later errors keep their line numbers.
+/// A `${VAR}` that is not set is an error naming the key, its line and the
+/// variable. Returns the new text and the values put in, so an error quoting
+/// a line can hide them (a variable may hold a token).
+pub fn interpolate(text: &str, file: &Path) -> anyhow::Result<(String, Vec<String>)> {
+    if !text.contains('$') {
+        return Ok((text.to_string(), Vec::new()));
+    }
+    // A syntax error is left to the parse after this one, which reports it with its line.
+    let Ok(doc) = toml_edit::ImDocument::parse(text) else { return Ok((text.to_string(), Vec::new())) };
+    let mut strings = Vec::new();
+    collect_strings(doc.as_item(), String::new(), &mut strings);
+    strings.sort_by_key(|(span, ..)| span.start);
+    let (mut out, mut used, mut at) = (String::with_capacity(text.len()), Vec::new(), 0);
+    for (span, key, value) in strings {
+        if !value.contains('$') {
+            continue;
+        }
+        let line = text[..span.start].matches('\n').count() + 1;
+        let expanded = expand(&value, &mut used).map_err(|e| anyhow::anyhow!("invalid config file {}: `{key}` (line {line}): {e}", file.display()))?;
+        out.push_str(&text[at..span.start]);
+        out.push_str(&toml_basic_string(&expanded));
+        at = span.end;
+    }
+    out.push_str(&text[at..]);
+    Ok((out, used))
+}
+
+/// Every string value under `item` with its span and dotted key (`output[2].url`, 1-based).
+fn collect_strings(item: &toml_edit::Item, key: String, out: &mut Vec<(std::ops::Range<usize>, String, String)>) {
+    let join = |k: &str| if key.is_empty() { k.to_string() } else { format!("{key}.{k}") };
+    match item {
+        toml_edit::Item::Table(t) => t.iter().for_each(|(k, v)| collect_strings(v, join(k), out)),
+        toml_edit::Item::ArrayOfTables(a) => {
+            for (i, t) in a.iter().enumerate() {
+                t.iter().for_each(|(k, v)| collect_strings(v, format!("{key}[{}].{k}", i + 1), out));
+            }
+        }
+        toml_edit::Item::Value(v) => collect_value(v, key, out),
+        toml_edit::Item::None => {}
+    }
+}
+
+fn collect_value(v: &toml_edit::Value, key: String, out: &mut Vec<(std::ops::Range<usize>, String, String)>) {
+    match v {
+        toml_edit::Value::String(s) => {
+            if let Some(span) = s.span() {
+                out.push((span, key, s.value().clone()));
+            }
+        }
+        toml_edit::Value::Array(a) => a.iter().enumerate().for_each(|(i, v)| collect_value(v, format!("{key}[{}]", i + 1), out)),
+        toml_edit::Value::InlineTable(t) => t.iter().for_each(|(k, v)| collect_value(v, format!("{key}.{k}"), out)),
+        _ => {}
+    }
+}
+
+/// One string's references replaced; the values put in are added to `used`.
+fn expand(value: &str, used: &mut Vec<String>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        if let Some(after) = rest.strip_prefix("$${") {
+            out.push_str("${");
+            rest = after;
+            continue;
+        }
+        let Some(body) = rest.strip_prefix("${") else {
+            out.push('$');
+            rest = &rest[1..];
+            continue;
+        };
+        let end = body.find('}').ok_or_else(|| format!("`${{` without its `}}` (write `$${{` for a literal `${{`)"))?;
+        let (name, default) = match body[..end].split_once(":-") {
+            Some((name, default)) => (name, Some(default)),
+            None => (&body[..end], None),
+        };
+        let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(format!("`${{{}}}` is not a variable reference: use ${{NAME}} or ${{NAME:-default}} with NAME of letters, digits and '_'", &body[..end]));
+        }
+        let v = match (std::env::var(name), default) {
+            (Ok(v), Some(d)) if v.is_empty() => d.to_string(),
+            (Ok(v), _) => {
+                used.push(v.clone());
+                v
+            }
+            (Err(_), Some(d)) => d.to_string(),
+            (Err(_), None) => {
+                return Err(format!("environment variable {name} is not set (used as ${{{name}}}); set it, or give a default with ${{{name}:-default}}"))
+            }
+        };
+        out.push_str(&v);
+        rest = &body[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// `s` as a one-line TOML basic string.
+fn toml_basic_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `text` (a TOML error, which quotes the line and the value) with each
+/// value from the environment replaced, as written and as escaped.
+fn hide(text: &str, values: &[String]) -> String {
+    let mut out = text.to_string();
+    for v in values.iter().filter(|v| v.len() >= 3) {
+        let toml = toml_basic_string(v);
+        let debug = format!("{v:?}");
+        for form in [&toml[1..toml.len() - 1], &debug[1..debug.len() - 1], v.as_str()] {
+            out = out.replace(form, "<from the environment>");
+        }
+    }
+    out
+}
+
 impl RunConfig {
     /// What the decoder of `aiwatch run` accepts and keeps.
     pub fn decode_options(&self) -> DecodeOptions {
@@ -417,11 +552,13 @@ impl RunConfig {
         }
     }
 
-    /// Reads and validates a config file; relative paths in it are taken from its folder.
+    /// Reads and validates a config file; relative paths in it are taken from
+    /// its folder, and `${VAR}` in its strings from the environment ([`interpolate`]).
     pub fn load(path: &Path) -> anyhow::Result<RunConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
-        let mut c: RunConfig =
-            toml::from_str(&text).map_err(|e| anyhow::anyhow!("invalid config file {}: {}", path.display(), e.to_string().trim_end()))?;
+        let (text, from_env) = interpolate(&text, path)?;
+        let mut c: RunConfig = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("invalid config file {}: {}", path.display(), hide(e.to_string().trim_end(), &from_env)))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let rebase = |p: &mut PathBuf| {
             if p.is_relative() {
@@ -575,6 +712,45 @@ mod tests {
         let bad = format!("{MINIMAL}[[output]]\nkind = \"webhook\"\nurl = \"http://x\"\non_permanent_error = \"drop\"\n");
         let e = RunConfig::load(&write(dir.path(), &bad)).unwrap_err();
         assert!(e.to_string().contains("drop") && e.to_string().contains("line 5"), "{e}");
+    }
+
+    #[test]
+    fn variables_are_interpolated_and_a_missing_one_names_its_key_and_line() {
+        // Only this test sets these names.
+        std::env::set_var("AIWATCH_TEST_BROKERS", "kafka-0:9092,kafka-1:9092");
+        std::env::set_var("AIWATCH_TEST_EMPTY", "");
+        std::env::set_var("AIWATCH_TEST_TOKEN", "s3cr\"et-token");
+        let dir = tempfile::tempdir().unwrap();
+        let text = "policy = \"${AIWATCH_TEST_UNSET_DIR:-/etc/aiwatch}/p.toml\"\n[kafka]\n\
+                    bootstrap_servers = \"${AIWATCH_TEST_BROKERS}\"  # ${NOT_A_VALUE}\n\
+                    topics = ['${AIWATCH_TEST_EMPTY:-ai-audit}', \"cost$${literal}\"]\n\
+                    group_id = \"${AIWATCH_TEST_EMPTY}g\"\n\
+                    [[output]]\nkind = \"webhook\"\nurl = \"https://hooks.example/${AIWATCH_TEST_TOKEN}\"\n";
+        let c = RunConfig::load(&write(dir.path(), text)).unwrap();
+        assert_eq!(c.policy, PathBuf::from("/etc/aiwatch/p.toml"));
+        assert_eq!(c.kafka.bootstrap_servers, "kafka-0:9092,kafka-1:9092");
+        assert_eq!(c.kafka.topics, ["ai-audit", "cost${literal}"]);
+        assert_eq!(c.kafka.group_id, "g");
+        let OutputConfig::Webhook { url, .. } = &c.outputs[0] else { panic!() };
+        assert_eq!(url, "https://hooks.example/s3cr\"et-token");
+
+        let missing = text.replace("${AIWATCH_TEST_BROKERS}", "${AIWATCH_TEST_NEVER_SET}");
+        let e = RunConfig::load(&write(dir.path(), &missing)).unwrap_err().to_string();
+        assert!(
+            e.contains("c.toml") && e.contains("`kafka.bootstrap_servers` (line 3)") && e.contains("AIWATCH_TEST_NEVER_SET is not set"),
+            "{e}"
+        );
+        let in_output = text.replace("${AIWATCH_TEST_TOKEN}", "${AIWATCH_TEST_NEVER_SET}");
+        let e = RunConfig::load(&write(dir.path(), &in_output)).unwrap_err().to_string();
+        assert!(e.contains("`output[1].url` (line 8)"), "{e}");
+        let e = RunConfig::load(&write(dir.path(), &text.replace("${AIWATCH_TEST_BROKERS}", "${9x}"))).unwrap_err().to_string();
+        assert!(e.contains("not a variable reference"), "{e}");
+
+        // Lines keep their numbers after interpolation, and a value from the environment is not quoted back.
+        let bad = format!("{}max_list_items = \"${{AIWATCH_TEST_TOKEN}}\"\n", text.split("[kafka]").next().unwrap());
+        let bad = format!("{bad}[kafka]{}", text.split("[kafka]").nth(1).unwrap());
+        let e = RunConfig::load(&write(dir.path(), &bad)).unwrap_err().to_string();
+        assert!(e.contains("line 2") && !e.contains("et-token"), "{e}");
     }
 
     #[test]
