@@ -209,13 +209,27 @@ impl Metrics {
                 self.rule_errors.with_label_values(&[id]).inc_by(0);
             }
         }
-        for name in outputs.into_iter().chain(["alert_dead_letter"]) {
+        // `dead_letter` and `alert_dead_letter` count failed writes of the two dead-letter destinations.
+        for name in outputs.into_iter().chain(["dead_letter", "alert_dead_letter"]) {
             self.output_errors.with_label_values(&[name]).inc_by(0);
-            if name != "alert_dead_letter" {
+            if !matches!(name, "dead_letter" | "alert_dead_letter") {
                 self.alerts_dead_lettered.with_label_values(&[name]).inc_by(0);
                 self.output_up.with_label_values(&[name]).set(1);
             }
         }
+    }
+
+    /// `aiwatch_consumer_lag{topic,partition}`: messages between what the engine
+    /// has processed (`next`, the next offset to process) and the partition's
+    /// high watermark; never below 0.
+    pub fn observe_lag(&self, topic: &str, partition: i32, high: i64, next: i64) {
+        self.consumer_lag.with_label_values(&[topic, &partition.to_string()]).set((high - next).max(0));
+    }
+
+    /// Drops the lag series of a partition this process no longer owns (revoked),
+    /// so a dashboard does not show a frozen value for it.
+    pub fn forget_partition(&self, topic: &str, partition: i32) {
+        let _ = self.consumer_lag.remove_label_values(&[topic, &partition.to_string()]);
     }
 
     /// Records a checkpoint written to `path` in `took`: counts it, and sets
@@ -436,12 +450,29 @@ mod tests {
             assert_eq!(sample(&text, &format!("aiwatch_output_up{{output=\"{o}\"}}")), Some(1.0), "{o}");
         }
         assert_eq!(sample(&text, "aiwatch_output_errors_total{output=\"alert_dead_letter\"}"), Some(0.0));
+        assert_eq!(sample(&text, "aiwatch_output_errors_total{output=\"dead_letter\"}"), Some(0.0));
+        assert!(!text.contains("aiwatch_output_up{output=\"dead_letter\"}") && !text.contains("aiwatch_alerts_dead_lettered_total{output=\"alert_dead_letter\"}"));
         for reason in DEAD_LETTER_REASONS {
             assert_eq!(sample(&text, &format!("aiwatch_dead_letters_total{{reason=\"{reason}\"}}")), Some(0.0), "{reason}");
         }
         // A real alert then counts from 0.
         m.alerts.with_label_values(&["vendor.unapproved", "high"]).inc();
         assert_eq!(sample(&m.render(), "aiwatch_alerts_total{rule=\"vendor.unapproved\",severity=\"high\"}"), Some(1.0));
+    }
+
+    #[test]
+    fn lag_is_high_watermark_minus_processed_and_a_revoked_partition_leaves() {
+        let m = Metrics::new();
+        m.observe_lag("ai-audit", 0, 120, 100);
+        m.observe_lag("ai-audit", 1, 50, 60);
+        let text = m.render();
+        assert_eq!(sample(&text, "aiwatch_consumer_lag{partition=\"0\",topic=\"ai-audit\"}"), Some(20.0), "{text}");
+        assert_eq!(sample(&text, "aiwatch_consumer_lag{partition=\"1\",topic=\"ai-audit\"}"), Some(0.0));
+        m.forget_partition("ai-audit", 0);
+        m.forget_partition("ai-audit", 7);
+        let text = m.render();
+        assert_eq!(sample(&text, "aiwatch_consumer_lag{partition=\"0\",topic=\"ai-audit\"}"), None);
+        assert_eq!(sample(&text, "aiwatch_consumer_lag{partition=\"1\",topic=\"ai-audit\"}"), Some(0.0));
     }
 
     #[test]
