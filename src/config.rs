@@ -481,7 +481,7 @@ fn expand(value: &str, used: &mut Vec<String>) -> Result<String, String> {
             rest = &rest[1..];
             continue;
         };
-        let end = body.find('}').ok_or_else(|| format!("`${{` without its `}}` (write `$${{` for a literal `${{`)"))?;
+        let end = body.find('}').ok_or_else(|| "`${` without its `}` (write `$${` for a literal `${`)".to_string())?;
         let (name, default) = match body[..end].split_once(":-") {
             Some((name, default)) => (name, Some(default)),
             None => (&body[..end], None),

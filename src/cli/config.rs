@@ -147,6 +147,15 @@ fn check_settings(config: &RunConfig, rules: &[Rule], report: &mut Report) {
         };
         report.check(INVALID, &what, built);
     }
+    let dead_letter_files = [
+        ("dead_letter", config.dead_letter.as_ref().map(|d| d.destination())),
+        ("alert_dead_letter", config.alert_dead_letter.as_ref().map(|d| d.destination())),
+    ];
+    for (key, destination) in dead_letter_files {
+        if let Some(DeadLetterDestination::File { path }) = destination {
+            report.check(INVALID, &format!("{key} file {}", path.display()), parent_exists(&path));
+        }
+    }
 }
 
 /// Fetches the cluster's metadata and checks that every topic the config names exists.

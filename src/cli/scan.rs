@@ -103,7 +103,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     eprint!("{}", totals.render());
     if let Some(threshold) = &a.fail_on {
         if worst <= rank(threshold) {
-            eprintln!("failing: alerts of severity {} or higher were found (--fail-on {threshold})", aiwatch::rules::SEVERITIES[worst]);
+            eprintln!("failing: found alerts of severity {}, at or above --fail-on {threshold}", aiwatch::rules::SEVERITIES[worst]);
             return Ok(ExitCode::FAILURE);
         }
     }

@@ -224,7 +224,14 @@ impl UrlTemplate {
                     text.push('}');
                 }
                 '{' => {
-                    let name: String = chars.by_ref().take_while(|c| *c != '}').collect();
+                    let mut name = String::new();
+                    loop {
+                        match chars.next() {
+                            Some('}') => break,
+                            Some(c) => name.push(c),
+                            None => return Err(format!("`{{{name}` has no closing `}}` (write `{{{{` for a brace)")),
+                        }
+                    }
                     let Some(field) = Self::FIELDS.iter().find(|f| **f == name) else {
                         return Err(format!("unknown placeholder `{{{name}}}`; the placeholders are {{{}}}", Self::FIELDS.join("}, {")));
                     };
@@ -597,6 +604,7 @@ mod tests {
         for (bad, says) in [
             ("https://x.example/{tenant}", "unknown placeholder `{tenant}`"),
             ("https://x.example/}", "without its `{`"),
+            ("https://x.example/{rule_id", "no closing `}`"),
             ("/relative/{rule_id}", "http:// or https://"),
             ("https://github.com/aiwatch/aiwatch#rules {rule_id}", "no spaces"),
         ] {
