@@ -71,7 +71,8 @@ fn init_logging(format: LogFormat) {
 fn main() -> ExitCode {
     aiwatch::allocator::keep_freed_memory();
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let log_format = cli.log_format;
+    init_logging(log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("start the tokio runtime");
     let result = runtime.block_on(async {
         match cli.command {
@@ -94,6 +95,12 @@ fn main() -> ExitCode {
             // A closed pipe (`aiwatch scan ... | head`) is a normal way to stop.
             if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) {
                 return ExitCode::SUCCESS;
+            }
+            if matches!(log_format, LogFormat::Json) {
+                // A log collector reads stderr line by line: the error is one JSON line too.
+                let causes: Vec<String> = e.chain().skip(1).map(ToString::to_string).collect();
+                tracing::error!(error = %e, causes = ?causes, "aiwatch stopped on an error");
+                return ExitCode::from(2);
             }
             eprintln!("aiwatch: error: {e}");
             for cause in e.chain().skip(1) {

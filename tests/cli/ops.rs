@@ -205,4 +205,12 @@ fn version_completions_and_json_logs() {
     let logs: Vec<serde_json::Value> = stderr.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     let warn = logs.iter().find(|l| l["level"] == "WARN").unwrap_or_else(|| panic!("no JSON log line: {stderr}"));
     assert_eq!(warn["fields"]["reason"].as_str().map(|r| r.contains("not valid JSON")), Some(true), "{warn}");
+
+    // An error that stops aiwatch is a JSON line too, with the file it names.
+    let out = aiwatch().args(["--log-format", "json", "run", "--config", "/nonexistent/aiwatch.toml"]).env_remove("AIWATCH_CONFIG").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line: serde_json::Value = serde_json::from_str(stderr.trim()).unwrap_or_else(|e| panic!("not one JSON line ({e}): {stderr}"));
+    assert_eq!(line["level"], "ERROR");
+    assert!(line["fields"]["error"].as_str().is_some_and(|m| m.contains("/nonexistent/aiwatch.toml")), "{line}");
 }
