@@ -1,9 +1,14 @@
 //! Embeds the built-in rule pack (`queries/*.sql`) and its fixtures
 //! (`queries/fixtures/*.toml`) into the binary, so `aiwatch` works from any
 //! folder and a new rule file is picked up by the next build without a code change.
+//!
+//! Also records what `--version` and `aiwatch_build_info` report: the git
+//! commit (`AIWATCH_COMMIT` when set, else `git rev-parse`, else `unknown`, so a
+//! build from a tarball or without git still works) and the compiler version.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 fn embed(dir: &Path, ext: &str, name: &str, out: &mut String) {
     let mut files: Vec<_> = std::fs::read_dir(dir)
@@ -28,6 +33,38 @@ fn manifest_dir() -> PathBuf {
     PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
 }
 
+/// Runs a command in the crate folder; its first output line, or `None` when it fails or is not there.
+fn first_line(cmd: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(cmd).args(args).current_dir(manifest_dir()).output().ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    let line = text.lines().next()?.trim().to_string();
+    (out.status.success() && !line.is_empty()).then_some(line)
+}
+
+/// The commit of the checkout, rebuilt when HEAD moves. Only files that exist
+/// are watched: cargo reruns a script on every build for a missing one.
+fn commit() -> String {
+    println!("cargo:rerun-if-env-changed=AIWATCH_COMMIT");
+    if let Some(c) = std::env::var("AIWATCH_COMMIT").ok().filter(|c| !c.trim().is_empty()) {
+        return c.trim().to_string();
+    }
+    let Some(commit) = first_line("git", &["rev-parse", "--short=12", "HEAD"]) else {
+        return "unknown".into();
+    };
+    let mut watched = vec![first_line("git", &["rev-parse", "--git-path", "HEAD"])];
+    if let Some(branch) = first_line("git", &["symbolic-ref", "-q", "HEAD"]) {
+        watched.push(first_line("git", &["rev-parse", "--git-path", &branch]));
+    }
+    watched.push(first_line("git", &["rev-parse", "--git-path", "packed-refs"]));
+    for path in watched.into_iter().flatten() {
+        let path = manifest_dir().join(path);
+        if path.exists() {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+    }
+    commit
+}
+
 fn main() {
     let root = manifest_dir();
     let mut out = String::new();
@@ -37,4 +74,11 @@ fn main() {
     std::fs::write(dest, out).unwrap();
     println!("cargo:rerun-if-changed=queries");
     println!("cargo:rerun-if-changed=queries/fixtures");
+
+    println!("cargo:rustc-env=AIWATCH_COMMIT={}", commit());
+    // Cargo hands build scripts the compiler it builds with.
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let version = Command::new(&rustc).arg("--version").output().ok().and_then(|o| String::from_utf8(o.stdout).ok());
+    let version = version.as_deref().map(str::trim).filter(|v| !v.is_empty()).unwrap_or("rustc unknown");
+    println!("cargo:rustc-env=AIWATCH_RUSTC={}", version.strip_prefix("rustc ").unwrap_or(version));
 }

@@ -1,5 +1,6 @@
 //! One module per subcommand: its flags, then `run`.
 
+pub mod config;
 pub mod demo;
 pub mod generate;
 pub mod query;

@@ -47,9 +47,18 @@ pub struct Args {
     /// does (state_memory_limit; default 512 MiB).
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(0..=1_099_511_627_776))]
     pub state_memory_limit: Option<u64>,
+    /// Exit with status 1 when an alert of this severity or a higher one is
+    /// found (critical > high > medium > low > info), for CI gates. Errors still exit 2.
+    #[arg(long, value_name = "SEVERITY", value_parser = clap::builder::PossibleValuesParser::new(aiwatch::rules::SEVERITIES))]
+    pub fail_on: Option<String>,
     /// JSON Lines inputs, plain or gzip; `-` reads standard input.
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<String>,
+}
+
+/// Rank of a severity: 0 is critical, the most severe; unknown ones rank last.
+fn rank(severity: &str) -> usize {
+    aiwatch::rules::SEVERITIES.iter().position(|s| *s == severity).unwrap_or(usize::MAX)
 }
 
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -76,11 +85,15 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    let mut worst = usize::MAX;
     let totals = pipeline::scan(
         &mut engine,
         ScanInputs { paths: a.inputs, batch_size: a.batch_size.max(1), decode: decode_options },
         &mut dead,
-        |batch| Ok(alerts.write_alerts(batch)?),
+        |batch| {
+            worst = batch.iter().map(|a| rank(&a.severity)).fold(worst, usize::min);
+            Ok(alerts.write_alerts(batch)?)
+        },
         |t| {
             if let Some(b) = &bar {
                 b.set_message(format!("{} events, {} dead letters, {} alerts", t.events, t.dead_letters, t.alerts()));
@@ -93,5 +106,11 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         b.finish_and_clear();
     }
     eprint!("{}", totals.render());
+    if let Some(threshold) = &a.fail_on {
+        if worst <= rank(threshold) {
+            eprintln!("failing: found alerts of severity {}, at or above --fail-on {threshold}", aiwatch::rules::SEVERITIES[worst]);
+            return Ok(ExitCode::FAILURE);
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

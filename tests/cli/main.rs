@@ -5,4 +5,5 @@ mod example;
 mod hot_key;
 mod invariance;
 mod limits;
+mod ops;
 mod support;

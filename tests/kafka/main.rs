@@ -10,6 +10,7 @@
 mod broker_restart;
 mod crash;
 mod metrics;
+mod ops;
 mod outputs;
 mod poison;
 mod rebalance;
