@@ -62,12 +62,12 @@ cleanup() {
   if [[ -n "$KAFKA_STARTED" ]]; then
     env "${KAFKA_ENV[@]}" scripts/kafka.sh stop >/dev/null 2>&1 || true
   fi
-  rm -rf "$WORK"
+  if [[ -n "${AIWATCH_OPS_KEEP:-}" ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-log() { printf 'ops-check: %s\n' "$*" >&2; }
+log() { printf 'ops-check [%3ss]: %s\n' "$((SECONDS - START))" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 PASSED=0
@@ -81,6 +81,11 @@ ok() {
   else
     FAILED=$((FAILED + 1)); FAILURES+=("$name"); printf '  FAIL  %s\n' "$name"; sed 's/^/        /' "$WORK/out" | tail -n 30
   fi
+}
+# shown NAME CMD...: as ok, and prints what CMD said either way.
+shown() {
+  ok "$@"
+  [[ "${FAILURES[*]:-}" == *"$1"* ]] || sed 's/^/        /' "$WORK/out" | tail -n 40
 }
 # planted NAME PATTERN CMD...: CMD runs on a copy with a defect; it must fail, and
 # say why: its output must match PATTERN (an extended regex), so a check that
@@ -589,7 +594,7 @@ consumed_at_least() { local v; v=$(metric_value "$1" aiwatch_events_consumed_tot
 # live_panels FILE: every expression of the dashboard FILE returns data; prints those that do not.
 live_panels() {
   "$PY" "$ROOT/deploy/monitoring/check.py" panel-exprs "$1" 30s >"$WORK/exprs.jsonl"
-  "$PY" - "$WORK/exprs.jsonl" "$PROM_PORT" "$PENDING_METRICS" "$NODATA_MODE" "${LIVE_WAIT:-45}" <<'EOF'
+  "$PY" - "$WORK/exprs.jsonl" "$PROM_PORT" "$PENDING_METRICS" "$NODATA_MODE" "${LIVE_WAIT:-20}" <<'EOF'
 import json, sys, time, urllib.parse, urllib.request
 exprs = [json.loads(l) for l in open(sys.argv[1])]
 port, pending, mode = sys.argv[2], sys.argv[3].split(), sys.argv[4]
@@ -603,7 +608,8 @@ empty = []
 deadline = time.time() + float(sys.argv[5])
 while True:
     empty = [e for e in exprs if not query(e["expr"])]
-    if not empty or time.time() > deadline:
+    waiting = [e for e in empty if not any(m in e["expr"] for m in pending)]
+    if not waiting or time.time() > deadline:
         break
     time.sleep(3)
 failing = []
@@ -619,11 +625,11 @@ EOF
 }
 # live_rules FILE: every rule loaded from FILE was evaluated without error.
 live_rules() {
-  "$PY" - "$PROM_PORT" "$1" <<'EOF'
+  "$PY" - "$PROM_PORT" "$1" "${LIVE_WAIT:-70}" <<'EOF'
 import json, sys, time, urllib.request, yaml
 port, path = sys.argv[1], sys.argv[2]
 want = sum(len(g["rules"]) for g in yaml.safe_load(open(path))["groups"])
-deadline = time.time() + 70     # the recording group is evaluated every 30 s
+deadline = time.time() + float(sys.argv[3])     # the recording group is evaluated every 30 s
 while True:
     groups = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/rules", timeout=10))["data"]["groups"]
     rules = [r for g in groups if g["file"] == path for r in g["rules"]]
@@ -639,10 +645,10 @@ EOF
 }
 # live_alert NAME OUTPUT: the alert NAME for OUTPUT is pending or firing.
 live_alert() {
-  "$PY" - "$PROM_PORT" "$1" "$2" <<'EOF'
+  "$PY" - "$PROM_PORT" "$1" "$2" "${LIVE_WAIT:-40}" <<'EOF'
 import json, sys, time, urllib.request
 port, name, output = sys.argv[1:4]
-deadline = time.time() + 40
+deadline = time.time() + float(sys.argv[4])
 while True:
     alerts = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/alerts", timeout=10))["data"]["alerts"]
     hit = [a for a in alerts if a["labels"].get("alertname") == name and a["labels"].get("output") == output]
@@ -782,19 +788,25 @@ EOF
   wait_for 120 "aiwatch A to consume the events" consumed_at_least "$METRICS_A_PORT" "$valid" || { tail -n 20 "$WORK/a/stderr.log"; return 1; }
   wait_for 60 "aiwatch B to find its output down" bash -c "curl -fsS 127.0.0.1:${METRICS_B_PORT}/metrics | grep -q '^aiwatch_output_up{output=\"alertmanager\"} 0'" ||
     { tail -n 20 "$WORK/b/stderr.log"; return 1; }
-  log "A consumed $(metric_value "$METRICS_A_PORT" aiwatch_events_consumed_total) events, wrote $(wc -l <"$WORK/a/alerts.jsonl" 2>/dev/null || echo 0) alerts, dead-lettered $(wc -l <"$WORK/a/refused-alerts.jsonl" 2>/dev/null || echo 0); B's Alertmanager output is down"
   sleep 5   # a few more scrapes, so every rate() has two samples
+  log "A consumed $(metric_value "$METRICS_A_PORT" aiwatch_events_consumed_total) events, wrote $(wc -l <"$WORK/a/alerts.jsonl" 2>/dev/null || echo 0) alerts, dead-lettered $(wc -l <"$WORK/a/refused-alerts.jsonl" 2>/dev/null || echo 0) (the webhook refuses them); B's Alertmanager output is down"
 
-  ok "every rule of deploy/monitoring/aiwatch.rules.yml loaded and healthy" live_rules "$ROOT/deploy/monitoring/aiwatch.rules.yml"
-  planted "a rule that fails at evaluation is reported unhealthy" 'planted:output_up:many_to_many: health err' live_rules "$WORK/prom/planted.rules.yml"
-  ok "AiwatchOutputDown pending for the Alertmanager output at a closed port" live_alert AiwatchOutputDown alertmanager
-  planted "an output-down alert on a misspelt metric never goes pending" 'neither pending nor firing' live_alert PlantedOutputDown alertmanager
-  ok "every dashboard panel expression returns data" live_panels "$ROOT/deploy/monitoring/aiwatch-dashboard.json"
+  shown "every rule of deploy/monitoring/aiwatch.rules.yml loaded and healthy" live_rules "$ROOT/deploy/monitoring/aiwatch.rules.yml"
+  LIVE_WAIT=5 planted "a rule that fails at evaluation is reported unhealthy" 'planted:output_up:many_to_many: health err' live_rules "$WORK/prom/planted.rules.yml"
+  shown "AiwatchOutputDown pending for the Alertmanager output at a closed port" live_alert AiwatchOutputDown alertmanager
+  LIVE_WAIT=5 planted "an output-down alert on a misspelt metric never goes pending" 'neither pending nor firing' live_alert PlantedOutputDown alertmanager
+  shown "every dashboard panel expression returns data" live_panels "$ROOT/deploy/monitoring/aiwatch-dashboard.json"
   local d; d=$(fresh live-dash); cp "$ROOT/deploy/monitoring/aiwatch-dashboard.json" "$d/"
   edit "$d/aiwatch-dashboard.json" 's.replace("aiwatch_state_bytes{", "aiwatch_state_byte{", 1)'
   NODATA_MODE=fail LIVE_WAIT=3 planted "a panel on a misspelt metric is reported as returning no data" 'no data: .*aiwatch_state_byte\{' live_panels "$d/aiwatch-dashboard.json"
   # Which alerts the run raised (information: most need minutes of 'for').
-  prom_query 'ALERTS' | "$PY" -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print("  alerts now:", ", ".join(sorted({f"{x[\"metric\"][\"alertname\"]}({x[\"metric\"][\"alertstate\"]})" for x in r})) or "none")'
+  prom_query 'ALERTS' >"$WORK/alerts.json"
+  "$PY" - "$WORK/alerts.json" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))["data"]["result"]
+names = sorted({"%s(%s)" % (x["metric"]["alertname"], x["metric"]["alertstate"]) for x in r})
+print("  alerts now:", ", ".join(names) or "none")
+EOF
 }
 
 main() {
@@ -815,7 +827,8 @@ main() {
     echo "Live test and config check skipped (--no-live)"
   fi
   echo
-  echo "ops-check: ${PASSED} passed, ${FAILED} failed ($((SECONDS - START)) s)"
+  echo "ops-check took $((SECONDS - START)) s"
+  echo "ops-check: ${PASSED} passed, ${FAILED} failed"
   if ((FAILED)); then
     printf '  failed: %s\n' "${FAILURES[@]}"
     exit 1
