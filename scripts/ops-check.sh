@@ -101,7 +101,7 @@ planted() {
   fi
 }
 # fresh DIR: an empty scratch folder under $WORK.
-fresh() { rm -rf "$WORK/$1"; mkdir -p "$WORK/$1"; echo "$WORK/$1"; }
+fresh() { rm -rf "${WORK:?}/${1:?}"; mkdir -p "$WORK/$1"; echo "$WORK/$1"; }
 # edit FILE PYTHON-EXPR: rewrite FILE with s = FILE's text; the expression's value is written back.
 edit() {
   python3 - "$1" "$2" <<'EOF'
@@ -202,7 +202,7 @@ check_prometheus() {
 am_config() { amtool check-config "$1"; }
 # am_routes CONFIG: the routing table the example promises.
 am_routes() {
-  local cfg="$1" t
+  local cfg="$1"
   while IFS='|' read -r want labels; do
     [[ -n "$want" ]] || continue
     # shellcheck disable=SC2086
