@@ -209,9 +209,9 @@ am_routes() {
     # shellcheck disable=SC2086
     amtool config routes test --config.file="$cfg" --verify.receivers="$want" $labels || { echo "route for {$labels}: expected $want"; return 1; }
   done <<'EOF'
-pagerduty-compliance,slack-security|alertname=xtenant.context rule=xtenant.context category=xtenant priority=critical severity=critical alert_id=3f2a tenant_id=acme
-slack-compliance|alertname=logging.missing_response rule=logging.missing_response category=logging priority=low severity=info alert_id=9b1c tenant_id=acme
-opsgenie-compliance,slack-platform|alertname=change.unauthorized rule=change.unauthorized category=change priority=high severity=error alert_id=77d0
+pagerduty-compliance,slack-security|alertname=xtenant.context rule_id=xtenant.context source=aiwatch category=xtenant priority=critical severity=critical alert_id=3f2a tenant_id=acme
+slack-compliance|alertname=logging.missing_response rule_id=logging.missing_response source=aiwatch category=logging priority=low severity=info alert_id=9b1c tenant_id=acme
+opsgenie-compliance,slack-platform|alertname=change.unauthorized rule_id=change.unauthorized source=aiwatch category=change priority=high severity=error alert_id=77d0
 pagerduty-sre|alertname=AiwatchOutputDown category=engine severity=critical priority=critical instance=aiwatch-0 output=alertmanager
 slack-sre|alertname=AiwatchDeadLetterRate category=engine severity=warning priority=medium instance=aiwatch-0
 EOF
@@ -257,7 +257,7 @@ check_alertmanager() {
 
   ok "amtool template render (a critical violation)" am_render "$A"
   d=$(fresh am-render); cp -r "$A/." "$d/"
-  edit "$d/templates/aiwatch.tmpl" 's.replace("{{ end }}{{ if .Labels.rule }}", "{{ if .Labels.rule }}", 1)'
+  edit "$d/templates/aiwatch.tmpl" 's.replace("{{ end }}{{ if .Labels.rule_id }}", "{{ if .Labels.rule_id }}", 1)'
   planted "a template with an unclosed if" 'unexpected EOF' am_render "$d"
   d=$(fresh am-render2); cp -r "$A/." "$d/"
   edit "$d/templates/aiwatch.tmpl" 's.replace("{{ .Labels.alert_id }}", "{{ .Labels.alertid }}")'
