@@ -153,7 +153,7 @@ impl Metrics {
             "Unix time at which the state on disk last covered everything processed (a checkpoint was written, or was due with nothing new); the process start until then.",
         );
         last_checkpoint.set(unix_now());
-        let checkpoint_bytes = int_gauge("aiwatch_checkpoint_bytes", "Bytes on disk of the latest checkpoint: its file and its history segment folder.");
+        let checkpoint_bytes = int_gauge("aiwatch_checkpoint_bytes", "Bytes on disk of the latest checkpoint: its file, its history segment folder and the spill store.");
         let ready_gauge = int_gauge("aiwatch_ready", "1 when /readyz answers 200 (running, subscribed, last checkpoint written), else 0.");
         let metrics = Metrics {
             events: counter("aiwatch_events_consumed_total", "Valid events consumed."),
@@ -321,7 +321,9 @@ fn checkpoint_size(path: &Path) -> u64 {
     let segments = std::fs::read_dir(&history)
         .map(|dir| dir.filter_map(|e| e.ok()?.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
         .unwrap_or(0);
-    file + segments
+    // Open obligations spilled past state_memory_limit, beside the checkpoint (src/engine/spill.rs).
+    let spilled = std::fs::metadata(path.with_file_name("spill.redb")).map_or(0, |m| m.len());
+    file + segments + spilled
 }
 
 /// Limits of the health listener: it serves a scraper or a probe, not the world.

@@ -76,6 +76,72 @@ fn a_fresh_run_exports_build_info_process_metrics_readiness_and_zero_series() {
     for r in ["invalid_json", "missing_field", "bad_time", "event_too_large"] {
         assert!(reasons.contains(&r), "aiwatch_dead_letters_total{{reason=\"{r}\"}} is not there at 0: {reasons:?}");
     }
+    let rules: Vec<&str> = m.iter().filter(|s| s.name == "aiwatch_rule_errors_total").map(|s| s.labels["rule"].as_str()).collect();
+    assert_eq!(rules.len(), 13, "every built-in rule's error series at 0: {rules:?}");
+    let alerts = m.iter().filter(|s| s.name == "aiwatch_alerts_total" && s.value == 0.0).count();
+    assert!(alerts >= 13, "every rule's alert series at 0 ({alerts})");
+    assert!(m.iter().any(|s| s.name == "aiwatch_output_up" && s.labels["output"] == "file"), "the file output's series");
+    p.signal("TERM");
+    assert_eq!(p.wait(Duration::from_secs(30)).code(), Some(0), "{}", p.stderr_text());
+    delete_topics(&[&topic]);
+}
+
+/// The lag of a partition, from the metrics.
+fn lag(m: &[Sample], topic: &str) -> Option<f64> {
+    m.iter().find(|s| s.name == "aiwatch_consumer_lag" && s.labels.get("topic").map(String::as_str) == Some(topic)).map(|s| s.value)
+}
+
+/// Lag is the partition's end minus what the engine processed: there before
+/// anything is committed, and 0 once everything is processed though nothing is
+/// committed yet (the first checkpoint is a minute away).
+#[test]
+fn lag_is_present_before_the_first_commit_and_follows_what_was_processed() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("lag");
+    create_topic(&topic, 1);
+    let produced = produce_file(&topic, &examples().join("events.jsonl")).at.len() as f64;
+    let mut cfg = RunConfig::new(dir.path(), &topic);
+    cfg.checkpoint_interval_seconds = 60;
+    cfg.start_at_beginning();
+    let addr = free_addr();
+    cfg.metrics = Some(addr);
+    let mut p = Process::run(&cfg.write(dir.path()), false, &[]);
+    let first = wait_for(Duration::from_secs(60), "a lag series", || {
+        p.assert_running();
+        lag(&scrape(addr)?, &topic)
+    });
+    // Seen at once; how far the engine got by the first scrape varies.
+    assert!((0.0..=produced).contains(&first), "lag {first} of {produced} records");
+    wait_for(Duration::from_secs(60), "lag 0 once every record is processed", || {
+        p.assert_running();
+        (lag(&scrape(addr)?, &topic)? == 0.0).then_some(())
+    });
+    assert_eq!(committed_offsets(&cfg.group, &topic).values().sum::<i64>(), 0, "nothing committed before the first checkpoint");
+    p.signal("TERM");
+    assert_eq!(p.wait(Duration::from_secs(30)).code(), Some(0), "{}", p.stderr_text());
+    delete_topics(&[&topic]);
+}
+
+/// On an idle topic the checkpoint stays current: its age stays under twice the interval.
+#[test]
+fn checkpoint_age_stays_under_twice_the_interval_on_an_idle_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("idle");
+    create_topic(&topic, 1);
+    let mut cfg = RunConfig::new(dir.path(), &topic);
+    cfg.checkpoint_interval_seconds = 1;
+    let addr = free_addr();
+    cfg.metrics = Some(addr);
+    let mut p = Process::run(&cfg.write(dir.path()), false, &[]);
+    wait_for(Duration::from_secs(60), "GET /readyz to answer 200", || matches!(http_get(addr, "/readyz"), Some((200, _))).then_some(()));
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_millis(700));
+        p.assert_running();
+        let m = scrape(addr).expect("metrics");
+        let at = m.iter().find(|s| s.name == "aiwatch_last_checkpoint_timestamp_seconds").expect("checkpoint time").value;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        assert!(now - at < 2.0, "checkpoint age {:.1} s with a 1 s interval on an idle topic", now - at);
+    }
     p.signal("TERM");
     assert_eq!(p.wait(Duration::from_secs(30)).code(), Some(0), "{}", p.stderr_text());
     delete_topics(&[&topic]);
