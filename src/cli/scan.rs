@@ -12,6 +12,8 @@ use aiwatch::pipeline::{self, DeadLetterSink, ScanInputs};
 pub struct Args {
     #[command(flatten)]
     pub rules: super::RuleArgs,
+    #[command(flatten)]
+    pub input: super::FormatArgs,
     /// Write alerts (JSON Lines) to this file instead of stdout.
     #[arg(long, value_name = "FILE")]
     pub alerts: Option<PathBuf>,
@@ -42,7 +44,8 @@ pub struct Args {
     #[arg(long, value_name = "BYTES", default_value_t = decode::DEFAULT_MAX_RAW_BYTES as u64,
         value_parser = clap::value_parser!(u64).range(0..=268_435_456))]
     pub dead_letter_max_raw: u64,
-    /// JSON Lines inputs, plain or gzip; `-` reads standard input.
+    /// Inputs, plain or gzip: JSON Lines, or length-delimited records for
+    /// otlp_proto; `-` reads standard input.
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<String>,
 }
@@ -56,6 +59,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         max_raw_bytes: a.dead_letter_max_raw as usize,
         include_raw: a.dead_letter_max_raw > 0,
     };
+    let formats = super::formats(a.input.format, a.input.adapter.as_deref())?;
     let policy = super::load_policy(&a.rules.policy)?;
     let mut engine = super::build_engine(policy, a.rules.rules.as_deref(), a.rules.lateness).await?;
     let mut alerts = JsonLines::create(a.alerts.as_deref())
@@ -73,7 +77,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     };
     let totals = pipeline::scan(
         &mut engine,
-        ScanInputs { paths: a.inputs, batch_size: a.batch_size.max(1), decode: decode_options },
+        ScanInputs { paths: a.inputs, batch_size: a.batch_size.max(1), decode: decode_options, formats },
         &mut dead,
         |batch| Ok(alerts.write_alerts(batch)?),
         |t| {
