@@ -192,17 +192,12 @@ struct Mapped<'a> {
 
 fn map<'a>(p: &Payload<'a>, adapter: &Adapter) -> Result<Mapped<'a>, Verdict> {
     let o = &p.top;
-    // `litellm_call_id` as adapters.md names it; LiteLLM writes the same id as `id` (see docs/formats.md).
-    let (id_name, id) = match o.get("litellm_call_id") {
-        Some(v) => ("litellm_call_id", Some(v)),
-        None => ("id", o.get("id")),
-    };
-    let call_id = match id {
-        None => return Err(("missing_field", "required field `litellm_call_id` (or `id`) is missing or null".into())),
-        Some(v) => string(v, id_name)?,
+    let call_id = match o.get("litellm_call_id") {
+        None => return Err(("missing_field", "required field `litellm_call_id` is missing or null".into())),
+        Some(v) => string(v, "litellm_call_id")?,
     };
     if call_id.is_empty() {
-        return Err(("empty_field", format!("required field `{id_name}` is empty")));
+        return Err(("empty_field", "required field `litellm_call_id` is empty".into()));
     }
     let time = |name: &str| match o.get(name) {
         None => Err(("missing_field", format!("required field `{name}` is missing or null"))),
@@ -403,7 +398,7 @@ mod tests {
 
     fn payload_json(id: &str, extra: &str) -> String {
         format!(
-            r#"{{"id":"{id}","call_type":"acompletion","status":"success","custom_llm_provider":"bedrock","model":"anthropic.claude-3","startTime":1764324000.1234561,"endTime":1764324001.5,"prompt_tokens":12,"completion_tokens":7,"api_base":"https://bedrock-runtime.eu-west-1.amazonaws.com/model/x","request_tags":["data:pii","team:a","data:phi"],"end_user":"","metadata":{{"user_api_key_team_id":"acme","user_api_key_user_id":"user:alice","spend_logs_metadata":{{"data_classes":["pii","customer_data"],"conversation_id":"conv-1","context_tenant_ids":["acme","globex"]}},"requester_metadata":null}},"messages":[{{"role":"user","content":"{CANARY} hello"}}],"response":{{"choices":[{{"message":{{"content":"{CANARY} answer"}}}}]}}{extra}}}"#
+            r#"{{"litellm_call_id":"{id}","call_type":"acompletion","status":"success","custom_llm_provider":"bedrock","model":"anthropic.claude-3","startTime":1764324000.1234561,"endTime":1764324001.5,"prompt_tokens":12,"completion_tokens":7,"api_base":"https://bedrock-runtime.eu-west-1.amazonaws.com/model/x","request_tags":["data:pii","team:a","data:phi"],"end_user":"","metadata":{{"user_api_key_team_id":"acme","user_api_key_user_id":"user:alice","spend_logs_metadata":{{"data_classes":["pii","customer_data"],"conversation_id":"conv-1","context_tenant_ids":["acme","globex"]}},"requester_metadata":null}},"messages":[{{"role":"user","content":"{CANARY} hello"}}],"response":{{"choices":[{{"message":{{"content":"{CANARY} answer"}}}}]}}{extra}}}"#
         )
     }
 
@@ -473,7 +468,7 @@ mod tests {
         let kept = String::from_utf8(dl.bytes.clone().unwrap()).unwrap();
         assert!(!kept.contains(CANARY), "{kept}");
         let v: serde_json::Value = serde_json::from_str(&kept).unwrap();
-        assert_eq!(v["id"], "b");
+        assert_eq!(v["litellm_call_id"], "b");
         assert_eq!(v["messages"].as_str().unwrap().len(), 64);
     }
 
@@ -482,8 +477,8 @@ mod tests {
         let cases: Vec<(String, &str, &str)> = vec![
             ("{not json".into(), "invalid_json", "not valid JSON"),
             ("\"a string\"".into(), "not_object", "not a LiteLLM payload"),
-            (payload_json("x", "").replace(r#""id":"x","#, ""), "missing_field", "`litellm_call_id`"),
-            (payload_json("", ""), "empty_field", "`id` is empty"),
+            (payload_json("x", "").replace(r#""litellm_call_id":"x","#, r#""id":"x","#), "missing_field", "`litellm_call_id`"),
+            (payload_json("", ""), "empty_field", "`litellm_call_id` is empty"),
             (payload_json("x", "").replace(r#""startTime":1764324000.1234561,"#, ""), "missing_field", "`startTime`"),
             (payload_json("x", "").replace("\"endTime\":1764324001.5", "\"endTime\":\"soon\""), "wrong_type", "`endTime` must be a number"),
             (payload_json("x", "").replace(r#""user_api_key_team_id":"acme""#, r#""user_api_key_team_id":5"#), "wrong_type", "`metadata.user_api_key_team_id` must be a string"),

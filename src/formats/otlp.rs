@@ -285,7 +285,8 @@ fn map_request(req: &ExportTraceServiceRequest, format: Format, origin: &Origin,
                 }
                 Err((kind, reason)) => {
                     let record = redacted.get_or_insert_with(|| encode(&redacted_request(req), format));
-                    let reason = format!("span {} of trace {}: {reason}", hex(&span.span_id), hex(&span.trace_id));
+                    let id = |b: &[u8]| if b.is_empty() { "(empty)".to_string() } else { hex(b) };
+                    let reason = format!("span {} of trace {}: {reason}", id(&span.span_id), id(&span.trace_id));
                     out.dead(origin, (kind, reason), record);
                 }
             }
