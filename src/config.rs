@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
-use crate::decode::DecodeOptions;
+use crate::decode::{DecodeOptions, Formats};
+use crate::formats::{Adapter, AdapterConfig, Format};
 use crate::outputs::http::UrlTemplate;
 
 /// The whole configuration of `aiwatch run`.
@@ -59,6 +60,9 @@ pub struct RunConfig {
     pub outputs: Vec<OutputConfig>,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// How the adapter formats (`litellm`, `otlp_json`, `otlp_proto`) map their records.
+    #[serde(default)]
+    pub adapter: AdapterConfig,
 }
 
 /// The Kafka source.
@@ -67,7 +71,15 @@ pub struct RunConfig {
 pub struct KafkaConfig {
     /// `host:port[,host:port...]`.
     pub bootstrap_servers: String,
+    /// Topics of `format` (default: none, when `[[kafka.source]]` names them all).
+    #[serde(default)]
     pub topics: Vec<String>,
+    /// The format of the records of `topics` (default `aiwatch`).
+    #[serde(default)]
+    pub format: Format,
+    /// More topics, each group in a format of its own, read by the same consumer.
+    #[serde(default, rename = "source")]
+    pub sources: Vec<SourceConfig>,
     #[serde(default = "default_group")]
     pub group_id: String,
     /// Events per engine step at most (1 to 1,048,576).
@@ -86,6 +98,31 @@ pub struct KafkaConfig {
     /// librdkafka options whose values are secrets: `{ env = "VAR" }` or `{ file = "/path" }`.
     #[serde(default)]
     pub secret_options: BTreeMap<String, SecretRef>,
+}
+
+/// Topics whose records are in one format: `[[kafka.source]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub topics: Vec<String>,
+    /// `aiwatch`, `litellm`, `otlp_json` or `otlp_proto`.
+    pub format: Format,
+}
+
+impl KafkaConfig {
+    /// Every topic read, with its format: `topics`, then each `[[kafka.source]]`.
+    pub fn topic_formats(&self) -> Vec<(String, Format)> {
+        let mut out: Vec<(String, Format)> = self.topics.iter().map(|t| (t.clone(), self.format)).collect();
+        for s in &self.sources {
+            out.extend(s.topics.iter().map(|t| (t.clone(), s.format)));
+        }
+        out
+    }
+
+    /// Every topic read.
+    pub fn all_topics(&self) -> Vec<String> {
+        self.topic_formats().into_iter().map(|(t, _)| t).collect()
+    }
 }
 
 /// Where a secret is read from: never the config file itself, never argv.
@@ -563,6 +600,11 @@ impl RunConfig {
         }
     }
 
+    /// The format of each topic, and the adapter mapping.
+    pub fn formats(&self) -> Formats {
+        Formats { default: self.kafka.format, by_topic: self.kafka.topic_formats().into_iter().collect(), adapter: std::sync::Arc::new(Adapter::new(&self.adapter)) }
+    }
+
     /// Reads and validates a config file; relative paths in it are taken from
     /// its folder, and `${VAR}` in its strings from the environment ([`interpolate`]).
     pub fn load(path: &Path) -> anyhow::Result<RunConfig> {
@@ -617,9 +659,19 @@ impl RunConfig {
                 rebase(path);
             }
         }
-        if c.kafka.topics.is_empty() {
-            anyhow::bail!("invalid config file {}: field `kafka.topics` is empty; name at least one topic", path.display());
+        let topics = c.kafka.all_topics();
+        if topics.is_empty() {
+            anyhow::bail!(
+                "invalid config file {}: no topic to read; name at least one in `kafka.topics` or in a `[[kafka.source]]`",
+                path.display()
+            );
         }
+        for (i, t) in topics.iter().enumerate() {
+            if topics[..i].contains(t) {
+                anyhow::bail!("invalid config file {}: topic `{t}` is named twice; a topic has one format", path.display());
+            }
+        }
+        c.adapter.check().map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))?;
         if c.max_field_bytes > c.max_event_bytes {
             anyhow::bail!("invalid config file {}: `max_field_bytes` must not be larger than `max_event_bytes`", path.display());
         }
@@ -786,6 +838,36 @@ mod tests {
             let e = RunConfig::load(&write(dir.path(), &format!("{am}{line}"))).unwrap_err().to_string();
             assert!(e.contains(says) && e.contains("c.toml") && e.contains("line "), "{line}: {e}");
         }
+    }
+
+    #[test]
+    fn sources_give_each_topic_its_format_and_adapter_keys_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "policy = \"p.toml\"\n[kafka]\nbootstrap_servers = \"x\"\ntopics = [\"audit\"]\n\
+            [[kafka.source]]\ntopics = [\"llm\"]\nformat = \"litellm\"\n[[kafka.source]]\ntopics = [\"spans\"]\nformat = \"otlp_proto\"\n\
+            [adapter]\ntenant_keys = [\"metadata.team\"]\n[adapter.regions]\n\"a.example\" = \"eu\"\n";
+        let c = RunConfig::load(&write(dir.path(), text)).unwrap();
+        let f = c.formats();
+        assert_eq!(f.by_topic["audit"], Format::Aiwatch);
+        assert_eq!(f.by_topic["llm"], Format::Litellm);
+        assert_eq!(f.by_topic["spans"], Format::OtlpProto);
+        assert_eq!(c.kafka.all_topics(), ["audit", "llm", "spans"]);
+        assert_eq!(f.adapter.tenant_paths, [vec!["metadata".to_string(), "team".to_string()]]);
+        assert_eq!(f.adapter.region_of("https://a.example/v1").as_deref(), Some("eu"));
+
+        let only_sources = "policy = \"p.toml\"\n[kafka]\nbootstrap_servers = \"x\"\n[[kafka.source]]\ntopics = [\"llm\"]\nformat = \"litellm\"\n";
+        RunConfig::load(&write(dir.path(), only_sources)).unwrap();
+        let bad_format = only_sources.replace("\"litellm\"", "\"otlp\"");
+        let e = RunConfig::load(&write(dir.path(), &bad_format)).unwrap_err().to_string();
+        assert!(e.contains("otlp_proto") && e.contains("line 6"), "{e}");
+        let twice = format!("{only_sources}[[kafka.source]]\ntopics = [\"llm\"]\nformat = \"otlp_json\"\n");
+        let e = RunConfig::load(&write(dir.path(), &twice)).unwrap_err().to_string();
+        assert!(e.contains("`llm`") && e.contains("twice"), "{e}");
+        let unknown = format!("{MINIMAL}[adapter]\ntenant_key = [\"x\"]\n");
+        let e = RunConfig::load(&write(dir.path(), &unknown)).unwrap_err().to_string();
+        assert!(e.contains("tenant_key") && e.contains("line 6"), "{e}");
+        let none = "policy = \"p.toml\"\n[kafka]\nbootstrap_servers = \"x\"\n";
+        assert!(RunConfig::load(&write(dir.path(), none)).unwrap_err().to_string().contains("no topic"));
     }
 
     #[test]

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 
-use crate::decode::Decoder;
+use crate::decode::{DecodeOptions, Decoded, Decoder, Formats};
+use crate::formats::{Adapter, Format};
 use crate::engine::{Engine, EngineConfig};
 use crate::event::{Origin, RawBatch};
 use crate::generate::DEMO_POLICY;
@@ -86,8 +87,100 @@ fn decode_accounts_for_every_record(records: &[Vec<u8>]) -> Result<(), TestCaseE
     Ok(())
 }
 
+/// Decodes `records` in an adapter format: never a panic, and every record read.
+fn decode_in(format: Format, records: &[Vec<u8>]) -> Result<Decoded, TestCaseError> {
+    let mut raw = RawBatch::default();
+    for (i, r) in records.iter().enumerate() {
+        raw.push(r, Origin::Kafka { topic: "t".into(), partition: 0, offset: i as i64 });
+    }
+    let d = Decoder::with_formats(DecodeOptions::default(), Formats::one(format, Adapter::default())).decode(&raw);
+    prop_assert_eq!(d.records + d.blank, records.len());
+    Ok(d)
+}
+
+/// A LiteLLM payload's keys (top level and the paths the mapping reads) set to any values.
+fn litellm_payload() -> impl Strategy<Value = Vec<u8>> {
+    const KEYS: &[&str] = &[
+        "litellm_call_id", "startTime", "endTime", "custom_llm_provider", "model", "call_type", "api_base", "hidden_params", "metadata",
+        "request_tags", "end_user", "model_parameters", "prompt_tokens", "completion_tokens", "messages", "response", "status",
+    ];
+    let metadata = prop::collection::btree_map(
+        prop::sample::select(&["user_api_key_team_id", "user_api_key_org_id", "user_api_key_end_user_id", "user_api_key_user_id", "spend_logs_metadata", "requester_metadata"][..]),
+        json_value(),
+        0..6,
+    );
+    (prop::collection::btree_map(prop::sample::select(KEYS), json_value(), 0..12), metadata, any::<bool>()).prop_map(|(fields, metadata, typed)| {
+        let mut o: serde_json::Map<String, serde_json::Value> = fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        if typed {
+            o.insert("litellm_call_id".into(), "c1".into());
+            o.insert("startTime".into(), 1_795_915_800.5.into());
+            o.insert("endTime".into(), 1_795_915_801.25.into());
+            o.insert("metadata".into(), serde_json::Value::Object(metadata.into_iter().map(|(k, v)| (k.to_string(), v)).collect()));
+        }
+        serde_json::to_vec(&o).expect("a JSON object serializes")
+    })
+}
+
+/// The real OTLP requests of the fixtures, whole.
+fn otlp_fixture_requests() -> Vec<Vec<u8>> {
+    let data: &[u8] = include_bytes!("../tests/fixtures/formats/otlp/requests.otlp_proto");
+    let (mut out, mut i) = (Vec::new(), 0);
+    while i < data.len() {
+        let (mut len, mut shift) = (0usize, 0);
+        loop {
+            let b = data[i];
+            i += 1;
+            len |= ((b & 0x7f) as usize) << shift;
+            shift += 7;
+            if b < 0x80 {
+                break;
+            }
+        }
+        out.push(data[i..i + len].to_vec());
+        i += len;
+    }
+    out
+}
+
 proptest! {
     #![proptest_config(config(3000))]
+
+    #[test]
+    fn fuzz_adapter_formats_arbitrary_bytes(records in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 1..8)) {
+        for format in [Format::Litellm, Format::OtlpJson, Format::OtlpProto] {
+            decode_in(format, &records)?;
+        }
+    }
+
+    #[test]
+    fn fuzz_litellm_payloads(records in prop::collection::vec(litellm_payload(), 1..6), as_array in any::<bool>()) {
+        let records = if as_array {
+            let joined: Vec<u8> = [b"[".to_vec(), records.join(&b","[..]), b"]".to_vec()].concat();
+            vec![joined]
+        } else {
+            records
+        };
+        decode_in(Format::Litellm, &records)?;
+    }
+
+    /// Real requests with bytes overwritten: deep into the span mapping of both encodings.
+    #[test]
+    fn fuzz_otlp_mutated_requests(pick in 0usize..6, flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6)) {
+        let requests = otlp_fixture_requests();
+        let mut bytes = requests[pick % requests.len()].clone();
+        for (at, b) in &flips {
+            let i = at.index(bytes.len());
+            bytes[i] = *b;
+        }
+        decode_in(Format::OtlpProto, &[bytes.clone()])?;
+        // The same request, when it still decodes, in OTLP/JSON.
+        use prost::Message as _;
+        if let Ok(req) = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(&bytes[..]) {
+            if let Ok(json) = serde_json::to_vec(&req) {
+                decode_in(Format::OtlpJson, &[json])?; // NaN doubles have no JSON form
+            }
+        }
+    }
 
     #[test]
     fn fuzz_decoder_arbitrary_bytes(records in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 1..8)) {

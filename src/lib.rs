@@ -3,8 +3,8 @@
 //! The data path, one direction:
 //!
 //! - [`sources`]: JSON Lines files or Kafka yield raw records with their origin ([`event::RawBatch`]);
-//! - [`decode`]: records become Arrow batches of the `events` schema ([`event::events_schema`]),
-//!   or dead letters;
+//! - [`decode`]: records become Arrow batches of the `events` schema ([`event::FIELDS`]),
+//!   or dead letters, through their [`formats`] (`aiwatch`, `litellm`, `otlp_json`, `otlp_proto`);
 //! - [`engine`]: event-time state and the SQL rules ([`rules`], `queries/`) against the
 //!   [`policy`] turn batches into [`alert::Alert`]s;
 //! - [`outputs`]: alerts and dead letters leave for files, stdout, Kafka and on-call tools;
@@ -20,6 +20,7 @@ pub mod config;
 pub mod decode;
 pub mod engine;
 pub mod event;
+pub mod formats;
 pub mod generate;
 pub mod outputs;
 pub mod pipeline;

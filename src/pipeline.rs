@@ -1,6 +1,8 @@
 //! The scan pipeline: files are read and decoded on one thread while the engine
 //! evaluates the previous batch on the runtime, with at most two batches in
-//! flight, so memory stays bounded whatever the input size.
+//! flight, so memory stays bounded whatever the input size. And [`step`], the
+//! decode -> step -> count of every runner: `scan`, `run`, `demo` and the rule
+//! fixtures.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -9,12 +11,12 @@ use anyhow::Context as _;
 use tokio::sync::mpsc;
 
 use crate::alert::Alert;
-use crate::decode::{DecodeOptions, Decoded, DeadLetter, Decoder};
+use crate::decode::{DecodeOptions, Decoded, DeadLetter, Decoder, Formats};
 use crate::engine::state::StateStats;
 use crate::engine::{Engine, StepReport};
 use crate::event::RawBatch;
 use crate::outputs::JsonLines;
-use crate::sources::file::LineReader;
+use crate::sources::file::{Framing, LineReader};
 
 /// Running counts of a scan or a stream, for the summary and metrics.
 #[derive(Debug, Default, Clone)]
@@ -23,6 +25,8 @@ pub struct Totals {
     pub events: usize,
     pub dead_letters: usize,
     pub blank: usize,
+    /// Records, or parts of one, a format skipped as not its own, by `(format, reason)`.
+    pub skipped: BTreeMap<(&'static str, &'static str), usize>,
     pub duplicates: usize,
     pub late: usize,
     pub bytes: usize,
@@ -34,10 +38,13 @@ pub struct Totals {
 
 impl Totals {
     pub fn add_decoded(&mut self, d: &Decoded) {
-        self.records += d.events.num_rows() + d.dead_letters.len() + d.blank;
+        self.records += d.records + d.blank;
         self.dead_letters += d.dead_letters.len();
         self.blank += d.blank;
         self.bytes += d.bytes;
+        for (key, n) in &d.skipped {
+            *self.skipped.entry(*key).or_default() += n;
+        }
     }
 
     pub fn add_step(&mut self, r: &StepReport) {
@@ -74,6 +81,10 @@ impl Totals {
             secs,
             (self.events + self.duplicates) as f64 / secs
         );
+        if !self.skipped.is_empty() {
+            let parts: Vec<String> = self.skipped.iter().map(|((f, r), n)| format!("{n} {r} ({f})")).collect();
+            s.push_str(&format!("aiwatch: skipped as not their format's own: {}\n", parts.join(", ")));
+        }
         let entries: Vec<String> = self.state_peak.entries.iter().map(|(k, n)| format!("{k} {n}")).collect();
         s.push_str(&format!(
             "aiwatch: state at its peak: about {:.1} MiB in {} entries ({})\n",
@@ -87,6 +98,31 @@ impl Totals {
         }
         s
     }
+}
+
+/// When the engine evaluates a step's rules.
+#[derive(Debug, Clone, Copy)]
+pub enum Evaluate {
+    /// Pipelined ([`Engine::push`]): the state takes this batch in while the
+    /// rules evaluate the last one, whose report this is. `hold` caps the watermark.
+    Pipelined { hold: Option<i64> },
+    /// At once ([`Engine::step`]): the report is this batch's.
+    Now,
+}
+
+/// One step of every runner: counts what was decoded, hands its events to the
+/// engine, counts what the step found and the state it left. Returns the
+/// step's report and the batch's dead letters, for the runner's outputs.
+pub async fn step(engine: &mut Engine, totals: &mut Totals, decoded: Decoded, how: Evaluate) -> anyhow::Result<(StepReport, Vec<DeadLetter>)> {
+    totals.add_decoded(&decoded);
+    let Decoded { events, dead_letters, .. } = decoded;
+    let report = match how {
+        Evaluate::Pipelined { hold } => engine.push(events, hold).await?,
+        Evaluate::Now => engine.step(events).await?,
+    };
+    totals.add_step(&report);
+    totals.observe_state(engine.state_stats());
+    Ok((report, dead_letters))
 }
 
 /// Where dead letters go: a JSON Lines file, or warnings on stderr when none was given.
@@ -118,26 +154,29 @@ pub struct ScanInputs {
     pub batch_size: usize,
     /// What the decoder accepts and what dead letters keep.
     pub decode: DecodeOptions,
+    /// The inputs' format (`otlp_proto` files are length-delimited, the others JSON Lines) and the adapter mapping.
+    pub formats: Formats,
 }
 
 impl ScanInputs {
-    /// `paths` in steps of `batch_size`, with the decoder's defaults.
+    /// `paths` in steps of `batch_size`, in the `aiwatch` format with the decoder's defaults.
     pub fn new(paths: Vec<String>, batch_size: usize) -> ScanInputs {
-        ScanInputs { paths, batch_size, decode: DecodeOptions::default() }
+        ScanInputs { paths, batch_size, decode: DecodeOptions::default(), formats: Formats::default() }
     }
 }
 
 /// Reads and decodes every input in order on a thread of its own.
 fn spawn_reader(inputs: ScanInputs) -> mpsc::Receiver<anyhow::Result<Decoded>> {
     let (tx, rx) = mpsc::channel(2);
-    let ScanInputs { paths, batch_size, decode } = inputs;
+    let ScanInputs { paths, batch_size, decode, formats } = inputs;
+    let framing = Framing::of(formats.default);
     std::thread::Builder::new()
         .name("aiwatch-reader".into())
         .spawn(move || {
-            let mut decoder = Decoder::with_options(decode);
+            let mut decoder = Decoder::with_formats(decode, formats);
             let mut raw = RawBatch::default();
             for input in paths {
-                let mut reader = match LineReader::open(&input).with_context(|| format!("cannot open input {input}")) {
+                let mut reader = match LineReader::open_framed(&input, framing).with_context(|| format!("cannot open input {input}")) {
                     Ok(r) => r,
                     Err(e) => {
                         let _ = tx.blocking_send(Err(e));
@@ -178,13 +217,8 @@ pub async fn scan(
     let mut totals = Totals::default();
     let mut rx = spawn_reader(inputs);
     while let Some(decoded) = rx.recv().await {
-        let decoded = decoded?;
-        totals.add_decoded(&decoded);
-        dead.write(&decoded.dead_letters).context("cannot write dead letters")?;
-        // Pipelined: the state takes this batch in while the rules evaluate the last one.
-        let report = engine.push(decoded.events, None).await?;
-        totals.add_step(&report);
-        totals.observe_state(engine.state_stats());
+        let (report, dead_letters) = step(engine, &mut totals, decoded?, Evaluate::Pipelined { hold: None }).await?;
+        dead.write(&dead_letters).context("cannot write dead letters")?;
         on_alerts(&report.alerts)?;
         on_progress(&totals);
     }

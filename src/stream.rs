@@ -10,30 +10,27 @@
 //! and those offsets are committed. A restart restores the checkpoint and
 //! skips messages it already covers.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use arrow::array::Array as _;
-use futures::FutureExt as _;
 use rdkafka::consumer::CommitMode;
-use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
-use rdkafka::consumer::StreamConsumer;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{DeadLetterDestination, OutputConfig, RunConfig};
-use crate::decode::{DeadLetter, DecodeOptions, Decoded, Decoder};
+use crate::decode::{DeadLetter, DecodeOptions, Decoded, Decoder, Formats};
 use crate::engine::{Engine, EngineConfig, SpillConfig};
 use crate::event::{Origin, RawBatch};
 use crate::outputs::http::{Alertmanager, Webhook};
 use crate::outputs::kafka::{send_dead_letters, KafkaAlerts};
 use crate::outputs::{AlertDeadLetters, AlertOutput, Delivery, JsonLines, Route};
-use crate::pipeline::Totals;
+use crate::pipeline::{self, Evaluate, Totals};
 use crate::policy::Policy;
-use crate::sources::kafka::{self, Context, Offsets, TopicPartition};
+use crate::sources::kafka::{self, Context, Intake, IntakeLoop, Offsets, TopicPartition};
 use crate::state_dir::StateDir;
 use crate::telemetry::Metrics;
 
@@ -215,20 +212,12 @@ impl Loop {
             let e = self.newest.entry(tp).or_insert(i64::MIN);
             *e = (*e).max(t);
         }
-        self.totals.add_decoded(&decoded);
-        self.metrics.bytes.inc_by(decoded.bytes as u64);
-        for d in &decoded.dead_letters {
-            self.metrics.dead_letters.with_label_values(&[d.kind]).inc();
-        }
-        self.dead.send(&decoded.dead_letters, &self.metrics).await.context("cannot write dead letters")?;
+        self.metrics.observe_decoded(&decoded);
         let hold = self.hold();
-        // Pipelined: the state takes this batch in while the rules evaluate the last one.
-        let report = self.engine.push(decoded.events, hold).await?;
-        self.totals.add_step(&report);
+        let (report, dead_letters) = pipeline::step(&mut self.engine, &mut self.totals, decoded, Evaluate::Pipelined { hold }).await?;
+        self.dead.send(&dead_letters, &self.metrics).await.context("cannot write dead letters")?;
         self.metrics.observe_step(&report, started.elapsed().as_secs_f64());
-        let stats = self.engine.state_stats();
-        self.metrics.observe_state(&stats);
-        self.totals.observe_state(stats);
+        self.metrics.observe_state(&self.engine.state_stats());
         // On failure the run stops before the next checkpoint, so `processed` is never made durable early.
         self.delivery.deliver(&report.alerts, &self.metrics, &self.stop).await?;
         Ok(())
@@ -306,6 +295,7 @@ struct DecodedStep {
 /// intake through `pool`, so at most a few batches are ever in flight.
 fn spawn_decoder(
     options: DecodeOptions,
+    formats: Formats,
     mut raw_rx: mpsc::Receiver<RawBatch>,
     decoded_tx: mpsc::Sender<DecodedStep>,
     pool: mpsc::UnboundedSender<RawBatch>,
@@ -313,7 +303,7 @@ fn spawn_decoder(
     std::thread::Builder::new()
         .name("aiwatch-decoder".into())
         .spawn(move || {
-            let mut decoder = Decoder::with_options(options);
+            let mut decoder = Decoder::with_formats(options, formats);
             while let Some(raw) = raw_rx.blocking_recv() {
                 let decoded = decoder.decode(&raw);
                 let mut next: HashMap<(&str, i32), i64> = HashMap::new();
@@ -342,212 +332,6 @@ fn spawn_decoder(
             }
         })
         .expect("spawn decoder thread")
-}
-
-/// Turns consumed messages into raw records, skipping what a restored
-/// checkpoint already covers (and what this process took before a partition
-/// was revoked and assigned back), and notes where each partition ends.
-/// Lookups go by `(&str, partition)`, so a message costs no allocation.
-///
-/// The end of a partition comes from partition EOF and the consumer's
-/// position, not from the high watermark: the last offset of a partition
-/// written by a transactional producer is a commit marker, which the consumer
-/// skips and is never handed, so the last message taken can end one short of
-/// the high watermark for ever.
-struct Intake {
-    topics: HashMap<String, Arc<str>>,
-    /// Per partition, the offset below which messages are already in the
-    /// engine: the restored checkpoint's, then raised to what was taken when a
-    /// partition is revoked (see [`Intake::forget_revoked`]).
-    covered: HashMap<String, HashMap<i32, i64>>,
-    /// `--until-end`: partitions not read to their end offset at start yet.
-    remaining: HashMap<String, HashMap<i32, i64>>,
-    /// Next offset after the last message taken, per partition.
-    taken: HashMap<String, HashMap<i32, i64>>,
-    /// Partitions at their end (EOF) with no message since; mirrored in [`Offsets::at_end`].
-    at_end: HashMap<String, HashSet<i32>>,
-    offsets: Arc<Mutex<Offsets>>,
-    /// [`Context::revokes`] when the intake last forgot revoked partitions.
-    revokes: u64,
-}
-
-impl Intake {
-    fn new(covered: &HashMap<TopicPartition, i64>, remaining: &HashMap<TopicPartition, i64>, offsets: Arc<Mutex<Offsets>>) -> Intake {
-        let nest = |m: &HashMap<TopicPartition, i64>| {
-            let mut out: HashMap<String, HashMap<i32, i64>> = HashMap::new();
-            for ((t, p), o) in m {
-                out.entry(t.clone()).or_default().insert(*p, *o);
-            }
-            out
-        };
-        Intake {
-            topics: HashMap::new(),
-            covered: nest(covered),
-            remaining: nest(remaining),
-            taken: HashMap::new(),
-            at_end: HashMap::new(),
-            offsets,
-            revokes: 0,
-        }
-    }
-
-    fn take(&mut self, consumer: &StreamConsumer<Context>, msg: rdkafka::error::KafkaResult<rdkafka::message::BorrowedMessage<'_>>, raw: &mut RawBatch) {
-        let msg = match msg {
-            Ok(m) => m,
-            Err(rdkafka::error::KafkaError::PartitionEOF(partition)) => return self.reached_end(consumer, partition),
-            Err(e) => {
-                tracing::warn!(error = %e, "Kafka consumer error; continuing");
-                return;
-            }
-        };
-        let (name, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
-        let revokes = rdkafka::consumer::Consumer::context(consumer).revokes.load(std::sync::atomic::Ordering::Acquire);
-        if revokes != self.revokes {
-            self.forget_revoked(revokes);
-        }
-        if !self.at_end.is_empty() && self.at_end.get(name).is_some_and(|parts| parts.contains(&partition)) {
-            self.at_end.get_mut(name).expect("checked").remove(&partition);
-            self.offsets.lock().expect("offsets lock").at_end.remove(&(name.to_string(), partition));
-        }
-        match self.taken.get_mut(name).and_then(|parts| parts.get_mut(&partition)) {
-            Some(next) => *next = offset + 1,
-            None => {
-                // The first message since the partition was assigned: where the group had it start.
-                self.taken.entry(name.to_string()).or_default().insert(partition, offset + 1);
-                self.offsets.lock().expect("offsets lock").floor.insert((name.to_string(), partition), offset);
-            }
-        }
-        if self.covered.get(name).and_then(|m| m.get(&partition)).is_some_and(|c| offset < *c) {
-            return; // already in the restored state
-        }
-        let topic = match self.topics.get(name) {
-            Some(t) => t.clone(),
-            None => self.topics.entry(name.to_string()).or_insert_with(|| Arc::from(name)).clone(),
-        };
-        raw.push(msg.payload().unwrap_or_default(), Origin::Kafka { topic, partition, offset });
-        if self.remaining.get(name).and_then(|parts| parts.get(&partition)).is_some_and(|high| offset + 1 >= *high) {
-            self.finished(name, partition);
-        }
-    }
-
-    /// Partition EOF for `partition` of some topic (librdkafka does not say
-    /// which): every assigned partition of that number whose position has
-    /// reached its latest known end is at its end. For `--until-end` it is
-    /// read; for the watermark hold it has no backlog beyond what was taken.
-    fn reached_end(&mut self, consumer: &StreamConsumer<Context>, partition: i32) {
-        use rdkafka::consumer::Consumer as _;
-        let positions = match consumer.position() {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::debug!(error = %e, "no consumer position at partition EOF");
-                return;
-            }
-        };
-        let shared = self.offsets.clone();
-        let mut offsets = shared.lock().expect("offsets lock");
-        for e in positions.elements().iter().filter(|e| e.partition() == partition) {
-            let rdkafka::Offset::Offset(position) = e.offset() else { continue };
-            let tp = (e.topic().to_string(), partition);
-            if offsets.high.get(&tp).is_some_and(|high| position < *high) {
-                continue; // another topic's partition of that number, with more to read
-            }
-            let next = self.taken.get(e.topic()).and_then(|parts| parts.get(&partition)).copied().unwrap_or(i64::MIN);
-            offsets.at_end.insert(tp, next);
-            self.at_end.entry(e.topic().to_string()).or_default().insert(partition);
-            if self.remaining.get(e.topic()).and_then(|parts| parts.get(&partition)).is_some_and(|high| position >= *high) {
-                self.finished(e.topic(), partition);
-            }
-        }
-    }
-
-    /// Forgets what was taken from partitions revoked since the last look, so
-    /// the first message after they are assigned again sets their floor.
-    ///
-    /// What was taken stays covered, though: a partition assigned back
-    /// restarts at the group's committed offset, which can be well behind what
-    /// this process already took. That is what happens when the broker is down
-    /// for longer than the session timeout: librdkafka revokes everything, the
-    /// commit on revoke fails, and after the broker is back every partition is
-    /// read again from the last commit that went through. Those messages are
-    /// in the engine already (a taken batch is always processed, revoke or
-    /// not), so they are skipped as a restored checkpoint's are, instead of
-    /// going through the engine again as duplicates, late events and a second
-    /// copy of each dead letter.
-    fn forget_revoked(&mut self, revokes: u64) {
-        self.revokes = revokes;
-        let revoked = std::mem::take(&mut self.offsets.lock().expect("offsets lock").revoked);
-        for (t, p) in revoked {
-            if let Some(next) = self.taken.get_mut(&t).and_then(|parts| parts.remove(&p)) {
-                let covered = self.covered.entry(t.clone()).or_default().entry(p).or_insert(next);
-                *covered = (*covered).max(next);
-                tracing::debug!(topic = %t, partition = p, next, "partition revoked; if assigned back, offsets below `next` are already processed and skipped");
-            }
-            if let Some(parts) = self.at_end.get_mut(&t) {
-                parts.remove(&p);
-            }
-        }
-    }
-
-    fn finished(&mut self, topic: &str, partition: i32) {
-        if let Some(parts) = self.remaining.get_mut(topic) {
-            parts.remove(&partition);
-            if parts.is_empty() {
-                self.remaining.remove(topic);
-            }
-        }
-    }
-}
-
-/// Settings of the intake task.
-struct IntakeLoop {
-    batch_size: usize,
-    wait: Duration,
-    until_end: bool,
-    stop: watch::Receiver<bool>,
-    raw_tx: mpsc::Sender<RawBatch>,
-    pool: mpsc::UnboundedReceiver<RawBatch>,
-}
-
-/// Takes messages into raw batches and hands a batch on when it is full or
-/// the batch wait passes; ends on shutdown or, with `--until-end`, at the end
-/// offsets. Dropping its sender is what ends the decoder and the engine loop.
-async fn intake_loop(consumer: Arc<StreamConsumer<Context>>, mut intake: Intake, mut l: IntakeLoop) {
-    let Some(mut raw) = l.pool.recv().await else { return };
-    let flush_timer = tokio::time::sleep(l.wait);
-    tokio::pin!(flush_timer);
-    let done = |intake: &Intake| l.until_end && intake.remaining.is_empty();
-    while !done(&intake) {
-        let full = tokio::select! {
-            biased;
-            _ = l.stop.changed() => break,
-            _ = &mut flush_timer => {
-                flush_timer.as_mut().reset(tokio::time::Instant::now() + l.wait);
-                !raw.is_empty()
-            }
-            msg = consumer.recv() => {
-                intake.take(&consumer, msg, &mut raw);
-                // Take what librdkafka already holds without going back to the scheduler.
-                while raw.len() < l.batch_size && !done(&intake) {
-                    match consumer.recv().now_or_never() {
-                        Some(msg) => intake.take(&consumer, msg, &mut raw),
-                        None => break,
-                    }
-                }
-                raw.len() >= l.batch_size
-            }
-        };
-        if full {
-            if l.raw_tx.send(raw).await.is_err() {
-                return;
-            }
-            let Some(next) = l.pool.recv().await else { return };
-            raw = next;
-            flush_timer.as_mut().reset(tokio::time::Instant::now() + l.wait);
-        }
-    }
-    if !raw.is_empty() {
-        let _ = l.raw_tx.send(raw).await;
-    }
 }
 
 /// Runs until shutdown (or, with `until_end`, until the end offsets present at start).
@@ -613,7 +397,7 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
 
     // Where each partition starts and ends now: the ends bound `--until-end`,
     // and both say which partitions have a backlog (the watermark hold).
-    let ends = kafka::end_offsets(&consumer, &config.kafka.topics)?;
+    let ends = kafka::end_offsets(&consumer, &config.kafka.all_topics())?;
     let parts: Vec<TopicPartition> = ends.keys().cloned().collect();
     let committed = kafka::committed(&consumer, &parts)?;
     let mut start = HashMap::new();
@@ -666,8 +450,8 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
     for _ in 0..3 {
         let _ = pool_tx.send(RawBatch::with_capacity(batch_size, batch_size * 512));
     }
-    let decoder = spawn_decoder(config.decode_options(), raw_rx, decoded_tx, pool_tx);
-    let intake = tokio::spawn(intake_loop(
+    let decoder = spawn_decoder(config.decode_options(), config.formats(), raw_rx, decoded_tx, pool_tx);
+    let intake = tokio::spawn(kafka::intake_loop(
         consumer.clone(),
         Intake::new(&covered, &remaining, offsets.clone()),
         IntakeLoop { batch_size, wait, until_end: options.until_end, stop: stop.clone(), raw_tx, pool: pool_rx },

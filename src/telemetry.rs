@@ -58,6 +58,7 @@ pub struct Metrics {
     pub events: IntCounter,
     pub bytes: IntCounter,
     pub dead_letters: IntCounterVec,
+    pub skipped_records: IntCounterVec,
     pub duplicates: IntCounter,
     pub late: IntCounter,
     pub batches: IntCounter,
@@ -159,6 +160,11 @@ impl Metrics {
             events: counter("aiwatch_events_consumed_total", "Valid events consumed."),
             bytes: counter("aiwatch_bytes_consumed_total", "Bytes of records consumed."),
             dead_letters: counter_vec("aiwatch_dead_letters_total", "Malformed records sent to the dead-letter output.", &["reason"]),
+            skipped_records: counter_vec(
+                "aiwatch_skipped_records_total",
+                "Records, or parts of one (OTLP spans that are not GenAI spans), a format skips as not its own.",
+                &["format", "reason"],
+            ),
             duplicates: counter("aiwatch_duplicate_events_total", "Retried events dropped (same event_id)."),
             late: counter("aiwatch_late_events_total", "Events older than the watermark when they arrived."),
             batches: counter("aiwatch_batches_total", "Engine steps."),
@@ -264,6 +270,17 @@ impl Metrics {
             Err("the last checkpoint failed; offsets are not being committed\n")
         } else {
             Ok(())
+        }
+    }
+
+    /// Records what one decoded batch read: bytes, dead letters by kind, skipped parts by format.
+    pub fn observe_decoded(&self, d: &crate::decode::Decoded) {
+        self.bytes.inc_by(d.bytes as u64);
+        for dead in &d.dead_letters {
+            self.dead_letters.with_label_values(&[dead.kind]).inc();
+        }
+        for ((format, reason), n) in &d.skipped {
+            self.skipped_records.with_label_values(&[format, reason]).inc_by(*n as u64);
         }
     }
 

@@ -12,7 +12,7 @@ use aiwatch::alert::Alert;
 use aiwatch::decode::Decoder;
 use aiwatch::event::{Origin, RawBatch};
 use aiwatch::generate::{Generator, GeneratorConfig, DEMO_POLICY};
-use aiwatch::pipeline::Totals;
+use aiwatch::pipeline::{self, Evaluate, Totals};
 use aiwatch::policy::Policy;
 
 #[derive(clap::Args, Debug)]
@@ -112,11 +112,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             seq += 1;
             raw.push(&bytes, Origin::Generated { seq });
         }
-        let decoded = decoder.decode(&raw);
-        totals.add_decoded(&decoded);
-        let report = engine.step(decoded.events).await?;
-        totals.add_step(&report);
-        totals.observe_state(engine.state_stats());
+        let (report, _dead) = pipeline::step(&mut engine, &mut totals, decoder.decode(&raw), Evaluate::Now).await?;
         print_alerts(&report.alerts, a.json)?;
     }
     totals.elapsed = started.elapsed();

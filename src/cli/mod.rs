@@ -12,8 +12,32 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use aiwatch::decode::Formats;
 use aiwatch::engine::{Engine, EngineConfig};
+use aiwatch::formats::{Adapter, AdapterConfig, Format};
 use aiwatch::policy::Policy;
+
+/// The format of the inputs and the adapter mapping: `--format`, `--adapter`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct FormatArgs {
+    /// The inputs' format: aiwatch (events.md, the default), litellm (LiteLLM
+    /// standard logging payloads), otlp_json (one OTLP/JSON request a line) or
+    /// otlp_proto (OTLP protobuf requests, each preceded by its varint length).
+    #[arg(long, value_name = "NAME", default_value = "aiwatch")]
+    pub format: Format,
+    /// A TOML file with an `[adapter]` table: how litellm and OTLP records map (see the README).
+    #[arg(long, value_name = "FILE")]
+    pub adapter: Option<PathBuf>,
+}
+
+/// Every input in `format`, mapped with the adapter file's `[adapter]` (or the defaults).
+pub fn formats(format: Format, adapter: Option<&Path>) -> anyhow::Result<Formats> {
+    let config = match adapter {
+        Some(p) => AdapterConfig::load(p)?,
+        None => AdapterConfig::default(),
+    };
+    Ok(Formats::one(format, Adapter::new(&config)))
+}
 
 /// Flags shared by every command that evaluates rules.
 #[derive(clap::Args, Debug, Clone)]

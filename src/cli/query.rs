@@ -11,14 +11,15 @@ use arrow::array::{AsArray, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use datafusion::datasource::MemTable;
 
-use aiwatch::decode::Decoder;
+use aiwatch::decode::{DecodeOptions, Decoder};
 use aiwatch::engine::{session, EngineConfig};
 use aiwatch::event::{col, events_schema};
+use aiwatch::formats::Format;
 use aiwatch::policy::Policy;
-use aiwatch::sources::file::LineReader;
+use aiwatch::sources::file::{Framing, LineReader};
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-pub enum Format {
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
     Table,
     Csv,
     Jsonl,
@@ -29,12 +30,20 @@ pub struct Args {
     /// Policy file whose tables (policy_vendors, policy_tenants, ...) the SQL may join (default: empty policy).
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    /// How results are printed.
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// The inputs' format: aiwatch (the default), litellm, otlp_json or
+    /// otlp_proto. (`table`, `csv` and `jsonl` are still read as `--output`,
+    /// which they were before.)
+    #[arg(long, value_name = "NAME", default_value = "aiwatch")]
+    pub format: String,
+    /// A TOML file with an `[adapter]` table: how litellm and OTLP records map.
+    #[arg(long, value_name = "FILE")]
+    pub adapter: Option<PathBuf>,
     /// The SQL query; the table `events` holds every valid event of the inputs, duplicates dropped.
     pub sql: String,
-    /// JSON Lines inputs, plain or gzip; `-` reads standard input.
+    /// Inputs, plain or gzip (JSON Lines, or length-delimited for otlp_proto); `-` reads standard input.
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<String>,
 }
@@ -44,13 +53,22 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         Some(p) => Arc::new(Policy::load(p)?),
         None => Arc::new(Policy::empty()),
     };
+    let (format, output) = match a.format.as_str() {
+        "table" | "csv" | "jsonl" => {
+            tracing::warn!("`--format {}` is read as `--output {}`; --format names the inputs' format now", a.format, a.format);
+            let output = <Output as clap::ValueEnum>::from_str(&a.format, false).map_err(|e| anyhow::anyhow!(e))?;
+            (Format::Aiwatch, output)
+        }
+        name => (name.parse::<Format>().map_err(|e| anyhow::anyhow!("--format: {e}"))?, a.output),
+    };
+    let formats = super::formats(format, a.adapter.as_deref())?;
     let ctx = session(&policy, &EngineConfig::default())?;
-    let mut decoder = Decoder::new();
+    let mut decoder = Decoder::with_formats(DecodeOptions::default(), formats);
     let mut seen: HashSet<String> = HashSet::new();
     let mut batches = Vec::new();
     let mut dead = 0usize;
     for input in &a.inputs {
-        let mut reader = LineReader::open(input).with_context(|| format!("cannot open input {input}"))?;
+        let mut reader = LineReader::open_framed(input, Framing::of(format)).with_context(|| format!("cannot open input {input}"))?;
         while let Some(raw) = reader.next_batch(65_536).with_context(|| format!("cannot read input {input}"))? {
             let d = decoder.decode(&raw);
             dead += d.dead_letters.len();
@@ -66,15 +84,15 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let results: Vec<RecordBatch> = ctx.sql(&a.sql).await.context("the query cannot be planned")?.collect().await.context("the query failed")?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    match a.format {
-        Format::Table => writeln!(out, "{}", arrow::util::pretty::pretty_format_batches(&results)?)?,
-        Format::Csv => {
+    match output {
+        Output::Table => writeln!(out, "{}", arrow::util::pretty::pretty_format_batches(&results)?)?,
+        Output::Csv => {
             let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
             for b in &results {
                 w.write(b)?;
             }
         }
-        Format::Jsonl => {
+        Output::Jsonl => {
             let mut w = arrow::json::LineDelimitedWriter::new(&mut out);
             for b in &results {
                 w.write(b)?;

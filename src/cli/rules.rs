@@ -33,6 +33,9 @@ pub enum Command {
         /// Folder of user rule files (and their fixtures/).
         #[arg(long, value_name = "DIR")]
         rules: Option<PathBuf>,
+        /// The format of the events in DIR's fixtures (a fixture file's `format` key wins), and the adapter mapping.
+        #[command(flatten)]
+        input: super::FormatArgs,
     },
 }
 
@@ -67,11 +70,12 @@ pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             println!("ok: {n} rules parse and plan");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Test { rules } => {
+        Command::Test { rules, input } => {
             let pack = aiwatch::rules::pack(rules.as_deref())?;
+            let adapter = super::formats(input.format, input.adapter.as_deref())?.adapter;
             let mut set = FixtureSet::builtin();
             if let Some(dir) = &rules {
-                set.merge(FixtureSet::load_dir(dir)?);
+                set.merge(FixtureSet::load_dir(dir)?.with_format(input.format, (*adapter).clone()));
             }
             let results = set.run(&pack).await;
             let failed = results.iter().filter(|r| r.failure.is_some()).count();

@@ -12,6 +12,8 @@ use aiwatch::pipeline::{self, DeadLetterSink, ScanInputs};
 pub struct Args {
     #[command(flatten)]
     pub rules: super::RuleArgs,
+    #[command(flatten)]
+    pub input: super::FormatArgs,
     /// Write alerts (JSON Lines) to this file instead of stdout.
     #[arg(long, value_name = "FILE")]
     pub alerts: Option<PathBuf>,
@@ -51,7 +53,8 @@ pub struct Args {
     /// found (critical > high > medium > low > info), for CI gates. Errors still exit 2.
     #[arg(long, value_name = "SEVERITY", value_parser = clap::builder::PossibleValuesParser::new(aiwatch::rules::SEVERITIES))]
     pub fail_on: Option<String>,
-    /// JSON Lines inputs, plain or gzip; `-` reads standard input.
+    /// Inputs, plain or gzip: JSON Lines, or length-delimited records for
+    /// otlp_proto; `-` reads standard input.
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<String>,
 }
@@ -70,6 +73,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         max_raw_bytes: a.dead_letter_max_raw as usize,
         include_raw: a.dead_letter_max_raw > 0,
     };
+    let formats = super::formats(a.input.format, a.input.adapter.as_deref())?;
     let policy = super::load_policy(&a.rules.policy)?;
     let mut engine = super::build_engine(policy, a.rules.rules.as_deref(), a.rules.lateness, a.state_memory_limit.map(|b| b as usize)).await?;
     let mut alerts = JsonLines::create(a.alerts.as_deref())
@@ -88,7 +92,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let mut worst = usize::MAX;
     let totals = pipeline::scan(
         &mut engine,
-        ScanInputs { paths: a.inputs, batch_size: a.batch_size.max(1), decode: decode_options },
+        ScanInputs { paths: a.inputs, batch_size: a.batch_size.max(1), decode: decode_options, formats },
         &mut dead,
         |batch| {
             worst = batch.iter().map(|a| rank(&a.severity)).fold(worst, usize::min);

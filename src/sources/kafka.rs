@@ -1,4 +1,5 @@
-//! Kafka consumer with at-least-once offsets: auto-commit and auto offset
+//! Kafka intake with at-least-once offsets: the consumer, and the task that
+//! takes its messages into raw batches ([`intake_loop`]). Auto-commit and auto offset
 //! store are off; the stream loop commits only offsets whose events are
 //! durable in a checkpoint and whose alerts every output has taken. On a
 //! revoke the durable offsets of the revoked partitions are committed
@@ -17,6 +18,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt as _;
+use rdkafka::message::Message;
+use tokio::sync::{mpsc, watch};
+
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, FromClientConfigAndContext};
 use rdkafka::error::KafkaError;
@@ -26,6 +31,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
+use crate::event::{Origin, RawBatch};
 use crate::telemetry::Metrics;
 
 pub type TopicPartition = (String, i32);
@@ -226,7 +232,8 @@ pub fn consumer(k: &KafkaConfig, context: Context) -> anyhow::Result<StreamConsu
         c.set("fetch.queue.backoff.ms", "20");
     }
     let consumer: StreamConsumer<Context> = create(&c, k, context)?;
-    let topics: Vec<&str> = k.topics.iter().map(String::as_str).collect();
+    let all = k.all_topics();
+    let topics: Vec<&str> = all.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok(consumer)
 }
@@ -292,6 +299,212 @@ pub fn commit(consumer: &StreamConsumer<Context>, offsets: &Mutex<Offsets>, mode
     }
     consumer.commit(&tpl, mode)?;
     Ok(tpl.count())
+}
+
+/// Turns consumed messages into raw records, skipping what a restored
+/// checkpoint already covers (and what this process took before a partition
+/// was revoked and assigned back), and notes where each partition ends.
+/// Lookups go by `(&str, partition)`, so a message costs no allocation.
+///
+/// The end of a partition comes from partition EOF and the consumer's
+/// position, not from the high watermark: the last offset of a partition
+/// written by a transactional producer is a commit marker, which the consumer
+/// skips and is never handed, so the last message taken can end one short of
+/// the high watermark for ever.
+pub(crate) struct Intake {
+    topics: HashMap<String, Arc<str>>,
+    /// Per partition, the offset below which messages are already in the
+    /// engine: the restored checkpoint's, then raised to what was taken when a
+    /// partition is revoked (see [`Intake::forget_revoked`]).
+    covered: HashMap<String, HashMap<i32, i64>>,
+    /// `--until-end`: partitions not read to their end offset at start yet.
+    remaining: HashMap<String, HashMap<i32, i64>>,
+    /// Next offset after the last message taken, per partition.
+    taken: HashMap<String, HashMap<i32, i64>>,
+    /// Partitions at their end (EOF) with no message since; mirrored in [`Offsets::at_end`].
+    at_end: HashMap<String, HashSet<i32>>,
+    offsets: Arc<Mutex<Offsets>>,
+    /// [`Context::revokes`] when the intake last forgot revoked partitions.
+    revokes: u64,
+}
+
+impl Intake {
+    pub(crate) fn new(covered: &HashMap<TopicPartition, i64>, remaining: &HashMap<TopicPartition, i64>, offsets: Arc<Mutex<Offsets>>) -> Intake {
+        let nest = |m: &HashMap<TopicPartition, i64>| {
+            let mut out: HashMap<String, HashMap<i32, i64>> = HashMap::new();
+            for ((t, p), o) in m {
+                out.entry(t.clone()).or_default().insert(*p, *o);
+            }
+            out
+        };
+        Intake {
+            topics: HashMap::new(),
+            covered: nest(covered),
+            remaining: nest(remaining),
+            taken: HashMap::new(),
+            at_end: HashMap::new(),
+            offsets,
+            revokes: 0,
+        }
+    }
+
+    fn take(&mut self, consumer: &StreamConsumer<Context>, msg: rdkafka::error::KafkaResult<rdkafka::message::BorrowedMessage<'_>>, raw: &mut RawBatch) {
+        let msg = match msg {
+            Ok(m) => m,
+            Err(rdkafka::error::KafkaError::PartitionEOF(partition)) => return self.reached_end(consumer, partition),
+            Err(e) => {
+                tracing::warn!(error = %e, "Kafka consumer error; continuing");
+                return;
+            }
+        };
+        let (name, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
+        let revokes = rdkafka::consumer::Consumer::context(consumer).revokes.load(std::sync::atomic::Ordering::Acquire);
+        if revokes != self.revokes {
+            self.forget_revoked(revokes);
+        }
+        if !self.at_end.is_empty() && self.at_end.get(name).is_some_and(|parts| parts.contains(&partition)) {
+            self.at_end.get_mut(name).expect("checked").remove(&partition);
+            self.offsets.lock().expect("offsets lock").at_end.remove(&(name.to_string(), partition));
+        }
+        match self.taken.get_mut(name).and_then(|parts| parts.get_mut(&partition)) {
+            Some(next) => *next = offset + 1,
+            None => {
+                // The first message since the partition was assigned: where the group had it start.
+                self.taken.entry(name.to_string()).or_default().insert(partition, offset + 1);
+                self.offsets.lock().expect("offsets lock").floor.insert((name.to_string(), partition), offset);
+            }
+        }
+        if self.covered.get(name).and_then(|m| m.get(&partition)).is_some_and(|c| offset < *c) {
+            return; // already in the restored state
+        }
+        let topic = match self.topics.get(name) {
+            Some(t) => t.clone(),
+            None => self.topics.entry(name.to_string()).or_insert_with(|| Arc::from(name)).clone(),
+        };
+        raw.push(msg.payload().unwrap_or_default(), Origin::Kafka { topic, partition, offset });
+        if self.remaining.get(name).and_then(|parts| parts.get(&partition)).is_some_and(|high| offset + 1 >= *high) {
+            self.finished(name, partition);
+        }
+    }
+
+    /// Partition EOF for `partition` of some topic (librdkafka does not say
+    /// which): every assigned partition of that number whose position has
+    /// reached its latest known end is at its end. For `--until-end` it is
+    /// read; for the watermark hold it has no backlog beyond what was taken.
+    fn reached_end(&mut self, consumer: &StreamConsumer<Context>, partition: i32) {
+        use rdkafka::consumer::Consumer as _;
+        let positions = match consumer.position() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(error = %e, "no consumer position at partition EOF");
+                return;
+            }
+        };
+        let shared = self.offsets.clone();
+        let mut offsets = shared.lock().expect("offsets lock");
+        for e in positions.elements().iter().filter(|e| e.partition() == partition) {
+            let rdkafka::Offset::Offset(position) = e.offset() else { continue };
+            let tp = (e.topic().to_string(), partition);
+            if offsets.high.get(&tp).is_some_and(|high| position < *high) {
+                continue; // another topic's partition of that number, with more to read
+            }
+            let next = self.taken.get(e.topic()).and_then(|parts| parts.get(&partition)).copied().unwrap_or(i64::MIN);
+            offsets.at_end.insert(tp, next);
+            self.at_end.entry(e.topic().to_string()).or_default().insert(partition);
+            if self.remaining.get(e.topic()).and_then(|parts| parts.get(&partition)).is_some_and(|high| position >= *high) {
+                self.finished(e.topic(), partition);
+            }
+        }
+    }
+
+    /// Forgets what was taken from partitions revoked since the last look, so
+    /// the first message after they are assigned again sets their floor.
+    ///
+    /// What was taken stays covered, though: a partition assigned back
+    /// restarts at the group's committed offset, which can be well behind what
+    /// this process already took. That is what happens when the broker is down
+    /// for longer than the session timeout: librdkafka revokes everything, the
+    /// commit on revoke fails, and after the broker is back every partition is
+    /// read again from the last commit that went through. Those messages are
+    /// in the engine already (a taken batch is always processed, revoke or
+    /// not), so they are skipped as a restored checkpoint's are, instead of
+    /// going through the engine again as duplicates, late events and a second
+    /// copy of each dead letter.
+    fn forget_revoked(&mut self, revokes: u64) {
+        self.revokes = revokes;
+        let revoked = std::mem::take(&mut self.offsets.lock().expect("offsets lock").revoked);
+        for (t, p) in revoked {
+            if let Some(next) = self.taken.get_mut(&t).and_then(|parts| parts.remove(&p)) {
+                let covered = self.covered.entry(t.clone()).or_default().entry(p).or_insert(next);
+                *covered = (*covered).max(next);
+                tracing::debug!(topic = %t, partition = p, next, "partition revoked; if assigned back, offsets below `next` are already processed and skipped");
+            }
+            if let Some(parts) = self.at_end.get_mut(&t) {
+                parts.remove(&p);
+            }
+        }
+    }
+
+    fn finished(&mut self, topic: &str, partition: i32) {
+        if let Some(parts) = self.remaining.get_mut(topic) {
+            parts.remove(&partition);
+            if parts.is_empty() {
+                self.remaining.remove(topic);
+            }
+        }
+    }
+}
+
+/// Settings of the intake task.
+pub(crate) struct IntakeLoop {
+    pub batch_size: usize,
+    pub wait: Duration,
+    pub until_end: bool,
+    pub stop: watch::Receiver<bool>,
+    pub raw_tx: mpsc::Sender<RawBatch>,
+    pub pool: mpsc::UnboundedReceiver<RawBatch>,
+}
+
+/// Takes messages into raw batches and hands a batch on when it is full or
+/// the batch wait passes; ends on shutdown or, with `--until-end`, at the end
+/// offsets. Dropping its sender is what ends the decoder and the engine loop.
+pub(crate) async fn intake_loop(consumer: Arc<StreamConsumer<Context>>, mut intake: Intake, mut l: IntakeLoop) {
+    let Some(mut raw) = l.pool.recv().await else { return };
+    let flush_timer = tokio::time::sleep(l.wait);
+    tokio::pin!(flush_timer);
+    let done = |intake: &Intake| l.until_end && intake.remaining.is_empty();
+    while !done(&intake) {
+        let full = tokio::select! {
+            biased;
+            _ = l.stop.changed() => break,
+            _ = &mut flush_timer => {
+                flush_timer.as_mut().reset(tokio::time::Instant::now() + l.wait);
+                !raw.is_empty()
+            }
+            msg = consumer.recv() => {
+                intake.take(&consumer, msg, &mut raw);
+                // Take what librdkafka already holds without going back to the scheduler.
+                while raw.len() < l.batch_size && !done(&intake) {
+                    match consumer.recv().now_or_never() {
+                        Some(msg) => intake.take(&consumer, msg, &mut raw),
+                        None => break,
+                    }
+                }
+                raw.len() >= l.batch_size
+            }
+        };
+        if full {
+            if l.raw_tx.send(raw).await.is_err() {
+                return;
+            }
+            let Some(next) = l.pool.recv().await else { return };
+            raw = next;
+            flush_timer.as_mut().reset(tokio::time::Instant::now() + l.wait);
+        }
+    }
+    if !raw.is_empty() {
+        let _ = l.raw_tx.send(raw).await;
+    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 mod errors;
 mod example;
+mod formats;
 mod hot_key;
 mod invariance;
 mod limits;

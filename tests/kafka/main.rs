@@ -9,6 +9,7 @@
 
 mod broker_restart;
 mod crash;
+mod formats;
 mod metrics;
 mod ops;
 mod outputs;

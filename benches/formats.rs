@@ -1,0 +1,122 @@
+//! Decode cost of each input format, per event produced, against the `aiwatch`
+//! format (the target of issue 8: a format costs at most 2x the aiwatch
+//! format's decode time per event).
+//!
+//! Inputs held in memory, cut into raw batches as `run` does: generated
+//! aiwatch events (as the stages bench), and the real-library fixtures of
+//! `tests/fixtures/formats/` repeated with a fresh id each time (LiteLLM
+//! payloads, OTLP requests in protobuf and JSON). Only decoding is timed.
+//!
+//! `cargo bench --bench formats` (optionally `-- EVENTS`). No assertions; the
+//! figures are recorded in docs/benchmarks.md.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use aiwatch::decode::{DecodeOptions, Decoder, Formats};
+use aiwatch::event::{Origin, RawBatch};
+use aiwatch::formats::{Adapter, Format};
+use aiwatch::generate::{Generator, GeneratorConfig};
+use aiwatch::sources::file::{Framing, LineReader};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc; // as the binary
+
+const BATCH: usize = 32_768;
+
+/// Cuts records into raw batches with Kafka origins.
+fn batches(records: impl Iterator<Item = Vec<u8>>) -> Vec<RawBatch> {
+    let topic: Arc<str> = Arc::from("bench");
+    let mut raws: Vec<RawBatch> = Vec::new();
+    for (offset, r) in records.enumerate() {
+        if offset % BATCH == 0 {
+            raws.push(RawBatch::with_capacity(BATCH, BATCH * 1024));
+        }
+        raws.last_mut().expect("pushed").push(&r, Origin::Kafka { topic: topic.clone(), partition: 0, offset: offset as i64 });
+    }
+    raws
+}
+
+/// Decodes every batch; returns (records, events, dead letters, seconds).
+fn time(format: Format, raws: &[RawBatch]) -> (usize, usize, usize, f64) {
+    let mut decoder = Decoder::with_formats(DecodeOptions::default(), Formats::one(format, Adapter::default()));
+    let (mut records, mut events, mut dead) = (0, 0, 0);
+    let started = Instant::now();
+    for raw in raws {
+        let d = decoder.decode(raw);
+        records += d.records;
+        events += d.events.num_rows();
+        dead += d.dead_letters.len();
+        std::hint::black_box(d);
+    }
+    (records, events, dead, started.elapsed().as_secs_f64())
+}
+
+fn fixture(path: &str, framing: Framing) -> Vec<Vec<u8>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/formats").join(path);
+    let mut r = LineReader::open_framed(path.to_str().expect("utf-8 path"), framing).expect("fixture");
+    let mut out = Vec::new();
+    while let Some(b) = r.next_batch(1024).expect("fixture") {
+        out.extend(b.iter().map(|(bytes, _)| bytes.to_vec()).filter(|b| !b.is_empty()));
+    }
+    out
+}
+
+/// `template` with every occurrence of `id` replaced by a same-length id made from `n`.
+fn with_id(template: &[u8], id: &[u8], n: usize) -> Vec<u8> {
+    let fresh = format!("{:0width$x}", n, width = id.len());
+    let fresh = &fresh.as_bytes()[fresh.len() - id.len()..];
+    let mut out = template.to_vec();
+    let mut i = 0;
+    while i + id.len() <= out.len() {
+        if &out[i..i + id.len()] == id {
+            out[i..i + id.len()].copy_from_slice(fresh);
+            i += id.len();
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+fn main() {
+    aiwatch::allocator::keep_freed_memory(); // as the binary
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let events: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+
+    let mut g = Generator::new(GeneratorConfig { events_per_second: 200.0, max_disorder_seconds: 5.0, ..Default::default() });
+    let aiwatch = batches((0..events).map(|_| {
+        let mut line = Vec::with_capacity(1024);
+        g.next_into(&mut line);
+        line
+    }));
+
+    // Each LiteLLM payload gives 2 events, each OTLP request 14 (7 GenAI spans).
+    let payloads: Vec<Vec<u8>> = fixture("litellm/payloads.jsonl", Framing::Lines).into_iter().filter(|p| p.starts_with(b"{")).collect();
+    let litellm = batches((0..events / 2).map(|n| {
+        let p = &payloads[n % payloads.len()];
+        // Fixture call ids are `fx-...-00NN`: a fresh number keeps every event unique.
+        with_id(p, b"-00", n)
+    }));
+    let proto = fixture("otlp/requests.otlp_proto", Framing::LengthDelimited);
+    let json = fixture("otlp/requests.otlp_json.jsonl", Framing::Lines);
+    let per_request = 14 / proto.len().max(1) + 1;
+    let otlp_proto = batches((0..events / per_request).map(|n| proto[n % proto.len()].clone()));
+    let otlp_json = batches((0..events / per_request).map(|n| json[n % json.len()].clone()));
+
+    println!("{:<11} {:>9} {:>9} {:>7} {:>8} {:>12} {:>10} {:>9}", "format", "records", "events", "dead", "MB", "events/s", "µs/event", "x aiwatch");
+    let mut base = None;
+    for (format, raws) in [(Format::Aiwatch, &aiwatch), (Format::Litellm, &litellm), (Format::OtlpProto, &otlp_proto), (Format::OtlpJson, &otlp_json)] {
+        let mb = raws.iter().map(RawBatch::byte_len).sum::<usize>() as f64 / 1e6;
+        let (records, events, dead, secs) = time(format, raws);
+        let per_event = secs * 1e6 / events.max(1) as f64;
+        let base = *base.get_or_insert(per_event);
+        println!(
+            "{:<11} {records:>9} {events:>9} {dead:>7} {mb:>8.0} {:>12.0} {per_event:>10.3} {:>9.2}",
+            format.name(),
+            events as f64 / secs,
+            per_event / base
+        );
+    }
+}

@@ -1,0 +1,547 @@
+//! The `litellm` format: LiteLLM's `StandardLoggingPayload` (what LiteLLM hands
+//! its logging callbacks as `standard_logging_object`), one per record or a
+//! JSON array of them. Each payload maps to an `ai.request` and an
+//! `ai.response` (spec `adapters.md`, "litellm").
+//!
+//! A payload is read as an object whose values stay unparsed ([`Obj`]): the
+//! prompt and the response, most of a payload's bytes, are only scanned,
+//! never copied, and only the fields the mapping names are parsed. The unit
+//! of mapping is the payload: a payload that cannot be mapped is one dead
+//! letter (its text fields replaced by hashes), and the other payloads of the
+//! same array map as usual.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::decode::{out_of_range, Out, Verdict};
+use crate::event::{Event, Item, List, Origin};
+use crate::formats::aiwatch::syntax_class;
+use crate::formats::{sha256_compact_json, Adapter};
+
+const FORMAT: &str = "litellm";
+
+/// The payload fields that hold prompt or response text: never copied, hashed in dead letters.
+pub const TEXT_FIELDS: [&str; 2] = ["messages", "response"];
+
+/// A JSON object whose values are left unparsed until asked for. Keys are
+/// borrowed from the record unless they hold escapes.
+struct Obj<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Obj<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = Obj<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Obj<'de>, M::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(48));
+                while let Some(Item(key)) = map.next_key::<Item<'de>>()? {
+                    entries.push((key, map.next_value::<&'de RawValue>()?));
+                }
+                Ok(Obj(entries))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+impl<'a> Obj<'a> {
+    /// The first value of `key` that is not `null`.
+    fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.0.iter().find(|(k, v)| k == key && v.get() != "null").map(|(_, v)| *v)
+    }
+}
+
+/// A payload with lookups by dotted path; objects on the way are parsed once.
+struct Payload<'a> {
+    top: Obj<'a>,
+    /// Parsed inner objects, by the address of their text (`None`: not an object).
+    inner: RefCell<Vec<(*const u8, Option<Obj<'a>>)>>,
+}
+
+impl<'a> Payload<'a> {
+    fn at(&self, path: &[String]) -> Option<&'a RawValue> {
+        let (first, rest) = path.split_first()?;
+        let mut v = self.top.get(first)?;
+        for key in rest {
+            v = self.child(v, key)?;
+        }
+        Some(v)
+    }
+
+    fn child(&self, v: &'a RawValue, key: &str) -> Option<&'a RawValue> {
+        let text: &'a str = v.get();
+        let mut inner = self.inner.borrow_mut();
+        if let Some((_, obj)) = inner.iter().find(|(p, _)| *p == text.as_ptr()) {
+            return obj.as_ref()?.get(key);
+        }
+        // A path through something that is not an object finds nothing there.
+        let obj = if text.starts_with('{') { serde_json::from_str::<Obj<'a>>(text).ok() } else { None };
+        let found = obj.as_ref().and_then(|o| o.get(key));
+        inner.push((text.as_ptr(), obj));
+        found
+    }
+
+    fn path(&self, dotted: &str) -> Option<&'a RawValue> {
+        let path: Vec<String> = dotted.split('.').map(str::to_string).collect();
+        self.at(&path)
+    }
+
+    /// The first of `paths` holding a non-empty string.
+    fn first_string(&self, paths: &[Vec<String>]) -> Result<Option<Cow<'a, str>>, Verdict> {
+        for p in paths {
+            if let Some(v) = self.at(p) {
+                let s = string(v, &p.join("."))?;
+                if !s.is_empty() {
+                    return Ok(Some(s));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The first of `paths` holding a non-empty array of strings.
+    fn first_list(&self, paths: &[&str]) -> Result<Option<List<'a>>, Verdict> {
+        for p in paths {
+            if let Some(v) = self.path(p) {
+                let l = strings(v, p)?;
+                if !l.is_empty() {
+                    return Ok(Some(l));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// What a JSON value is, from its first character, for a reason that names no value.
+fn found(v: &RawValue) -> &'static str {
+    match v.get().as_bytes().first() {
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        _ => "a number",
+    }
+}
+
+fn wrong(name: &str, want: &str, v: &RawValue) -> Verdict {
+    ("wrong_type", format!("field `{name}` must be {want}, found {}", found(v)))
+}
+
+fn string<'a>(v: &'a RawValue, name: &str) -> Result<Cow<'a, str>, Verdict> {
+    serde_json::from_str::<Item<'a>>(v.get()).map(|i| i.0).map_err(|_| wrong(name, "a string", v))
+}
+
+fn strings<'a>(v: &'a RawValue, name: &str) -> Result<List<'a>, Verdict> {
+    serde_json::from_str::<List<'a>>(v.get()).map_err(|_| wrong(name, "an array of strings", v))
+}
+
+fn number(v: &RawValue, name: &str) -> Result<f64, Verdict> {
+    serde_json::from_str::<f64>(v.get()).map_err(|_| wrong(name, "a number", v))
+}
+
+fn integer(v: &RawValue, name: &str) -> Result<i64, Verdict> {
+    serde_json::from_str::<i64>(v.get()).map_err(|_| wrong(name, "an integer", v))
+}
+
+fn opt<'a, T>(v: Option<&'a RawValue>, read: impl FnOnce(&'a RawValue) -> Result<T, Verdict>) -> Result<Option<T>, Verdict> {
+    v.map(read).transpose()
+}
+
+/// Seconds since the epoch (a float) to nanoseconds, rounded to the microsecond.
+fn epoch_ns(secs: f64) -> Result<i64, Verdict> {
+    let micros = (secs * 1e6).round();
+    if !micros.is_finite() || micros.abs() >= (i64::MAX / 1000) as f64 {
+        return Err(out_of_range());
+    }
+    Ok(micros as i64 * 1000)
+}
+
+/// `call_type` to an operation: the listed call types, also behind the `a` of their async variant.
+fn operation(call_type: &str) -> &str {
+    fn listed(s: &str) -> Option<&'static str> {
+        Some(match s {
+            "completion" | "responses" => "chat",
+            "embedding" => "embeddings",
+            "text_completion" => "text_completion",
+            "image_generation" => "image_generation",
+            "transcription" => "transcription",
+            "speech" => "speech",
+            "rerank" => "rerank",
+            _ => return None,
+        })
+    }
+    listed(call_type).or_else(|| call_type.strip_prefix('a').and_then(listed)).unwrap_or(call_type)
+}
+
+/// The two events of one payload, with their times.
+struct Mapped<'a> {
+    request: Event<'a>,
+    requested_at: i64,
+    response: Event<'a>,
+    responded_at: i64,
+}
+
+fn map<'a>(p: &Payload<'a>, adapter: &Adapter) -> Result<Mapped<'a>, Verdict> {
+    let o = &p.top;
+    let call_id = match o.get("litellm_call_id") {
+        None => return Err(("missing_field", "required field `litellm_call_id` is missing or null".into())),
+        Some(v) => string(v, "litellm_call_id")?,
+    };
+    if call_id.is_empty() {
+        return Err(("empty_field", "required field `litellm_call_id` is empty".into()));
+    }
+    let time = |name: &str| match o.get(name) {
+        None => Err(("missing_field", format!("required field `{name}` is missing or null"))),
+        Some(v) => number(v, name),
+    };
+    let (start, end) = (time("startTime")?, time("endTime")?);
+    let (requested_at, responded_at) = (epoch_ns(start)?, epoch_ns(end)?);
+
+    let provider = opt(o.get("custom_llm_provider"), |v| string(v, "custom_llm_provider"))?
+        .map(|s| match adapter.provider(&s) {
+            same if same == s => s,
+            other => Cow::Owned(other.to_string()),
+        });
+    let model = opt(o.get("model"), |v| string(v, "model"))?;
+    let operation = opt(o.get("call_type"), |v| string(v, "call_type"))?.map(|ct| match operation(&ct) {
+        same if same == ct => ct,
+        other => Cow::Owned(other.to_string()),
+    });
+    let tenant_id = p.first_string(&adapter.tenant_paths)?;
+    let actor_id = p.first_string(&adapter.actor_paths)?;
+    let api_base = match opt(o.get("api_base"), |v| string(v, "api_base"))? {
+        Some(b) if !b.is_empty() => Some(b),
+        _ => opt(p.path("hidden_params.api_base"), |v| string(v, "hidden_params.api_base"))?,
+    };
+    let vendor_region = api_base.and_then(|b| adapter.region_of(&b)).map(Cow::Owned);
+
+    let mut data_classes: List<'a> = List::new();
+    let mut add = |item: Item<'a>| {
+        if !data_classes.contains(&item) {
+            data_classes.push(item);
+        }
+    };
+    for path in ["metadata.spend_logs_metadata.data_classes", "metadata.requester_metadata.data_classes"] {
+        for item in opt(p.path(path), |v| strings(v, path))?.unwrap_or_default() {
+            add(item);
+        }
+    }
+    let prefix = adapter.data_class_tag_prefix.as_str();
+    for tag in opt(o.get("request_tags"), |v| strings(v, "request_tags"))?.unwrap_or_default() {
+        if let Some(class) = tag.0.strip_prefix(prefix) {
+            add(Item(Cow::Owned(class.to_string())));
+        }
+    }
+    let context_tenant_ids =
+        p.first_list(&["metadata.spend_logs_metadata.context_tenant_ids", "metadata.requester_metadata.context_tenant_ids"])?;
+    let mut conversation_id = None;
+    for path in ["metadata.spend_logs_metadata.conversation_id", "metadata.requester_metadata.conversation_id"] {
+        if let Some(s) = opt(p.path(path), |v| string(v, path))?.filter(|s| !s.is_empty()) {
+            conversation_id = Some(s);
+            break;
+        }
+    }
+    let input_tokens = opt(o.get("prompt_tokens"), |v| integer(v, "prompt_tokens"))?;
+    let output_tokens = opt(o.get("completion_tokens"), |v| integer(v, "completion_tokens"))?;
+    let prompt_sha256 = o.get("messages").map(|m| Cow::Owned(sha256_compact_json(m.get())));
+    let status = opt(o.get("status"), |v| string(v, "status"))?.map(|s| Cow::Borrowed(if s == "success" { "ok" } else { "error" }));
+
+    let request = Event {
+        event_id: Some(Cow::Owned(format!("litellm:{call_id}:request"))),
+        event_type: Some(Cow::Borrowed("ai.request")),
+        tenant_id: tenant_id.clone(),
+        actor_id,
+        source: Some(Cow::Borrowed(FORMAT)),
+        request_id: Some(call_id.clone()),
+        provider: provider.clone(),
+        model: model.clone(),
+        operation: operation.clone(),
+        vendor_region,
+        data_classes: Some(data_classes),
+        context_tenant_ids,
+        conversation_id,
+        input_tokens,
+        prompt_sha256,
+        ..Default::default()
+    };
+    let response = Event {
+        event_id: Some(Cow::Owned(format!("litellm:{call_id}:response"))),
+        event_type: Some(Cow::Borrowed("ai.response")),
+        tenant_id,
+        source: Some(Cow::Borrowed(FORMAT)),
+        request_id: Some(call_id),
+        provider,
+        model,
+        operation,
+        status,
+        output_tokens,
+        latency_ms: Some((end - start) * 1000.0),
+        ..Default::default()
+    };
+    Ok(Mapped { request, requested_at, response, responded_at })
+}
+
+/// Decodes one record: a payload, or an array of payloads.
+pub fn decode(bytes: &[u8], origin: &Origin, adapter: &Adapter, out: &mut Out<'_>) {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        match serde_json::from_slice::<Vec<&RawValue>>(bytes) {
+            Ok(payloads) => {
+                for (i, p) in payloads.iter().enumerate() {
+                    payload(p.get().as_bytes(), Some(i), origin, adapter, out);
+                }
+            }
+            Err(e) => out.dead(origin, invalid_json(&e), bytes),
+        }
+    } else {
+        payload(bytes, None, origin, adapter, out);
+    }
+}
+
+fn invalid_json(e: &serde_json::Error) -> Verdict {
+    if e.is_eof() {
+        ("invalid_json", "not valid JSON: the record ends early (truncated?)".into())
+    } else {
+        ("invalid_json", format!("not valid JSON: {} at column {}", syntax_class(e), e.column()))
+    }
+}
+
+fn payload(bytes: &[u8], index: Option<usize>, origin: &Origin, adapter: &Adapter, out: &mut Out<'_>) {
+    let mapped = match serde_json::from_slice::<Obj<'_>>(bytes) {
+        Ok(top) => {
+            let p = Payload { top, inner: RefCell::new(Vec::new()) };
+            map(&p, adapter).and_then(|m| {
+                out.check(&m.request, m.requested_at)?;
+                out.check(&m.response, m.responded_at)?;
+                Ok(m)
+            })
+        }
+        Err(e) if e.is_data() => Err(("not_object", "not a LiteLLM payload: a record holds a JSON object, or an array of them".into())),
+        Err(e) => Err(invalid_json(&e)),
+    };
+    match mapped {
+        Ok(m) => {
+            out.append(&m.request, m.requested_at, origin);
+            out.append(&m.response, m.responded_at, origin);
+        }
+        Err((kind, reason)) => {
+            let reason = match index {
+                Some(i) => format!("payload {i} of the array (from 0): {reason}"),
+                None => reason,
+            };
+            let redacted = redact_payload(bytes);
+            out.dead(origin, (kind, reason), redacted.as_deref().unwrap_or(bytes));
+        }
+    }
+}
+
+/// The record with the text fields of each payload replaced by the hex
+/// SHA-256 of their compact JSON; `None` when it is not JSON.
+pub fn redact(bytes: &[u8]) -> Option<Vec<u8>> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        let payloads: Vec<&RawValue> = serde_json::from_slice(bytes).ok()?;
+        let mut out = b"[".to_vec();
+        for (i, p) in payloads.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend(redact_payload(p.get().as_bytes()).unwrap_or_else(|| p.get().as_bytes().to_vec()));
+        }
+        out.push(b']');
+        Some(out)
+    } else {
+        redact_payload(bytes)
+    }
+}
+
+/// One payload with its text fields hashed; a JSON value that is not an
+/// object has no fields to hash and is kept; `None` when it is not JSON.
+fn redact_payload(bytes: &[u8]) -> Option<Vec<u8>> {
+    let Ok(obj) = serde_json::from_slice::<Obj<'_>>(bytes) else {
+        return serde_json::from_slice::<serde::de::IgnoredAny>(bytes).ok().map(|_| bytes.to_vec());
+    };
+    let mut out = b"{".to_vec();
+    for (i, (key, value)) in obj.0.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend(serde_json::to_vec(key).expect("a string serializes"));
+        out.push(b':');
+        if TEXT_FIELDS.contains(&&**key) && value.get() != "null" {
+            out.extend(format!("\"{}\"", sha256_compact_json(value.get())).bytes());
+        } else {
+            out.extend(value.get().bytes());
+        }
+    }
+    out.push(b'}');
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{DecodeOptions, Decoded, Decoder, Formats};
+    use crate::event::RawBatch;
+    use crate::formats::Format;
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::TimestampNanosecondType;
+
+    pub(crate) const CANARY: &str = "AIWATCH-CANARY-PROMPT-7f3c";
+
+    fn payload_json(id: &str, extra: &str) -> String {
+        format!(
+            r#"{{"litellm_call_id":"{id}","call_type":"acompletion","status":"success","custom_llm_provider":"bedrock","model":"anthropic.claude-3","startTime":1764324000.1234561,"endTime":1764324001.5,"prompt_tokens":12,"completion_tokens":7,"api_base":"https://bedrock-runtime.eu-west-1.amazonaws.com/model/x","request_tags":["data:pii","team:a","data:phi"],"end_user":"","metadata":{{"user_api_key_team_id":"acme","user_api_key_user_id":"user:alice","spend_logs_metadata":{{"data_classes":["pii","customer_data"],"conversation_id":"conv-1","context_tenant_ids":["acme","globex"]}},"requester_metadata":null}},"messages":[{{"role":"user","content":"{CANARY} hello"}}],"response":{{"choices":[{{"message":{{"content":"{CANARY} answer"}}}}]}}{extra}}}"#
+        )
+    }
+
+    fn decode(lines: &[&str]) -> Decoded {
+        let mut raw = RawBatch::default();
+        for (i, l) in lines.iter().enumerate() {
+            raw.push(l.as_bytes(), Origin::File { path: "l.jsonl".into(), line: i as u64 + 1 });
+        }
+        Decoder::with_formats(DecodeOptions::default(), Formats::one(Format::Litellm, Adapter::default())).decode(&raw)
+    }
+
+    fn col<'a>(d: &'a Decoded, name: &str) -> Vec<Option<&'a str>> {
+        d.events.column_by_name(name).unwrap().as_string::<i32>().iter().collect()
+    }
+
+    #[test]
+    fn a_payload_maps_to_a_request_and_a_response() {
+        let p = payload_json("call-1", "");
+        let d = decode(&[&p]);
+        assert!(d.dead_letters.is_empty(), "{:?}", d.dead_letters);
+        assert_eq!(d.events.num_rows(), 2);
+        assert_eq!(col(&d, "event_id"), [Some("litellm:call-1:request"), Some("litellm:call-1:response")]);
+        assert_eq!(col(&d, "event_type"), [Some("ai.request"), Some("ai.response")]);
+        assert_eq!(col(&d, "request_id"), [Some("call-1"), Some("call-1")]);
+        assert_eq!(col(&d, "tenant_id"), [Some("acme"), Some("acme")]);
+        assert_eq!(col(&d, "actor_id"), [Some("user:alice"), None], "end_user is empty, so the next key");
+        assert_eq!(col(&d, "provider"), [Some("aws.bedrock"), Some("aws.bedrock")]);
+        assert_eq!(col(&d, "operation"), [Some("chat"), Some("chat")]);
+        assert_eq!(col(&d, "vendor_region"), [Some("eu-west-1"), None]);
+        assert_eq!(col(&d, "conversation_id"), [Some("conv-1"), None]);
+        assert_eq!(col(&d, "status"), [None, Some("ok")]);
+        assert_eq!(col(&d, "source"), [Some("litellm"), Some("litellm")]);
+        assert_eq!(col(&d, "environment"), [Some("production"), Some("production")]);
+        let times = d.events.column_by_name("time").unwrap().as_primitive::<TimestampNanosecondType>();
+        assert_eq!(times.value(0), 1_764_324_000_123_456_000, "rounded to the microsecond");
+        assert_eq!(times.value(1), 1_764_324_001_500_000_000);
+        let lat = d.events.column_by_name("latency_ms").unwrap().as_primitive::<arrow::datatypes::Float64Type>();
+        assert!(lat.is_null(0) && (lat.value(1) - 1376.5439).abs() < 1e-3, "{}", lat.value(1));
+        let classes = d.events.column_by_name("data_classes").unwrap().as_list::<i32>();
+        let got: Vec<_> = classes.value(0).as_string::<i32>().iter().map(|s| s.unwrap().to_string()).collect();
+        assert_eq!(got, ["pii", "customer_data", "phi"], "union in first-seen order");
+        assert_eq!(classes.value(1).len(), 0);
+        let ctx = d.events.column_by_name("context_tenant_ids").unwrap().as_list::<i32>();
+        assert_eq!(ctx.value(0).len(), 2);
+        let tokens = d.events.column_by_name("input_tokens").unwrap().as_primitive::<arrow::datatypes::Int64Type>();
+        assert_eq!((tokens.value(0), tokens.is_null(1)), (12, true));
+        let out = d.events.column_by_name("output_tokens").unwrap().as_primitive::<arrow::datatypes::Int64Type>();
+        assert_eq!((out.is_null(0), out.value(1)), (true, 7));
+        let sha = col(&d, "prompt_sha256");
+        assert_eq!(sha[0].unwrap().len(), 64);
+        assert_eq!(sha[0].unwrap(), sha256_compact_json(&format!(r#"[{{"role":"user","content":"{CANARY} hello"}}]"#)));
+        for name in ["event_id", "tenant_id", "actor_id", "model", "prompt_sha256", "request_id"] {
+            assert!(col(&d, name).iter().flatten().all(|v| !v.contains(CANARY)), "{name}");
+        }
+    }
+
+    #[test]
+    fn an_array_maps_each_payload_and_a_bad_one_alone_is_a_redacted_dead_letter() {
+        let good = payload_json("a", "");
+        let bad = payload_json("b", "").replace(r#""prompt_tokens":12"#, r#""prompt_tokens":"twelve""#);
+        let record = format!("[{good},{bad},{}]", payload_json("c", ""));
+        let d = decode(&[&record]);
+        assert_eq!(d.events.num_rows(), 4);
+        assert_eq!(d.dead_letters.len(), 1);
+        let dl = &d.dead_letters[0];
+        assert!(dl.reason.contains("payload 1") && dl.reason.contains("`prompt_tokens` must be an integer"), "{}", dl.reason);
+        let kept = String::from_utf8(dl.bytes.clone().unwrap()).unwrap();
+        assert!(!kept.contains(CANARY), "{kept}");
+        let v: serde_json::Value = serde_json::from_str(&kept).unwrap();
+        assert_eq!(v["litellm_call_id"], "b");
+        assert_eq!(v["messages"].as_str().unwrap().len(), 64);
+    }
+
+    #[test]
+    fn unmappable_payloads_are_dead_letters_naming_the_field() {
+        let cases: Vec<(String, &str, &str)> = vec![
+            ("{not json".into(), "invalid_json", "not valid JSON"),
+            ("\"a string\"".into(), "not_object", "not a LiteLLM payload"),
+            (payload_json("x", "").replace(r#""litellm_call_id":"x","#, r#""id":"x","#), "missing_field", "`litellm_call_id`"),
+            (payload_json("", ""), "empty_field", "`litellm_call_id` is empty"),
+            (payload_json("x", "").replace(r#""startTime":1764324000.1234561,"#, ""), "missing_field", "`startTime`"),
+            (payload_json("x", "").replace("\"endTime\":1764324001.5", "\"endTime\":\"soon\""), "wrong_type", "`endTime` must be a number"),
+            (payload_json("x", "").replace(r#""user_api_key_team_id":"acme""#, r#""user_api_key_team_id":5"#), "wrong_type", "`metadata.user_api_key_team_id` must be a string"),
+            (payload_json("x", "").replace(r#"["data:pii","team:a","data:phi"]"#, r#""data:pii""#), "wrong_type", "`request_tags` must be an array of strings"),
+            (payload_json("x", "").replace("1764324000.1234561", "-5"), "time_out_of_range", "`time`"),
+        ];
+        for (record, kind, want) in &cases {
+            let d = decode(&[record]);
+            assert_eq!(d.events.num_rows(), 0, "{record}");
+            assert_eq!(d.dead_letters.len(), 1, "{record}");
+            let dl = &d.dead_letters[0];
+            assert_eq!(dl.kind, *kind, "{}", dl.reason);
+            assert!(dl.reason.contains(want), "{want}: {}", dl.reason);
+            let kept = String::from_utf8(dl.bytes.clone().unwrap()).unwrap();
+            assert!(!kept.contains(CANARY) && !dl.reason.contains(CANARY), "{kept}");
+        }
+        // Bytes that do not parse are kept as they are.
+        let d = decode(&[&format!("{{\"messages\":\"{CANARY}\"")]);
+        assert!(d.dead_letters[0].bytes.as_ref().unwrap().starts_with(b"{\"messages\""));
+    }
+
+    #[test]
+    fn call_types_map_to_operations() {
+        for (ct, op) in [
+            ("completion", "chat"),
+            ("acompletion", "chat"),
+            ("aembedding", "embeddings"),
+            ("embedding", "embeddings"),
+            ("atext_completion", "text_completion"),
+            ("aimage_generation", "image_generation"),
+            ("arerank", "rerank"),
+            ("aresponses", "chat"),
+            ("anthropic_messages", "anthropic_messages"),
+            ("pass_through_endpoint", "pass_through_endpoint"),
+            ("a", "a"),
+        ] {
+            assert_eq!(operation(ct), op, "{ct}");
+        }
+    }
+
+    #[test]
+    fn the_same_payload_twice_maps_to_the_same_ids() {
+        let p = payload_json("dup", "");
+        let d = decode(&[&p, &p]);
+        assert_eq!(col(&d, "event_id")[0], col(&d, "event_id")[2]);
+        assert_eq!(col(&d, "event_id")[1], col(&d, "event_id")[3]);
+    }
+
+    #[test]
+    fn hidden_params_api_base_is_used_when_api_base_is_empty() {
+        let p = payload_json("h", r#","api_base":"","hidden_params":{"api_base":"https://us-central1-aiplatform.googleapis.com/v1/x"}"#);
+        // Keys appear twice: the first non-null wins, as for any lookup.
+        let p = p.replace(r#""api_base":"https://bedrock-runtime.eu-west-1.amazonaws.com/model/x","#, "");
+        let d = decode(&[&p]);
+        assert_eq!(col(&d, "vendor_region")[0], Some("us-central1"));
+    }
+
+    #[test]
+    fn limits_apply_to_mapped_events() {
+        let long = "m".repeat(2000);
+        let p = payload_json("x", &format!(r#","model":"{long}""#)).replace(r#""model":"anthropic.claude-3","#, "");
+        let d = decode(&[&p]);
+        assert_eq!(d.dead_letters[0].kind, "field_too_long");
+        assert!(d.dead_letters[0].reason.contains("`model`"));
+    }
+}
