@@ -334,6 +334,53 @@ fn spawn_decoder(
         .expect("spawn decoder thread")
 }
 
+/// How far `run --until-end` is: records processed of those between where
+/// each partition starts and its end offset at start. A bar on a terminal,
+/// else a log line every 10 s.
+struct Progress {
+    /// (start, end) per partition with records to read.
+    span: HashMap<TopicPartition, (i64, i64)>,
+    total: u64,
+    bar: Option<indicatif::ProgressBar>,
+    logged: Instant,
+}
+
+impl Progress {
+    fn new(start: &HashMap<TopicPartition, i64>, remaining: &HashMap<TopicPartition, i64>) -> Progress {
+        let span: HashMap<TopicPartition, (i64, i64)> =
+            remaining.iter().map(|(tp, end)| (tp.clone(), (start.get(tp).copied().unwrap_or(0), *end))).collect();
+        let total = span.values().map(|(s, e)| (e - s).max(0) as u64).sum();
+        let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+            let b = indicatif::ProgressBar::new(total);
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} records ({percent}%) [{elapsed} < {eta}]").expect("valid template"),
+            );
+            b
+        });
+        Progress { span, total, bar, logged: Instant::now() }
+    }
+
+    fn update(&mut self, processed: &HashMap<TopicPartition, i64>) {
+        let done: u64 =
+            self.span.iter().map(|(tp, (s, e))| (processed.get(tp).copied().unwrap_or(*s).min(*e) - s).max(0) as u64).sum();
+        match &self.bar {
+            Some(b) => b.set_position(done),
+            None if self.logged.elapsed() >= Duration::from_secs(10) => {
+                self.logged = Instant::now();
+                let percent = if self.total == 0 { 100.0 } else { done as f64 * 100.0 / self.total as f64 };
+                tracing::info!(records = done, of = self.total, percent = format!("{percent:.1}"), "reading to the end offsets");
+            }
+            None => {}
+        }
+    }
+
+    fn finish(self) {
+        if let Some(b) = self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
 /// Runs until shutdown (or, with `until_end`, until the end offsets present at start).
 pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Totals> {
     let started = Instant::now();
@@ -419,6 +466,7 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
     if options.until_end {
         tracing::info!(partitions = remaining.len(), "reading up to the end offsets present at start");
     }
+    let mut progress = options.until_end.then(|| Progress::new(&start, &remaining));
 
     let stop = shutdown_signal();
     let mut lp = Loop {
@@ -480,6 +528,9 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
         };
         if let Some(step) = step {
             lp.step(step).await?;
+            if let Some(p) = &mut progress {
+                p.update(&lp.processed);
+            }
         }
         if Instant::now() >= schedule.due() {
             if lp.uncheckpointed() {
@@ -495,6 +546,9 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
     }
     intake.await.context("the Kafka intake task failed")?;
     decoder.join().map_err(|_| anyhow::anyhow!("the decoder thread panicked"))?;
+    if let Some(p) = progress {
+        p.finish();
+    }
 
     if options.until_end {
         let report = lp.engine.finish().await?;
