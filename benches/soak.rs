@@ -11,7 +11,8 @@
 //!
 //! The stream is `aiwatch generate --events 4000000 --rate 15 --disorder 20`
 //! (3 days of event time; `AIWATCH_SOAK_EVENTS` and `AIWATCH_SOAK_RATE` change
-//! it). It is scanned twice: with the demo policy (`generate --print-policy`,
+//! it; `AIWATCH_SOAK_STATE_LIMIT` sets the scan's `state_memory_limit` in
+//! bytes). It is scanned twice: with the demo policy (`generate --print-policy`,
 //! whose longest retention is 30 days) and with the same policy cut to a
 //! longest retention of 1 day, where memory must be flat after day 1.
 //! For each, a table gives per hour of event time: RSS, state entries, the
@@ -93,7 +94,12 @@ fn soak_scan(policy_text: &str, events: u64, rate: f64) -> anyhow::Result<(Vec<S
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let policy = Arc::new(Policy::parse(policy_text, "soak").map_err(|e| anyhow::anyhow!(e))?);
-        let mut engine = Engine::new(policy, aiwatch::rules::builtin(), &EngineConfig::default()).await?;
+        let mut config = EngineConfig::default();
+        // The state_memory_limit, in bytes (default 512 MiB): past it open obligations spill to disk.
+        if let Ok(limit) = std::env::var("AIWATCH_SOAK_STATE_LIMIT") {
+            config.spill.memory_limit = limit.parse()?;
+        }
+        let mut engine = Engine::new(policy, aiwatch::rules::builtin(), &config).await?;
         let mut g = generator(rate);
         let mut decoder = Decoder::new();
         let mut raw = RawBatch::default();

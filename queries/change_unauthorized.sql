@@ -13,8 +13,9 @@ SELECT
   e.tenant_id,
   e.time,
   make_array(e.event_id) AS event_ids,
-  concat(coalesce(e.actor_id, 'an unknown actor'), ' changed ', coalesce(e.resource, e.resource_type, 'a resource'),
-         ' in ', e.environment, ' without authorization') AS summary
+  concat(coalesce(nullif(e.actor_id, ''), 'an unknown actor'), ' changed ',
+         coalesce(nullif(e.resource, ''), nullif(e.resource_type, ''), 'a resource'),
+         ' in ', coalesce(nullif(e.environment, ''), 'an unnamed environment'), ' without authorization') AS summary
 FROM events e
 WHERE e.event_type = 'config.change'
   AND NOT EXISTS (

@@ -12,7 +12,8 @@ SELECT
   e.tenant_id,
   e.time,
   make_array(e.event_id) AS event_ids,
-  concat(coalesce(e.resource, e.resource_type, 'a resource'), ' was changed in ', e.environment,
+  concat(coalesce(nullif(e.resource, ''), nullif(e.resource_type, ''), 'a resource'), ' was changed in ',
+         coalesce(nullif(e.environment, ''), 'an unnamed environment'),
          CASE WHEN e.approved_by IS NULL OR e.approved_by = '' THEN ' with no approval'
               ELSE ' approved only by its own author' END) AS summary
 FROM events e

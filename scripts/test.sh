@@ -5,23 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Reuse a build directory outside the clone when there is one (CI and later
-# sessions), so a clean clone does not rebuild DataFusion from nothing.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/aiwatch-target}"
-mkdir -p "$CARGO_TARGET_DIR"
-
-# librdkafka is built with TLS against the system OpenSSL.
-if ! pkg-config --exists openssl 2>/dev/null; then
-  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-    apt-get update -qq && apt-get install -y -qq libssl-dev pkg-config >/dev/null
-  else
-    echo "test.sh: install libssl-dev and pkg-config (OpenSSL headers for librdkafka)" >&2; exit 1
-  fi
-fi
-
-for tool in cargo java mvn python3 cc make; do
-  command -v "$tool" >/dev/null || { echo "test.sh: '$tool' is required but not installed" >&2; exit 1; }
-done
+# The broker runs on Java and is fetched with Maven; benches and fixtures use Python.
+AIWATCH_NEEDS="java mvn python3" source scripts/setup.sh
 
 # Build first so a compile error is reported before the broker starts.
 cargo build --locked --tests

@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::decode::{DecodeOptions, Formats};
 use crate::formats::{Adapter, AdapterConfig, Format};
+use crate::outputs::http::UrlTemplate;
 
 /// The whole configuration of `aiwatch run`.
 #[derive(Debug, Clone, Deserialize)]
@@ -27,6 +28,11 @@ pub struct RunConfig {
     /// Allowed lateness, seconds (0 to 7 days).
     #[serde(default = "default_lateness", deserialize_with = "lateness")]
     pub lateness_seconds: u64,
+    /// Estimated bytes of event-time state past which open obligations (stored
+    /// artifacts owed a deletion, requests owed a response) move to a store on
+    /// disk in `state_dir` (0 to 1 TiB; default 512 MiB).
+    #[serde(default = "default_state_memory_limit", deserialize_with = "state_memory_limit")]
+    pub state_memory_limit: usize,
     /// Seconds between checkpoints; offsets are committed at each one (1 s to 1 day).
     #[serde(default = "default_checkpoint_interval", deserialize_with = "checkpoint_interval")]
     pub checkpoint_interval_seconds: u64,
@@ -248,9 +254,24 @@ pub enum OutputConfig {
     /// Alertmanager API v2: POST {url}/api/v2/alerts.
     Alertmanager {
         url: String,
-        /// Link placed in each alert's generatorURL (e.g. a runbook or dashboard).
-        #[serde(default = "default_generator_url")]
-        generator_url: String,
+        /// Template of each alert's `generatorURL` (see [`UrlTemplate`]); omitted when not set.
+        #[serde(default, deserialize_with = "url_template")]
+        generator_url: Option<String>,
+        /// Template of the `dashboard_url` annotation; omitted when not set.
+        #[serde(default, deserialize_with = "url_template")]
+        dashboard_url: Option<String>,
+        /// Template of the `runbook_url` annotation for rules without a `-- runbook:` header.
+        #[serde(default, deserialize_with = "url_template")]
+        runbook_url: Option<String>,
+        /// `endsAt` is this far after the post, so Alertmanager keeps the page
+        /// open instead of resolving it after its `resolve_timeout` (60 s to 30 days).
+        #[serde(default = "default_expires_after", deserialize_with = "expires_after")]
+        expires_after_seconds: u64,
+        /// The `severity` label for each rule severity (`[output.severity_map]`);
+        /// the rule's own severity is the `priority` label. Merged over
+        /// critical -> critical, high -> error, medium -> warning, low -> info, info -> info.
+        #[serde(default = "default_severity_map", deserialize_with = "severity_map")]
+        severity_map: BTreeMap<String, String>,
         #[serde(default = "default_retries", deserialize_with = "retries")]
         max_retries: u32,
         #[serde(default = "default_timeout", deserialize_with = "timeout")]
@@ -294,6 +315,9 @@ fn default_max_list_items() -> usize {
 fn default_max_raw_bytes() -> usize {
     crate::decode::DEFAULT_MAX_RAW_BYTES
 }
+fn default_state_memory_limit() -> usize {
+    crate::engine::state::DEFAULT_STATE_MEMORY_LIMIT
+}
 fn default_lateness() -> u64 {
     60
 }
@@ -318,8 +342,15 @@ fn default_retries() -> u32 {
 fn default_timeout() -> u64 {
     5000
 }
-fn default_generator_url() -> String {
-    "https://github.com/aiwatch/aiwatch#rules".into()
+fn default_expires_after() -> u64 {
+    DAY_SECONDS
+}
+/// Rule severities as on-call routing trees and PagerDuty know them.
+pub fn default_severity_map() -> BTreeMap<String, String> {
+    [("critical", "critical"), ("high", "error"), ("medium", "warning"), ("low", "info"), ("info", "info")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 fn default_metrics_listen() -> SocketAddr {
     "127.0.0.1:9464".parse().expect("valid address")
@@ -346,6 +377,9 @@ const DAY_SECONDS: u64 = 86_400;
 
 fn lateness<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     in_range(d, "lateness_seconds", 0, 7 * DAY_SECONDS)
+}
+fn state_memory_limit<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    in_range(d, "state_memory_limit", 0, 1 << 40)
 }
 fn checkpoint_interval<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     in_range(d, "checkpoint_interval_seconds", 1, DAY_SECONDS)
@@ -374,6 +408,31 @@ fn batch_wait<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 fn idle_partition<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     in_range(d, "kafka.idle_partition_ms", 0, DAY_SECONDS * 1000)
 }
+fn expires_after<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    in_range(d, "output.expires_after_seconds", 60, 30 * DAY_SECONDS)
+}
+fn url_template<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let t = String::deserialize(d)?;
+    UrlTemplate::parse(&t).map_err(|e| D::Error::custom(format!("URL template `{t}`: {e}")))?;
+    Ok(Some(t))
+}
+fn severity_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    let given = BTreeMap::<String, String>::deserialize(d)?;
+    let mut map = default_severity_map();
+    for (k, v) in given {
+        if !crate::rules::SEVERITIES.contains(&k.as_str()) {
+            return Err(D::Error::custom(format!(
+                "`output.severity_map` has `{k}`, which is not a rule severity ({})",
+                crate::rules::SEVERITIES.join(", ")
+            )));
+        }
+        if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
+            return Err(D::Error::custom(format!("`output.severity_map.{k}` must be a non-empty label value of letters, digits, '_', '-' or '.', found {v:?}")));
+        }
+        map.insert(k, v);
+    }
+    Ok(map)
+}
 fn retries<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     in_range(d, "output.max_retries", 0, 100)
 }
@@ -391,6 +450,141 @@ impl OutputConfig {
             OutputConfig::Stdout | OutputConfig::File { .. } => OnPermanentError::DeadLetter,
         }
     }
+}
+
+/// `${VAR}` and `${VAR:-default}` in the string values of a config file,
+/// replaced from the environment (`$${` is a literal `${`).
+///
+/// Only string values are touched, never keys, comments or numbers, and each
+/// replaced value stays on its line, so later errors keep their line numbers.
+/// A `${VAR}` that is not set is an error naming the key, its line and the
+/// variable. Returns the new text and the values put in, so an error quoting
+/// a line can hide them (a variable may hold a token).
+pub fn interpolate(text: &str, file: &Path) -> anyhow::Result<(String, Vec<String>)> {
+    if !text.contains('$') {
+        return Ok((text.to_string(), Vec::new()));
+    }
+    // A syntax error is left to the parse after this one, which reports it with its line.
+    let Ok(doc) = toml_edit::ImDocument::parse(text) else { return Ok((text.to_string(), Vec::new())) };
+    let mut strings = Vec::new();
+    collect_strings(doc.as_item(), String::new(), &mut strings);
+    strings.sort_by_key(|(span, ..)| span.start);
+    let (mut out, mut used, mut at) = (String::with_capacity(text.len()), Vec::new(), 0);
+    for (span, key, value) in strings {
+        if !value.contains('$') {
+            continue;
+        }
+        let line = text[..span.start].matches('\n').count() + 1;
+        let expanded = expand(&value, &mut used).map_err(|e| anyhow::anyhow!("invalid config file {}: `{key}` (line {line}): {e}", file.display()))?;
+        out.push_str(&text[at..span.start]);
+        out.push_str(&toml_basic_string(&expanded));
+        at = span.end;
+    }
+    out.push_str(&text[at..]);
+    Ok((out, used))
+}
+
+/// Every string value under `item` with its span and dotted key (`output[2].url`, 1-based).
+fn collect_strings(item: &toml_edit::Item, key: String, out: &mut Vec<(std::ops::Range<usize>, String, String)>) {
+    let join = |k: &str| if key.is_empty() { k.to_string() } else { format!("{key}.{k}") };
+    match item {
+        toml_edit::Item::Table(t) => t.iter().for_each(|(k, v)| collect_strings(v, join(k), out)),
+        toml_edit::Item::ArrayOfTables(a) => {
+            for (i, t) in a.iter().enumerate() {
+                t.iter().for_each(|(k, v)| collect_strings(v, format!("{key}[{}].{k}", i + 1), out));
+            }
+        }
+        toml_edit::Item::Value(v) => collect_value(v, key, out),
+        toml_edit::Item::None => {}
+    }
+}
+
+fn collect_value(v: &toml_edit::Value, key: String, out: &mut Vec<(std::ops::Range<usize>, String, String)>) {
+    match v {
+        toml_edit::Value::String(s) => {
+            if let Some(span) = s.span() {
+                out.push((span, key, s.value().clone()));
+            }
+        }
+        toml_edit::Value::Array(a) => a.iter().enumerate().for_each(|(i, v)| collect_value(v, format!("{key}[{}]", i + 1), out)),
+        toml_edit::Value::InlineTable(t) => t.iter().for_each(|(k, v)| collect_value(v, format!("{key}.{k}"), out)),
+        _ => {}
+    }
+}
+
+/// One string's references replaced; the values put in are added to `used`.
+fn expand(value: &str, used: &mut Vec<String>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        if let Some(after) = rest.strip_prefix("$${") {
+            out.push_str("${");
+            rest = after;
+            continue;
+        }
+        let Some(body) = rest.strip_prefix("${") else {
+            out.push('$');
+            rest = &rest[1..];
+            continue;
+        };
+        let end = body.find('}').ok_or_else(|| "`${` without its `}` (write `$${` for a literal `${`)".to_string())?;
+        let (name, default) = match body[..end].split_once(":-") {
+            Some((name, default)) => (name, Some(default)),
+            None => (&body[..end], None),
+        };
+        let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(format!("`${{{}}}` is not a variable reference: use ${{NAME}} or ${{NAME:-default}} with NAME of letters, digits and '_'", &body[..end]));
+        }
+        let v = match (std::env::var(name), default) {
+            (Ok(v), Some(d)) if v.is_empty() => d.to_string(),
+            (Ok(v), _) => {
+                used.push(v.clone());
+                v
+            }
+            (Err(_), Some(d)) => d.to_string(),
+            (Err(_), None) => {
+                return Err(format!("environment variable {name} is not set (used as ${{{name}}}); set it, or give a default with ${{{name}:-default}}"))
+            }
+        };
+        out.push_str(&v);
+        rest = &body[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// `s` as a one-line TOML basic string.
+fn toml_basic_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `text` (a TOML error, which quotes the line and the value) with each
+/// value from the environment replaced, as written and as escaped.
+fn hide(text: &str, values: &[String]) -> String {
+    let mut out = text.to_string();
+    for v in values.iter().filter(|v| v.len() >= 3) {
+        let toml = toml_basic_string(v);
+        let debug = format!("{v:?}");
+        for form in [&toml[1..toml.len() - 1], &debug[1..debug.len() - 1], v.as_str()] {
+            out = out.replace(form, "<from the environment>");
+        }
+    }
+    out
 }
 
 impl RunConfig {
@@ -411,11 +605,13 @@ impl RunConfig {
         Formats { default: self.kafka.format, by_topic: self.kafka.topic_formats().into_iter().collect(), adapter: std::sync::Arc::new(Adapter::new(&self.adapter)) }
     }
 
-    /// Reads and validates a config file; relative paths in it are taken from its folder.
+    /// Reads and validates a config file; relative paths in it are taken from
+    /// its folder, and `${VAR}` in its strings from the environment ([`interpolate`]).
     pub fn load(path: &Path) -> anyhow::Result<RunConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
-        let mut c: RunConfig =
-            toml::from_str(&text).map_err(|e| anyhow::anyhow!("invalid config file {}: {}", path.display(), e.to_string().trim_end()))?;
+        let (text, from_env) = interpolate(&text, path)?;
+        let mut c: RunConfig = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("invalid config file {}: {}", path.display(), hide(e.to_string().trim_end(), &from_env)))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let rebase = |p: &mut PathBuf| {
             if p.is_relative() {
@@ -579,6 +775,69 @@ mod tests {
         let bad = format!("{MINIMAL}[[output]]\nkind = \"webhook\"\nurl = \"http://x\"\non_permanent_error = \"drop\"\n");
         let e = RunConfig::load(&write(dir.path(), &bad)).unwrap_err();
         assert!(e.to_string().contains("drop") && e.to_string().contains("line 5"), "{e}");
+    }
+
+    #[test]
+    fn variables_are_interpolated_and_a_missing_one_names_its_key_and_line() {
+        // Only this test sets these names.
+        std::env::set_var("AIWATCH_TEST_BROKERS", "kafka-0:9092,kafka-1:9092");
+        std::env::set_var("AIWATCH_TEST_EMPTY", "");
+        std::env::set_var("AIWATCH_TEST_TOKEN", "s3cr\"et-token");
+        let dir = tempfile::tempdir().unwrap();
+        let text = "policy = \"${AIWATCH_TEST_UNSET_DIR:-/etc/aiwatch}/p.toml\"\n[kafka]\n\
+                    bootstrap_servers = \"${AIWATCH_TEST_BROKERS}\"  # ${NOT_A_VALUE}\n\
+                    topics = ['${AIWATCH_TEST_EMPTY:-ai-audit}', \"cost$${literal}\"]\n\
+                    group_id = \"${AIWATCH_TEST_EMPTY}g\"\n\
+                    [[output]]\nkind = \"webhook\"\nurl = \"https://hooks.example/${AIWATCH_TEST_TOKEN}\"\n";
+        let c = RunConfig::load(&write(dir.path(), text)).unwrap();
+        assert_eq!(c.policy, PathBuf::from("/etc/aiwatch/p.toml"));
+        assert_eq!(c.kafka.bootstrap_servers, "kafka-0:9092,kafka-1:9092");
+        assert_eq!(c.kafka.topics, ["ai-audit", "cost${literal}"]);
+        assert_eq!(c.kafka.group_id, "g");
+        let OutputConfig::Webhook { url, .. } = &c.outputs[0] else { panic!() };
+        assert_eq!(url, "https://hooks.example/s3cr\"et-token");
+
+        let missing = text.replace("${AIWATCH_TEST_BROKERS}", "${AIWATCH_TEST_NEVER_SET}");
+        let e = RunConfig::load(&write(dir.path(), &missing)).unwrap_err().to_string();
+        assert!(
+            e.contains("c.toml") && e.contains("`kafka.bootstrap_servers` (line 3)") && e.contains("AIWATCH_TEST_NEVER_SET is not set"),
+            "{e}"
+        );
+        let in_output = text.replace("${AIWATCH_TEST_TOKEN}", "${AIWATCH_TEST_NEVER_SET}");
+        let e = RunConfig::load(&write(dir.path(), &in_output)).unwrap_err().to_string();
+        assert!(e.contains("`output[1].url` (line 8)"), "{e}");
+        let e = RunConfig::load(&write(dir.path(), &text.replace("${AIWATCH_TEST_BROKERS}", "${9x}"))).unwrap_err().to_string();
+        assert!(e.contains("not a variable reference"), "{e}");
+
+        // Lines keep their numbers after interpolation, and a value from the environment is not quoted back.
+        let bad = format!("{}max_list_items = \"${{AIWATCH_TEST_TOKEN}}\"\n", text.split("[kafka]").next().unwrap());
+        let bad = format!("{bad}[kafka]{}", text.split("[kafka]").nth(1).unwrap());
+        let e = RunConfig::load(&write(dir.path(), &bad)).unwrap_err().to_string();
+        assert!(e.contains("line 2") && !e.contains("et-token"), "{e}");
+    }
+
+    #[test]
+    fn alertmanager_conventions_are_checked_naming_key_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let am = format!("{MINIMAL}[[output]]\nkind = \"alertmanager\"\nurl = \"http://am:9093\"\n");
+        let c = RunConfig::load(&write(dir.path(), &am)).unwrap();
+        let OutputConfig::Alertmanager { generator_url, expires_after_seconds, severity_map, .. } = &c.outputs[0] else { panic!() };
+        assert_eq!((generator_url, *expires_after_seconds), (&None, 86_400), "no placeholder generatorURL; pages last a day");
+        assert_eq!(severity_map, &default_severity_map());
+        let c = RunConfig::load(&write(dir.path(), &format!("{am}[output.severity_map]\nmedium = \"error\"\n"))).unwrap();
+        let OutputConfig::Alertmanager { severity_map, .. } = &c.outputs[0] else { panic!() };
+        assert_eq!((severity_map["medium"].as_str(), severity_map["high"].as_str()), ("error", "error"));
+        let cases = [
+            ("dashboard_url = \"https://g.example/{tenant}\"\n", "unknown placeholder `{tenant}`"),
+            ("generator_url = \"see the wiki\"\n", "http:// or https://"),
+            ("expires_after_seconds = 10\n", "`output.expires_after_seconds`"),
+            ("[output.severity_map]\nurgent = \"critical\"\n", "`urgent`"),
+            ("[output.severity_map]\nhigh = \"\"\n", "`output.severity_map.high`"),
+        ];
+        for (line, says) in cases {
+            let e = RunConfig::load(&write(dir.path(), &format!("{am}{line}"))).unwrap_err().to_string();
+            assert!(e.contains(says) && e.contains("c.toml") && e.contains("line "), "{line}: {e}");
+        }
     }
 
     #[test]

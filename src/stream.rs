@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::{DeadLetterDestination, OutputConfig, RunConfig};
 use crate::decode::{DeadLetter, DecodeOptions, Decoded, Decoder, Formats};
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::{Engine, EngineConfig, SpillConfig};
 use crate::event::{Origin, RawBatch};
 use crate::outputs::http::{Alertmanager, Webhook};
 use crate::outputs::kafka::{send_dead_letters, KafkaAlerts};
@@ -71,7 +71,7 @@ impl DeadLetters {
 }
 
 /// Builds every configured output and the alert dead letter; secrets are resolved here and never logged.
-fn build_delivery(config: &RunConfig, producer: &Option<FutureProducer>) -> anyhow::Result<Delivery> {
+fn build_delivery(config: &RunConfig, producer: &Option<FutureProducer>, rules: &[crate::rules::Rule]) -> anyhow::Result<Delivery> {
     let mut routes = Vec::new();
     for o in &config.outputs {
         let output: Box<dyn AlertOutput> = match o {
@@ -90,9 +90,7 @@ fn build_delivery(config: &RunConfig, producer: &Option<FutureProducer>) -> anyh
                 };
                 Box::new(Webhook::new(url.clone(), auth, *max_retries, *timeout_ms)?)
             }
-            OutputConfig::Alertmanager { url, generator_url, max_retries, timeout_ms, .. } => {
-                Box::new(Alertmanager::new(url, generator_url.clone(), *max_retries, *timeout_ms)?)
-            }
+            OutputConfig::Alertmanager { .. } => Box::new(Alertmanager::from_config(o, rules)?),
         };
         routes.push(Route { output, on_permanent_error: o.on_permanent_error() });
     }
@@ -196,10 +194,19 @@ impl Loop {
         let started = Instant::now();
         let DecodedStep { decoded, next, newest } = step;
         let now = Instant::now();
-        for (tp, n) in next {
-            self.last_message.insert(tp.clone(), now);
-            let e = self.processed.entry(tp).or_insert(0);
-            *e = (*e).max(n);
+        {
+            let mut offsets = self.offsets.lock().expect("offsets lock");
+            for (tp, n) in next {
+                self.last_message.insert(tp.clone(), now);
+                let e = self.processed.entry(tp.clone()).or_insert(0);
+                *e = (*e).max(n);
+                let next = *e;
+                // The end known (start, then librdkafka's statistics) may be older than what was read.
+                let high = offsets.high.get(&tp).copied().unwrap_or(next).max(next);
+                offsets.high.insert(tp.clone(), high);
+                self.metrics.observe_lag(&tp.0, tp.1, high, next);
+                offsets.next.insert(tp, next);
+            }
         }
         for (tp, t) in newest {
             let e = self.newest.entry(tp).or_insert(i64::MIN);
@@ -246,8 +253,7 @@ impl Loop {
             return Ok(false);
         }
         self.metrics.checkpoint_failing.store(false, std::sync::atomic::Ordering::Relaxed);
-        self.metrics.checkpoints.inc();
-        self.metrics.checkpoint_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics.observe_checkpoint(&self.checkpoint_path, started.elapsed());
         tracing::debug!(seconds = started.elapsed().as_secs_f64(), state_entries = self.engine.state().size(), "checkpoint written");
         self.offsets.lock().expect("offsets lock").durable = self.processed.clone();
         match kafka::commit(consumer, &self.offsets, mode) {
@@ -342,13 +348,23 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
     }
     let policy = Arc::new(Policy::load(&config.policy)?);
     let rules = crate::rules::pack(config.rules.as_deref())?;
-    let engine_config = EngineConfig { lateness_seconds: config.lateness_seconds, ..Default::default() };
-    let mut engine = Engine::new(policy, rules, &engine_config).await.context("the rule pack cannot be used")?;
     let checkpoint_path = config.state_dir.join("checkpoint.aiwatch");
+    let engine_config = EngineConfig {
+        lateness_seconds: config.lateness_seconds,
+        // Beside the checkpoint, which names the store's savepoint it was taken with.
+        spill: SpillConfig {
+            memory_limit: config.state_memory_limit,
+            path: Some(config.state_dir.join("spill.redb")),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut engine = Engine::new(policy, rules, &engine_config).await.context("the rule pack cannot be used")?;
     let covered = match engine.restore_checkpoint(&checkpoint_path)? {
         Some(pos) => {
             let covered = parse_position(&pos);
             tracing::info!(path = %checkpoint_path.display(), partitions = covered.len(), "restored engine state from checkpoint");
+            metrics.observe_restored_checkpoint(&checkpoint_path);
             covered
         }
         None => HashMap::new(),
@@ -370,7 +386,10 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
         Some(DeadLetterDestination::File { path }) => DeadLetters::File(JsonLines::append(Some(&path))?),
         None => DeadLetters::Warn,
     };
-    let delivery = build_delivery(&config, &producer)?;
+    let rules: Vec<crate::rules::Rule> = engine.rules().cloned().collect();
+    let delivery = build_delivery(&config, &producer, &rules)?;
+    // Every rule's and output's series at 0 from the start, so rate() and absence alerts work.
+    metrics.preregister(rules.iter().map(|r| (r.id.as_str(), r.severity.as_str())), delivery.routes.iter().map(|r| r.output.name()));
 
     let offsets = Arc::new(Mutex::new(Offsets::default()));
     let consumer = kafka::consumer(&config.kafka, Context::new(offsets.clone(), metrics.clone()))
@@ -388,7 +407,13 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
         if options.until_end && from < high {
             remaining.insert(tp.clone(), high);
         }
-        offsets.lock().expect("offsets lock").high.insert(tp.clone(), high);
+        {
+            let mut offsets = offsets.lock().expect("offsets lock");
+            offsets.high.insert(tp.clone(), high);
+            offsets.next.insert(tp.clone(), from);
+        }
+        // Lag from the start, before the first message (or commit) of a partition.
+        metrics.observe_lag(&tp.0, tp.1, high, from);
         start.insert(tp, from);
     }
     if options.until_end {
@@ -448,7 +473,7 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
                         Some(step) => Some(step),
                         None => break,
                     },
-                    _ = tokio::time::sleep_until(schedule.due().into()), if lp.uncheckpointed() => None,
+                    _ = tokio::time::sleep_until(schedule.due().into()) => None,
                 }
             }
             Err(mpsc::error::TryRecvError::Disconnected) => break,
@@ -457,9 +482,14 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
             lp.step(step).await?;
         }
         if Instant::now() >= schedule.due() {
-            let t = Instant::now();
-            lp.checkpoint(&consumer, CommitMode::Async).await?;
-            schedule.took = t.elapsed();
+            if lp.uncheckpointed() {
+                let t = Instant::now();
+                lp.checkpoint(&consumer, CommitMode::Async).await?;
+                schedule.took = t.elapsed();
+            } else {
+                // Nothing new since the last checkpoint: the durable state is current.
+                lp.metrics.checkpoint_up_to_date();
+            }
             schedule.last = Instant::now();
         }
     }

@@ -3,11 +3,18 @@
 //! Labels are fixed and low-cardinality: rule ids, severities, dead-letter
 //! reasons, output names, topic and partition. Never a tenant, an actor or any
 //! event content.
+//!
+//! Series that alerts and `rate()` need exist from the start at 0: every
+//! dead-letter reason at once, every loaded rule and configured output once
+//! [`Metrics::preregister`] is called. The standard `process_*` metrics (RSS,
+//! CPU seconds, open fds, start time) come from `/proc` on Linux.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -20,6 +27,30 @@ use prometheus::{
 };
 
 use crate::engine::StepReport;
+
+/// The crate version, the git commit it was built from (`unknown` without
+/// git) and the compiler, as `build.rs` found them.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const COMMIT: &str = env!("AIWATCH_COMMIT");
+pub const RUSTC: &str = env!("AIWATCH_RUSTC");
+/// What `aiwatch --version` prints after the name.
+pub const LONG_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("AIWATCH_COMMIT"), ", rustc ", env!("AIWATCH_RUSTC"), ")");
+
+/// Every reason the decoder gives a dead letter (`aiwatch_dead_letters_total{reason}`),
+/// so each series exists at 0 from the start.
+pub const DEAD_LETTER_REASONS: &[&str] = &[
+    "invalid_json",
+    "not_object",
+    "missing_field",
+    "empty_field",
+    "wrong_type",
+    "bad_time",
+    "time_out_of_range",
+    "time_in_future",
+    "event_too_large",
+    "field_too_long",
+    "list_too_long",
+];
 
 /// Every metric aiwatch exports.
 pub struct Metrics {
@@ -46,6 +77,14 @@ pub struct Metrics {
     pub checkpoint_seconds: Histogram,
     pub checkpoint_failures: IntCounter,
     pub commits: IntCounter,
+    /// Unix time at which the state on disk last covered everything processed:
+    /// a checkpoint was written, or one was due and nothing new needed it.
+    /// The process start time until then.
+    pub last_checkpoint: Gauge,
+    /// Bytes on disk of the latest checkpoint file and its history segment folder.
+    pub checkpoint_bytes: IntGauge,
+    /// `aiwatch_ready`: what `/readyz` answers, as 1 or 0 (set at each scrape).
+    pub ready_gauge: IntGauge,
     /// Set once the engine runs and the consumer is subscribed.
     pub ready: AtomicBool,
     /// Set while the last checkpoint failed (`/readyz` answers 503).
@@ -91,7 +130,33 @@ impl Metrics {
         let output_up = IntGaugeVec::new(Opts::new("aiwatch_output_up", "1 when the output took its last alerts, 0 while it fails."), &["output"])
             .expect("valid metric");
         registry.register(Box::new(output_up.clone())).expect("unique metric");
-        Arc::new(Metrics {
+        let gauge = |name: &str, help: &str| {
+            let g = Gauge::new(name, help).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let int_gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let build_info = IntGaugeVec::new(
+            Opts::new("aiwatch_build_info", "Always 1; the labels say which build runs."),
+            &["version", "commit", "rustc"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(build_info.clone())).expect("unique metric");
+        build_info.with_label_values(&[VERSION, COMMIT, RUSTC]).set(1);
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())).expect("unique metric");
+        let last_checkpoint = gauge(
+            "aiwatch_last_checkpoint_timestamp_seconds",
+            "Unix time at which the state on disk last covered everything processed (a checkpoint was written, or was due with nothing new); the process start until then.",
+        );
+        last_checkpoint.set(unix_now());
+        let checkpoint_bytes = int_gauge("aiwatch_checkpoint_bytes", "Bytes on disk of the latest checkpoint: its file, its history segment folder and the spill store.");
+        let ready_gauge = int_gauge("aiwatch_ready", "1 when /readyz answers 200 (running, subscribed, last checkpoint written), else 0.");
+        let metrics = Metrics {
             events: counter("aiwatch_events_consumed_total", "Valid events consumed."),
             bytes: counter("aiwatch_bytes_consumed_total", "Bytes of records consumed."),
             dead_letters: counter_vec("aiwatch_dead_letters_total", "Malformed records sent to the dead-letter output.", &["reason"]),
@@ -125,10 +190,87 @@ impl Metrics {
                 "Checkpoints that could not be written (full disk, ...); their offsets were not committed.",
             ),
             commits: counter("aiwatch_offset_commits_total", "Offset commits to Kafka."),
+            last_checkpoint,
+            checkpoint_bytes,
+            ready_gauge,
             ready: AtomicBool::new(false),
             checkpoint_failing: AtomicBool::new(false),
             registry,
-        })
+        };
+        for reason in DEAD_LETTER_REASONS {
+            metrics.dead_letters.with_label_values(&[reason]).inc_by(0);
+        }
+        Arc::new(metrics)
+    }
+
+    /// Makes the series of every loaded rule and configured output exist at 0
+    /// (an output counts as up until it fails), so `rate()` and absence alerts
+    /// work before the first alert or failure. Rules are `(id, severity)`: an
+    /// alert of a rule always carries the rule's own severity.
+    pub fn preregister<'a>(&self, rules: impl IntoIterator<Item = (&'a str, &'a str)>, outputs: impl IntoIterator<Item = &'a str>) {
+        let rule_error = [(crate::engine::RULE_ERROR, "high")];
+        for (id, severity) in rules.into_iter().chain(rule_error) {
+            self.alerts.with_label_values(&[id, severity]).inc_by(0);
+            if id != crate::engine::RULE_ERROR {
+                self.rule_errors.with_label_values(&[id]).inc_by(0);
+            }
+        }
+        // `dead_letter` and `alert_dead_letter` count failed writes of the two dead-letter destinations.
+        for name in outputs.into_iter().chain(["dead_letter", "alert_dead_letter"]) {
+            self.output_errors.with_label_values(&[name]).inc_by(0);
+            if !matches!(name, "dead_letter" | "alert_dead_letter") {
+                self.alerts_dead_lettered.with_label_values(&[name]).inc_by(0);
+                self.output_up.with_label_values(&[name]).set(1);
+            }
+        }
+    }
+
+    /// `aiwatch_consumer_lag{topic,partition}`: messages between what the engine
+    /// has processed (`next`, the next offset to process) and the partition's
+    /// high watermark; never below 0.
+    pub fn observe_lag(&self, topic: &str, partition: i32, high: i64, next: i64) {
+        self.consumer_lag.with_label_values(&[topic, &partition.to_string()]).set((high - next).max(0));
+    }
+
+    /// Drops the lag series of a partition this process no longer owns (revoked),
+    /// so a dashboard does not show a frozen value for it.
+    pub fn forget_partition(&self, topic: &str, partition: i32) {
+        let _ = self.consumer_lag.remove_label_values(&[topic, &partition.to_string()]);
+    }
+
+    /// Records a checkpoint written to `path` in `took`: counts it, and sets
+    /// its time and its size on disk (the file and `PATH.history/`).
+    pub fn observe_checkpoint(&self, path: &Path, took: Duration) {
+        self.checkpoints.inc();
+        self.checkpoint_seconds.observe(took.as_secs_f64());
+        self.last_checkpoint.set(unix_now());
+        self.checkpoint_bytes.set(checkpoint_size(path) as i64);
+    }
+
+    /// A checkpoint restored at start: its size, and its file's time as the last checkpoint's.
+    pub fn observe_restored_checkpoint(&self, path: &Path) {
+        if let Ok(modified) = std::fs::metadata(path).and_then(|m| m.modified()) {
+            if let Ok(since) = modified.duration_since(std::time::UNIX_EPOCH) {
+                self.last_checkpoint.set(since.as_secs_f64());
+            }
+        }
+        self.checkpoint_bytes.set(checkpoint_size(path) as i64);
+    }
+
+    /// A checkpoint was due and the state on disk already covers everything processed.
+    pub fn checkpoint_up_to_date(&self) {
+        self.last_checkpoint.set(unix_now());
+    }
+
+    /// What `/readyz` answers: `Err` with the reason while not ready.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if !self.ready.load(Ordering::Relaxed) {
+            Err("starting\n")
+        } else if self.checkpoint_failing.load(Ordering::Relaxed) {
+            Err("the last checkpoint failed; offsets are not being committed\n")
+        } else {
+            Ok(())
+        }
     }
 
     /// Records what one decoded batch read: bytes, dead letters by kind, skipped parts by format.
@@ -176,10 +318,29 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
+        self.ready_gauge.set(i64::from(self.readiness().is_ok()));
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding");
         String::from_utf8(buf).expect("metrics are UTF-8")
     }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Bytes of a checkpoint file and of the files in its `PATH.history/` folder
+/// (segments the previous checkpoint still names included); 0 for what is missing.
+fn checkpoint_size(path: &Path) -> u64 {
+    let file = std::fs::metadata(path).map_or(0, |m| m.len());
+    let mut history = path.as_os_str().to_owned();
+    history.push(".history");
+    let segments = std::fs::read_dir(&history)
+        .map(|dir| dir.filter_map(|e| e.ok()?.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
+        .unwrap_or(0);
+    // Open obligations spilled past state_memory_limit, beside the checkpoint (src/engine/spill.rs).
+    let spilled = std::fs::metadata(path.with_file_name("spill.redb")).map_or(0, |m| m.len());
+    file + segments + spilled
 }
 
 /// Limits of the health listener: it serves a scraper or a probe, not the world.
@@ -255,11 +416,10 @@ fn route(req: &Request<hyper::body::Incoming>, metrics: &Metrics) -> Response<Fu
     match req.uri().path() {
         "/metrics" => text(StatusCode::OK, metrics.render(), "text/plain; version=0.0.4"),
         "/healthz" => text(StatusCode::OK, "ok\n".into(), "text/plain"),
-        "/readyz" if !metrics.ready.load(Ordering::Relaxed) => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n".into(), "text/plain"),
-        "/readyz" if metrics.checkpoint_failing.load(Ordering::Relaxed) => {
-            text(StatusCode::SERVICE_UNAVAILABLE, "the last checkpoint failed; offsets are not being committed\n".into(), "text/plain")
-        }
-        "/readyz" => text(StatusCode::OK, "ready\n".into(), "text/plain"),
+        "/readyz" => match metrics.readiness() {
+            Ok(()) => text(StatusCode::OK, "ready\n".into(), "text/plain"),
+            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, why.into(), "text/plain"),
+        },
         _ => text(StatusCode::NOT_FOUND, "not found: try /metrics, /healthz or /readyz\n".into(), "text/plain"),
     }
 }
@@ -268,6 +428,103 @@ fn route(req: &Request<hyper::body::Incoming>, metrics: &Metrics) -> Response<Fu
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// The value of the sample `name{labels}` exactly as rendered, if present.
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
+    #[test]
+    fn build_info_and_process_metrics_are_present() {
+        let text = Metrics::new().render();
+        let info = format!("aiwatch_build_info{{commit=\"{COMMIT}\",rustc=\"{RUSTC}\",version=\"{VERSION}\"}}");
+        assert_eq!(sample(&text, &info), Some(1.0), "{text}");
+        assert!(!COMMIT.is_empty() && RUSTC.chars().next().is_some_and(|c| c.is_ascii_digit()), "{COMMIT} {RUSTC}");
+        assert!(LONG_VERSION.starts_with(VERSION) && LONG_VERSION.contains(COMMIT) && LONG_VERSION.contains(RUSTC));
+        if cfg!(target_os = "linux") {
+            let rss = sample(&text, "process_resident_memory_bytes").expect("process_resident_memory_bytes");
+            assert!(rss > 1e6, "an RSS of {rss} bytes is not this test process's");
+            assert!(sample(&text, "process_open_fds").is_some_and(|n| n >= 3.0), "{text}");
+            assert!(sample(&text, "process_cpu_seconds_total").is_some(), "{text}");
+            let started = sample(&text, "process_start_time_seconds").expect("process_start_time_seconds");
+            assert!((unix_now() - started).abs() < 3600.0, "start time {started}");
+        }
+    }
+
+    #[test]
+    fn every_rule_output_and_dead_letter_reason_has_a_series_at_zero() {
+        let m = Metrics::new();
+        let rules = crate::rules::builtin();
+        m.preregister(rules.iter().map(|r| (r.id.as_str(), r.severity.as_str())), ["alertmanager", "kafka"]);
+        let text = m.render();
+        for r in &rules {
+            let alerts = format!("aiwatch_alerts_total{{rule=\"{}\",severity=\"{}\"}}", r.id, r.severity);
+            assert_eq!(sample(&text, &alerts), Some(0.0), "{alerts} missing");
+            assert_eq!(sample(&text, &format!("aiwatch_rule_errors_total{{rule=\"{}\"}}", r.id)), Some(0.0), "{}", r.id);
+        }
+        assert_eq!(sample(&text, "aiwatch_alerts_total{rule=\"aiwatch.rule_error\",severity=\"high\"}"), Some(0.0));
+        for o in ["alertmanager", "kafka"] {
+            assert_eq!(sample(&text, &format!("aiwatch_output_errors_total{{output=\"{o}\"}}")), Some(0.0), "{o}");
+            assert_eq!(sample(&text, &format!("aiwatch_alerts_dead_lettered_total{{output=\"{o}\"}}")), Some(0.0), "{o}");
+            assert_eq!(sample(&text, &format!("aiwatch_output_up{{output=\"{o}\"}}")), Some(1.0), "{o}");
+        }
+        assert_eq!(sample(&text, "aiwatch_output_errors_total{output=\"alert_dead_letter\"}"), Some(0.0));
+        assert_eq!(sample(&text, "aiwatch_output_errors_total{output=\"dead_letter\"}"), Some(0.0));
+        assert!(!text.contains("aiwatch_output_up{output=\"dead_letter\"}") && !text.contains("aiwatch_alerts_dead_lettered_total{output=\"alert_dead_letter\"}"));
+        for reason in DEAD_LETTER_REASONS {
+            assert_eq!(sample(&text, &format!("aiwatch_dead_letters_total{{reason=\"{reason}\"}}")), Some(0.0), "{reason}");
+        }
+        // A real alert then counts from 0.
+        m.alerts.with_label_values(&["vendor.unapproved", "high"]).inc();
+        assert_eq!(sample(&m.render(), "aiwatch_alerts_total{rule=\"vendor.unapproved\",severity=\"high\"}"), Some(1.0));
+    }
+
+    #[test]
+    fn lag_is_high_watermark_minus_processed_and_a_revoked_partition_leaves() {
+        let m = Metrics::new();
+        m.observe_lag("ai-audit", 0, 120, 100);
+        m.observe_lag("ai-audit", 1, 50, 60);
+        let text = m.render();
+        assert_eq!(sample(&text, "aiwatch_consumer_lag{partition=\"0\",topic=\"ai-audit\"}"), Some(20.0), "{text}");
+        assert_eq!(sample(&text, "aiwatch_consumer_lag{partition=\"1\",topic=\"ai-audit\"}"), Some(0.0));
+        m.forget_partition("ai-audit", 0);
+        m.forget_partition("ai-audit", 7);
+        let text = m.render();
+        assert_eq!(sample(&text, "aiwatch_consumer_lag{partition=\"0\",topic=\"ai-audit\"}"), None);
+        assert_eq!(sample(&text, "aiwatch_consumer_lag{partition=\"1\",topic=\"ai-audit\"}"), Some(0.0));
+    }
+
+    #[test]
+    fn checkpoint_time_size_and_readiness() {
+        let m = Metrics::new();
+        let text = m.render();
+        let at_start = sample(&text, "aiwatch_last_checkpoint_timestamp_seconds").unwrap();
+        assert!((unix_now() - at_start).abs() < 60.0, "{at_start}");
+        assert_eq!(sample(&text, "aiwatch_checkpoint_bytes"), Some(0.0));
+        assert_eq!(sample(&text, "aiwatch_ready"), Some(0.0), "not ready before the engine runs");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoint.aiwatch");
+        std::fs::write(&path, vec![0u8; 1000]).unwrap();
+        std::fs::create_dir(dir.path().join("checkpoint.aiwatch.history")).unwrap();
+        std::fs::write(dir.path().join("checkpoint.aiwatch.history/1.arrow"), vec![0u8; 234]).unwrap();
+        m.observe_checkpoint(&path, Duration::from_millis(20));
+        m.ready.store(true, Ordering::Relaxed);
+        let text = m.render();
+        assert_eq!(sample(&text, "aiwatch_checkpoint_bytes"), Some(1234.0));
+        assert_eq!(sample(&text, "aiwatch_checkpoints_total"), Some(1.0));
+        assert!(sample(&text, "aiwatch_last_checkpoint_timestamp_seconds").unwrap() >= at_start);
+        assert_eq!(sample(&text, "aiwatch_ready"), Some(1.0));
+        m.checkpoint_failing.store(true, Ordering::Relaxed);
+        assert_eq!(sample(&m.render(), "aiwatch_ready"), Some(0.0), "a failing checkpoint makes it unready");
+
+        let restored = Metrics::new();
+        let old = std::time::SystemTime::now() - Duration::from_secs(7200);
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(old).unwrap();
+        restored.observe_restored_checkpoint(&path);
+        let t = sample(&restored.render(), "aiwatch_last_checkpoint_timestamp_seconds").unwrap();
+        assert!((unix_now() - 7200.0 - t).abs() < 5.0, "the restored checkpoint's own time, not now: {t}");
+    }
 
     #[tokio::test]
     async fn the_listener_answers_and_drops_a_client_that_sends_no_request() {

@@ -1,5 +1,6 @@
 //! One module per subcommand: its flags, then `run`.
 
+pub mod config;
 pub mod demo;
 pub mod generate;
 pub mod query;
@@ -57,8 +58,12 @@ pub fn load_policy(path: &Path) -> anyhow::Result<Arc<Policy>> {
     Ok(Arc::new(Policy::load(path)?))
 }
 
-pub async fn build_engine(policy: Arc<Policy>, rules_dir: Option<&Path>, lateness: u64) -> anyhow::Result<Engine> {
+/// An engine over `policy` and the rule pack; `state_memory_limit` as in the run config (`None`: its default).
+pub async fn build_engine(policy: Arc<Policy>, rules_dir: Option<&Path>, lateness: u64, state_memory_limit: Option<usize>) -> anyhow::Result<Engine> {
     let rules = aiwatch::rules::pack(rules_dir)?;
-    let config = EngineConfig { lateness_seconds: lateness, ..Default::default() };
+    let mut config = EngineConfig { lateness_seconds: lateness, ..Default::default() };
+    if let Some(limit) = state_memory_limit {
+        config.spill.memory_limit = limit;
+    }
     Engine::new(policy, rules, &config).await.context("the rule pack cannot be used")
 }

@@ -48,7 +48,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                     println!(
                         "{}",
                         serde_json::json!({"id": r.id, "title": r.title, "category": r.category, "severity": r.severity,
-                            "controls": r.controls, "description": r.description, "remediation": r.remediation, "file": r.file})
+                            "controls": r.controls, "description": r.description, "remediation": r.remediation, "runbook_url": r.runbook_url, "file": r.file})
                     );
                 }
             } else {

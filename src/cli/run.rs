@@ -9,7 +9,7 @@ use aiwatch::stream::{self, RunOptions};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The run configuration (TOML); see deploy/aiwatch.toml.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "AIWATCH_CONFIG")]
     pub config: PathBuf,
     /// Read up to the end offsets present at start, move the watermark to the
     /// largest event time seen, flush, commit and exit (backfill, replay).

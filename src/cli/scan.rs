@@ -44,10 +44,24 @@ pub struct Args {
     #[arg(long, value_name = "BYTES", default_value_t = decode::DEFAULT_MAX_RAW_BYTES as u64,
         value_parser = clap::value_parser!(u64).range(0..=268_435_456))]
     pub dead_letter_max_raw: u64,
+    /// Estimated bytes of event-time state past which open obligations move to
+    /// a scratch store on disk (in TMPDIR, removed at exit), as `aiwatch run`
+    /// does (state_memory_limit; default 512 MiB).
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(0..=1_099_511_627_776))]
+    pub state_memory_limit: Option<u64>,
+    /// Exit with status 1 when an alert of this severity or a higher one is
+    /// found (critical > high > medium > low > info), for CI gates. Errors still exit 2.
+    #[arg(long, value_name = "SEVERITY", value_parser = clap::builder::PossibleValuesParser::new(aiwatch::rules::SEVERITIES))]
+    pub fail_on: Option<String>,
     /// Inputs, plain or gzip: JSON Lines, or length-delimited records for
     /// otlp_proto; `-` reads standard input.
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<String>,
+}
+
+/// Rank of a severity: 0 is critical, the most severe; unknown ones rank last.
+fn rank(severity: &str) -> usize {
+    aiwatch::rules::SEVERITIES.iter().position(|s| *s == severity).unwrap_or(usize::MAX)
 }
 
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -61,7 +75,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     };
     let formats = super::formats(a.input.format, a.input.adapter.as_deref())?;
     let policy = super::load_policy(&a.rules.policy)?;
-    let mut engine = super::build_engine(policy, a.rules.rules.as_deref(), a.rules.lateness).await?;
+    let mut engine = super::build_engine(policy, a.rules.rules.as_deref(), a.rules.lateness, a.state_memory_limit.map(|b| b as usize)).await?;
     let mut alerts = JsonLines::create(a.alerts.as_deref())
         .map_err(|e| anyhow::anyhow!("cannot write alerts to {}: {e}", a.alerts.as_ref().unwrap().display()))?;
     let mut dead = match &a.dead_letter {
@@ -75,11 +89,15 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    let mut worst = usize::MAX;
     let totals = pipeline::scan(
         &mut engine,
         ScanInputs { paths: a.inputs, batch_size: a.batch_size.max(1), decode: decode_options, formats },
         &mut dead,
-        |batch| Ok(alerts.write_alerts(batch)?),
+        |batch| {
+            worst = batch.iter().map(|a| rank(&a.severity)).fold(worst, usize::min);
+            Ok(alerts.write_alerts(batch)?)
+        },
         |t| {
             if let Some(b) = &bar {
                 b.set_message(format!("{} events, {} dead letters, {} alerts", t.events, t.dead_letters, t.alerts()));
@@ -92,5 +110,11 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         b.finish_and_clear();
     }
     eprint!("{}", totals.render());
+    if let Some(threshold) = &a.fail_on {
+        if worst <= rank(threshold) {
+            eprintln!("failing: found alerts of severity {}, at or above --fail-on {threshold}", aiwatch::rules::SEVERITIES[worst]);
+            return Ok(ExitCode::FAILURE);
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -36,6 +36,7 @@ use arrow::ipc::writer::StreamWriter;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use super::spill::Spill;
 use super::state::{Conversation, Deadlines, HashMap, HashSet, Key};
 use super::Engine;
 
@@ -117,12 +118,18 @@ impl Engine {
                 self.persisted_segments.insert(id);
             }
         }
+        // Open obligations spilled to disk: made durable as a savepoint of their store, named by the checkpoint.
+        let savepoint = match self.state_mut().spill.as_mut() {
+            Some(spill) => Some(spill.savepoint().map_err(|e| io(std::io::Error::other(e)))?),
+            None => None,
+        };
         let snap = self.snapshot(live.clone(), position.to_string());
         // Streamed into the file through the checksum: no copy of the state in memory.
         write_atomically(path, Some(&previous_path(path)), |w| {
             let mut summed = Summed { inner: w, hash: Sha256::new() };
             summed.write_all(MAGIC)?;
             postcard::to_io(&snap, &mut summed).map_err(std::io::Error::other)?;
+            postcard::to_io(&savepoint, &mut summed).map_err(std::io::Error::other)?;
             let digest = summed.hash.finalize();
             w.write_all(SUM_TAG)?;
             w.write_all(&digest)
@@ -193,8 +200,10 @@ impl Engine {
         f.read_to_end(&mut bytes).map_err(|e| corrupt(e.to_string()))?;
         let body = verified(&bytes).map_err(|why| corrupt(why.into()))?;
         let position = if body.starts_with(MAGIC) {
-            let snap: Snapshot<String> = postcard::from_bytes(&body[MAGIC.len()..]).map_err(|e| corrupt(e.to_string()))?;
-            let text = self.install(snap, base)?;
+            let (snap, rest): (Snapshot<String>, _) = postcard::take_from_bytes(&body[MAGIC.len()..]).map_err(|e| corrupt(e.to_string()))?;
+            // Written after the snapshot; absent in checkpoints of releases without spilling.
+            let savepoint: Option<u64> = if rest.is_empty() { None } else { postcard::from_bytes(rest).map_err(|e| corrupt(e.to_string()))? };
+            let text = self.install(snap, savepoint, base)?;
             serde_json::from_str(&text).map_err(|e| corrupt(format!("source position: {e}")))?
         } else if MAGIC_OLD.iter().any(|m| body.starts_with(*m)) {
             return Err(corrupt(format!("written by an earlier aiwatch, layout {}", String::from_utf8_lossy(&body[..8]))));
@@ -221,8 +230,34 @@ impl Engine {
     }
 
     /// Puts a read snapshot in place (history segments from their files) and returns its position.
-    fn install<P>(&mut self, snap: Snapshot<P>, path: &Path) -> Result<P, CheckpointError> {
+    fn install<P>(&mut self, snap: Snapshot<P>, savepoint: Option<u64>, path: &Path) -> Result<P, CheckpointError> {
         let corrupt = |why: String| CheckpointError::Corrupt { path: path.display().to_string(), why };
+        // The spill store goes back to what this checkpoint saw.
+        let state = self.state_mut();
+        let store = state.spill_config.path.clone();
+        let spilled = match (savepoint, state.spill.take(), store) {
+            (None, _, None) => (0, 0),
+            (None, spill, Some(file)) => {
+                drop(spill);
+                // Written after this checkpoint: nothing in it belongs to the state restored.
+                match std::fs::remove_file(&file) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(corrupt(format!("spill store {}: {e}", file.display()))),
+                }
+                (0, 0)
+            }
+            (Some(_), _, None) => return Err(corrupt("it names a spill store, and this engine has none configured".into())),
+            (Some(id), spill, Some(file)) => {
+                let mut spill = match spill {
+                    Some(s) => s,
+                    None => Spill::open(Some(&file), false).map_err(|e| corrupt(e.to_string()))?,
+                };
+                let counts = spill.restore(Some(id)).map_err(|e| corrupt(e.to_string()))?;
+                state.spill = Some(spill);
+                counts
+            }
+        };
         let dir = segment_dir(path);
         let mut segments = Vec::with_capacity(snap.segments.len());
         for id in &snap.segments {
@@ -239,6 +274,8 @@ impl Engine {
         self.state_mut().requests.reindex();
         self.state_mut().artifacts = snap.artifacts;
         self.state_mut().artifacts.reindex();
+        self.state_mut().requests.spilled = spilled.0;
+        self.state_mut().artifacts.spilled = spilled.1;
         self.state_mut().history.restore(segments, snap.next_segment, snap.conversations);
         self.persisted_segments = snap.segments.iter().copied().collect();
         let index: std::collections::HashMap<&str, usize> =

@@ -15,6 +15,7 @@
 //! | `policy_*` | the policy (see [`tables::register_policy`]) |
 
 pub mod checkpoint;
+pub mod spill;
 pub mod state;
 pub mod tables;
 #[cfg(test)]
@@ -41,6 +42,7 @@ use crate::alert::{self, Alert, Evidence};
 use crate::event::{events_schema, Origin};
 use crate::policy::Policy;
 use crate::rules::Rule;
+pub use state::SpillConfig;
 use state::{HashMap, HashSet, Obligation, State, StateStats, StepInput};
 use tables::LiveTable;
 
@@ -51,11 +53,13 @@ pub struct EngineConfig {
     pub lateness_seconds: u64,
     /// Memory DataFusion may use to evaluate one step.
     pub memory_limit_bytes: usize,
+    /// When the event-time state spills open obligations to disk, and where.
+    pub spill: SpillConfig,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { lateness_seconds: 60, memory_limit_bytes: 1 << 30 }
+        EngineConfig { lateness_seconds: 60, memory_limit_bytes: 1 << 30, spill: SpillConfig::default() }
     }
 }
 
@@ -327,7 +331,7 @@ impl Engine {
             task_ctx,
             rules: compiled,
             live,
-            state: Some(State::new(config.lateness_seconds, &policy, &history_columns, horizon)),
+            state: Some(State::new(config.lateness_seconds, &policy, &history_columns, horizon, config.spill.clone())),
             pending: None,
             policy,
             emitted: HashMap::default(),

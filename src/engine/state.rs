@@ -28,6 +28,7 @@ use arrow::compute::{filter_record_batch, interleave_record_batch};
 use arrow::datatypes::{Field, Schema, SchemaRef, TimestampNanosecondType};
 use smallvec::SmallVec;
 
+use super::spill::{Kind, Spill, Tables};
 use crate::event::{col, events_schema, Origin};
 use crate::policy::Policy;
 
@@ -234,6 +235,65 @@ pub struct Deadlines {
     /// Heap bytes of the open obligations' strings, kept as they change.
     #[serde(skip)]
     text: usize,
+    /// Open obligations held in the spill store rather than in `open` (see [`super::spill`]).
+    #[serde(skip)]
+    pub(crate) spilled: usize,
+    /// The keys that may be in the spill store, so most events never read it.
+    #[serde(skip)]
+    maybe_spilled: Bloom,
+}
+
+/// A Bloom filter of 128-bit keys (already uniform hashes): about 10 bits a
+/// key at its planned size, 7 probes, under 1 % false positives. Keys taken
+/// out of the store stay in it until it is rebuilt from the store's keys.
+#[derive(Debug, Default)]
+struct Bloom {
+    bits: Vec<u64>,
+    /// Keys inserted since it was built; `None` when it must be rebuilt before use.
+    inserted: Option<usize>,
+    planned: usize,
+}
+
+impl Bloom {
+    const PROBES: u64 = 7;
+
+    fn with_plan(keys: usize) -> Bloom {
+        let planned = keys.max(1 << 16);
+        Bloom { bits: vec![0; (planned * 10).div_ceil(64)], inserted: Some(0), planned }
+    }
+
+    fn probes(&self, k: Key) -> impl Iterator<Item = usize> + '_ {
+        let (h1, h2) = (k as u64, ((k >> 64) as u64) | 1);
+        let n = self.bits.len() as u64 * 64;
+        (0..Self::PROBES).map(move |i| (h1.wrapping_add(i.wrapping_mul(h2)) % n) as usize)
+    }
+
+    fn insert(&mut self, k: Key) {
+        if self.bits.is_empty() {
+            *self = Bloom::with_plan(0);
+        }
+        for b in self.probes(k).collect::<SmallVec<[usize; 7]>>() {
+            self.bits[b / 64] |= 1 << (b % 64);
+        }
+        self.inserted = self.inserted.map(|n| n + 1);
+    }
+
+    fn may_contain(&self, k: Key) -> bool {
+        !self.bits.is_empty() && self.probes(k).all(|b| self.bits[b / 64] & (1 << (b % 64)) != 0)
+    }
+
+    /// Whether it must be rebuilt to stay exact and sharp with `held` keys in the store.
+    fn stale(&self, held: usize) -> bool {
+        match self.inserted {
+            None => held > 0,
+            // Overfull, or mostly keys that left the store.
+            Some(n) => n > self.planned || (n > 2 * held && n > 1 << 16),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.bits.capacity() * 8
+    }
 }
 
 fn text_bytes(o: &Obligation) -> usize {
@@ -259,11 +319,27 @@ impl Deadlines {
             closed: TimedKeys::new(bucket_width(memory)),
             memory,
             text: 0,
+            spilled: 0,
+            maybe_spilled: Bloom::default(),
+        }
+    }
+
+    /// Rebuilds the filter of spilled keys from the store when it needs it
+    /// (after a restore, when overfull or mostly stale).
+    fn sharpen(&mut self, d: &Tables<'_>) {
+        if self.maybe_spilled.stale(self.spilled) {
+            let keys = d.keys();
+            let mut bloom = Bloom::with_plan(2 * keys.len());
+            for k in keys {
+                bloom.insert(k);
+            }
+            self.maybe_spilled = bloom;
         }
     }
 
     /// Opens (or moves earlier) the obligation for `k`; `make` builds it only when needed.
-    fn open(&mut self, k: Key, start: i64, make: impl FnOnce() -> Obligation) {
+    /// `disk`: the spill store's tables, given when some of these obligations are spilled.
+    fn open(&mut self, k: Key, start: i64, make: impl FnOnce() -> Obligation, disk: Option<&mut Tables<'_>>) {
         if let Some(cur) = self.open.get_mut(&k) {
             if start < cur.start {
                 let mut o = make();
@@ -278,6 +354,18 @@ impl Deadlines {
         if self.closed.contains(k) {
             return;
         }
+        if let Some(d) = disk.filter(|_| self.maybe_spilled.may_contain(k)) {
+            if let Some(cur) = d.get(k) {
+                if start < cur.start {
+                    let mut o = make();
+                    o.met = cur.met;
+                    o.met_origin = cur.met_origin;
+                    d.unindex(k, cur.deadline);
+                    d.put(k, &o);
+                }
+                return;
+            }
+        }
         let mut o = make();
         if let Some((t, (id, origin))) = self.early.remove(k) {
             o.met = Some((t, id));
@@ -289,23 +377,36 @@ impl Deadlines {
     }
 
     /// Records a fulfilling event (a response, a deletion) at time `t`.
-    fn fulfil(&mut self, k: Key, t: i64, event_id: &str, origin: impl FnOnce() -> Origin) {
+    fn fulfil(&mut self, k: Key, t: i64, event_id: &str, origin: impl FnOnce() -> Origin, disk: Option<&mut Tables<'_>>) {
         if let Some(o) = self.open.get_mut(&k) {
             if o.met.as_ref().is_none_or(|(m, _)| t < *m) {
                 self.text = self.text.saturating_sub(o.met.as_ref().map_or(0, |m| m.1.capacity())) + event_id.len();
                 o.met = Some((t, event_id.to_string()));
                 o.met_origin = Some(origin());
             }
-        } else if !self.closed.contains(k) {
-            self.early.insert_earliest(k, t, || (event_id.to_string(), origin()));
+            return;
         }
+        if self.closed.contains(k) {
+            return;
+        }
+        if let Some(d) = disk.filter(|_| self.maybe_spilled.may_contain(k)) {
+            if let Some(mut o) = d.get(k) {
+                if o.met.as_ref().is_none_or(|(m, _)| t < *m) {
+                    o.met = Some((t, event_id.to_string()));
+                    o.met_origin = Some(origin());
+                    d.update(k, &o);
+                }
+                return;
+            }
+        }
+        self.early.insert_earliest(k, t, || (event_id.to_string(), origin()));
     }
 
     /// Takes every obligation whose deadline is before `watermark` (or at it, when
     /// `inclusive`: the end of a finite input, after which nothing more arrives).
     /// While streaming, an event exactly at the watermark is still on time, so a
     /// deadline equal to the watermark can still be met and must wait.
-    fn due(&mut self, watermark: i64, inclusive: bool) -> Vec<Obligation> {
+    fn due(&mut self, watermark: i64, inclusive: bool, disk: Option<&mut Tables<'_>>) -> Vec<Obligation> {
         let mut out = Vec::new();
         while let Some(Reverse((deadline, _))) = self.queue.peek() {
             if *deadline > watermark || (*deadline == watermark && !inclusive) {
@@ -322,7 +423,41 @@ impl Deadlines {
                 out.push(*o);
             }
         }
+        if let Some(d) = disk {
+            let spilled = d.take_due(watermark, inclusive);
+            if !spilled.is_empty() {
+                self.spilled -= spilled.len();
+                for (k, o) in spilled {
+                    self.closed.insert(o.start, k);
+                    out.push(o);
+                }
+                // The order an all-in-memory state releases them in.
+                out.sort_by_cached_key(|o| (o.deadline, key(&o.key)));
+            }
+        }
         out
+    }
+
+    /// Moves the open obligations due after `cutoff` from memory to the spill store.
+    fn spill_due_after(&mut self, cutoff: i64, d: &mut Tables<'_>) {
+        let before = self.open.len();
+        let mut kept = HashMap::default();
+        for (k, o) in self.open.drain() {
+            if o.deadline > cutoff {
+                d.put(k, &o);
+                self.maybe_spilled.insert(k);
+                self.spilled += 1;
+            } else {
+                kept.insert(k, o);
+            }
+        }
+        if kept.len() == before {
+            self.open = kept;
+            return;
+        }
+        // Rebuilt at their size, so the memory of the spilled ones is given back.
+        self.open = kept;
+        self.reindex_open();
     }
 
     fn expire(&mut self, watermark: i64) {
@@ -331,8 +466,9 @@ impl Deadlines {
         self.closed.expire(cutoff);
     }
 
+    /// Open obligations, in memory and spilled.
     pub fn open_len(&self) -> usize {
-        self.open.len()
+        self.open.len() + self.spilled
     }
 
     pub fn closed_len(&self) -> usize {
@@ -351,12 +487,19 @@ impl Deadlines {
             + self.queue.capacity() * size_of::<(i64, Key)>()
             + self.early.map.capacity() * (size_of::<(Key, (i64, (String, Origin)))>() + 1)
             + self.closed.bytes()
+            + self.maybe_spilled.bytes()
+    }
+
+    /// The deadline queue and the text bytes, from `open`.
+    fn reindex_open(&mut self) {
+        self.queue = self.open.iter().map(|(k, o)| Reverse((o.deadline, *k))).collect();
+        self.text = self.open.values().map(|o| text_bytes(o)).sum();
     }
 
     /// Rebuilds what is derived from the stored parts, after a restore.
     pub(crate) fn reindex(&mut self) {
-        self.queue = self.open.iter().map(|(k, o)| Reverse((o.deadline, *k))).collect();
-        self.text = self.open.values().map(|o| text_bytes(o)).sum();
+        self.reindex_open();
+        self.maybe_spilled = Bloom { inserted: None, ..Bloom::default() };
         self.early.reindex();
         self.closed.reindex();
     }
@@ -874,7 +1017,33 @@ pub struct State {
     pub history: History,
     pub requests: Deadlines,
     pub artifacts: Deadlines,
+    /// Open obligations moved to disk past the memory limit; opened at the first spill.
+    pub(crate) spill: Option<Spill>,
+    pub(crate) spill_config: SpillConfig,
+    over_limit_warned: bool,
+    /// While over the limit after a spill, the state bytes at which to try again.
+    next_spill_try: usize,
 }
+
+/// When and where the state spills open obligations to disk.
+#[derive(Debug, Clone)]
+pub struct SpillConfig {
+    /// Estimated state bytes past which open obligations move to disk.
+    pub memory_limit: usize,
+    /// The store's file; `None` uses a scratch file in the temporary folder, removed at exit.
+    pub path: Option<std::path::PathBuf>,
+    /// Only obligations due further than this past the watermark spill (event time, nanoseconds).
+    pub min_ahead: i64,
+}
+
+impl Default for SpillConfig {
+    fn default() -> Self {
+        SpillConfig { memory_limit: DEFAULT_STATE_MEMORY_LIMIT, path: None, min_ahead: 3600 * NANOS_PER_SEC }
+    }
+}
+
+/// The default `state_memory_limit`: 512 MiB.
+pub const DEFAULT_STATE_MEMORY_LIMIT: usize = 512 << 20;
 
 const SEEN_BUCKET: i64 = 60 * NANOS_PER_SEC;
 
@@ -887,7 +1056,7 @@ impl State {
     /// 24 h and the longest retention period.
     ///
     /// `history_horizon`: how long history rows are kept (event time, nanoseconds).
-    pub fn new(lateness_seconds: u64, policy: &Policy, history_columns: &[usize], history_horizon: i64) -> State {
+    pub fn new(lateness_seconds: u64, policy: &Policy, history_columns: &[usize], history_horizon: i64, spill_config: SpillConfig) -> State {
         let secs = |s: i64| HISTORY_HORIZON.max(s.saturating_mul(NANOS_PER_SEC));
         State {
             lateness: (lateness_seconds as i64).saturating_mul(NANOS_PER_SEC),
@@ -897,6 +1066,10 @@ impl State {
             history: History::new(history_columns, history_horizon),
             requests: Deadlines::new(secs(policy.response_timeout_seconds)),
             artifacts: Deadlines::new(secs(policy.max_retention_seconds())),
+            spill: None,
+            spill_config,
+            over_limit_warned: false,
+            next_spill_try: 0,
         }
     }
 
@@ -919,24 +1092,45 @@ impl State {
         let c = Cols::of(&events);
         let mut late = 0;
         let mut origins = Origins::default();
-        for i in 0..events.num_rows() {
-            let t = c.time.value(i);
-            if t < self.watermark {
-                late += 1;
+        // The spill store's tables, in one transaction for the step, when anything is spilled.
+        let spill = self.spill.take();
+        let txn = spill.as_ref().filter(|_| self.requests.spilled + self.artifacts.spilled > 0).map(Spill::begin);
+        let (due_requests, due_artifacts, history, conversations) = {
+            let open = |kind: Kind, d: &mut Deadlines| match (&spill, &txn) {
+                (Some(s), Some(t)) if d.spilled > 0 => {
+                    let tables = Tables::open(s, t, kind);
+                    d.sharpen(&tables);
+                    Some(tables)
+                }
+                _ => None,
+            };
+            let mut requests = open(Kind::Requests, &mut self.requests);
+            let mut artifacts = open(Kind::Artifacts, &mut self.artifacts);
+            for i in 0..events.num_rows() {
+                let t = c.time.value(i);
+                if t < self.watermark {
+                    late += 1;
+                }
+                self.max_seen = Some(self.max_seen.map_or(t, |m| m.max(t)));
+                self.track_deadlines(&c, i, t, policy, &mut origins, requests.as_mut(), artifacts.as_mut());
             }
-            self.max_seen = Some(self.max_seen.map_or(t, |m| m.max(t)));
-            self.track_deadlines(&c, i, t, policy, &mut origins);
-        }
 
-        let (history, conversations) = self.history.step(&events, &mut origins);
+            let (history, conversations) = self.history.step(&events, &mut origins);
 
-        if let Some(m) = self.max_seen {
-            let bound = hold.map_or(m, |h| m.min(h));
-            self.watermark = self.watermark.max(bound.saturating_sub(self.lateness));
+            if let Some(m) = self.max_seen {
+                let bound = hold.map_or(m, |h| m.min(h));
+                self.watermark = self.watermark.max(bound.saturating_sub(self.lateness));
+            }
+            let due_requests = self.requests.due(self.watermark, false, requests.as_mut());
+            let due_artifacts = self.artifacts.due(self.watermark, false, artifacts.as_mut());
+            (due_requests, due_artifacts, history, conversations)
+        };
+        if let (Some(s), Some(t)) = (&spill, txn) {
+            s.commit(t);
         }
-        let due_requests = self.requests.due(self.watermark, false);
-        let due_artifacts = self.artifacts.due(self.watermark, false);
+        self.spill = spill;
         self.expire();
+        self.keep_within_limit();
         StepInput {
             events,
             history,
@@ -955,12 +1149,27 @@ impl State {
         if let Some(m) = self.max_seen {
             self.watermark = self.watermark.max(m);
         }
+        let spill = self.spill.take();
+        let (due_requests, due_artifacts) = match &spill {
+            Some(s) => {
+                let txn = s.begin();
+                let due = {
+                    let mut requests = Tables::open(s, &txn, Kind::Requests);
+                    let mut artifacts = Tables::open(s, &txn, Kind::Artifacts);
+                    (self.requests.due(self.watermark, true, Some(&mut requests)), self.artifacts.due(self.watermark, true, Some(&mut artifacts)))
+                };
+                s.commit(txn);
+                due
+            }
+            None => (self.requests.due(self.watermark, true, None), self.artifacts.due(self.watermark, true, None)),
+        };
+        self.spill = spill;
         StepInput {
             events: RecordBatch::new_empty(events_schema()),
             history: None,
             conversations: None,
-            due_requests: self.requests.due(self.watermark, true),
-            due_artifacts: self.artifacts.due(self.watermark, true),
+            due_requests,
+            due_artifacts,
             duplicates: 0,
             late: 0,
             watermark: self.watermark(),
@@ -983,7 +1192,17 @@ impl State {
         (filter_record_batch(&batch, &keep).expect("mask fits batch"), dropped)
     }
 
-    fn track_deadlines(&mut self, c: &Cols<'_>, i: usize, t: i64, policy: &Policy, origins: &mut Origins) {
+    #[allow(clippy::too_many_arguments)]
+    fn track_deadlines(
+        &mut self,
+        c: &Cols<'_>,
+        i: usize,
+        t: i64,
+        policy: &Policy,
+        origins: &mut Origins,
+        spilled_requests: Option<&mut Tables<'_>>,
+        spilled_artifacts: Option<&mut Tables<'_>>,
+    ) {
         let tenant = Cols::opt(c.tenant_id, i);
         let mut obligation = |key: &str, deadline: i64, kind: Option<&str>| Obligation {
             key: key.to_string(),
@@ -1000,12 +1219,12 @@ impl State {
             "ai.request" => {
                 if let Some(r) = Cols::opt(c.request_id, i) {
                     let deadline = t.saturating_add(policy.response_timeout_seconds.saturating_mul(NANOS_PER_SEC));
-                    self.requests.open(key(r), t, || obligation(r, deadline, None));
+                    self.requests.open(key(r), t, || obligation(r, deadline, None), spilled_requests);
                 }
             }
             "ai.response" => {
                 if let Some(r) = Cols::opt(c.request_id, i) {
-                    self.requests.fulfil(key(r), t, c.event_id.value(i), || origins.of(c, i));
+                    self.requests.fulfil(key(r), t, c.event_id.value(i), || origins.of(c, i), spilled_requests);
                 }
             }
             "artifact.stored" => {
@@ -1015,12 +1234,12 @@ impl State {
                 };
                 if let Some(secs) = policy.retention_seconds(tenant, kind) {
                     let deadline = t.saturating_add(secs.saturating_mul(NANOS_PER_SEC));
-                    self.artifacts.open(key(a), t, || obligation(a, deadline, Some(kind)));
+                    self.artifacts.open(key(a), t, || obligation(a, deadline, Some(kind)), spilled_artifacts);
                 }
             }
             "artifact.deleted" => {
                 if let Some(a) = Cols::opt(c.artifact_id, i) {
-                    self.artifacts.fulfil(key(a), t, c.event_id.value(i), || origins.of(c, i));
+                    self.artifacts.fulfil(key(a), t, c.event_id.value(i), || origins.of(c, i), spilled_artifacts);
                 }
             }
             _ => {}
@@ -1046,10 +1265,73 @@ impl State {
         }
     }
 
+    /// Past the memory limit, moves the open obligations in memory to the
+    /// spill store: the artifacts' (the longest lived) first, then the
+    /// requests' if the state is still over.
+    ///
+    /// Only obligations due more than `min_ahead` past the watermark move: one
+    /// due sooner would cost a write and a read for little memory. While the
+    /// state stays over the limit after a spill (history is large), the next
+    /// try waits until it has grown by an eighth of the limit, so the cost
+    /// stays amortised.
+    fn keep_within_limit(&mut self) {
+        let limit = self.spill_config.memory_limit;
+        let bytes = self.bytes();
+        if bytes <= limit || bytes < self.next_spill_try {
+            return;
+        }
+        let cutoff = self.watermark.saturating_add(self.spill_config.min_ahead);
+        let spill = match self.spill.take() {
+            Some(s) => s,
+            None => Spill::open(self.spill_config.path.as_deref(), true).unwrap_or_else(|e| panic!("{e}")),
+        };
+        let txn = spill.begin();
+        {
+            let mut artifacts = Tables::open(&spill, &txn, Kind::Artifacts);
+            self.artifacts.spill_due_after(cutoff, &mut artifacts);
+        }
+        if self.bytes() > limit {
+            let mut requests = Tables::open(&spill, &txn, Kind::Requests);
+            self.requests.spill_due_after(cutoff, &mut requests);
+        }
+        spill.commit(txn);
+        self.spill = Some(spill);
+        let after = self.bytes();
+        if after > limit {
+            self.next_spill_try = after.saturating_add(limit / 8);
+            self.warn_over_limit(limit);
+        } else {
+            self.next_spill_try = 0;
+        }
+    }
+
+    fn warn_over_limit(&mut self, limit: usize) {
+        // At a limit of 0 (tests) every step is over it by design.
+        if !self.over_limit_warned && limit > 0 {
+            self.over_limit_warned = true;
+            tracing::warn!(
+                limit_bytes = limit,
+                state_bytes = self.bytes(),
+                "the state is over state_memory_limit with the open obligations due later than an hour spilled: history, \
+                 decided ids and obligations due soon stay in memory; raise state_memory_limit, or shorten the rules' horizon \
+                 (see the README, Monitor Kafka continuously)"
+            );
+        }
+    }
+
+    fn seen_bytes(&self) -> usize {
+        self.seen.values().map(|s| s.capacity() * (size_of::<Key>() + 1) + 64).sum()
+    }
+
+    /// The estimated heap bytes of the state (what `state_memory_limit` bounds).
+    pub fn bytes(&self) -> usize {
+        self.history.bytes() + self.requests.bytes() + self.artifacts.bytes() + self.seen_bytes()
+    }
+
     /// Entries held by kind and an estimate of their bytes.
     pub fn stats(&self) -> StateStats {
         let seen: usize = self.seen.values().map(HashSet::len).sum();
-        let seen_bytes: usize = self.seen.values().map(|s| s.capacity() * (size_of::<Key>() + 1) + 64).sum();
+        let seen_bytes = self.seen_bytes();
         StateStats {
             entries: vec![
                 ("history_rows", self.history.rows()),
@@ -1060,6 +1342,7 @@ impl State {
                 ("decided_artifacts", self.artifacts.closed_len()),
                 ("early_fulfilments", self.requests.early_len() + self.artifacts.early_len()),
                 ("seen_ids", seen),
+                ("spilled_obligations", self.requests.spilled + self.artifacts.spilled),
             ],
             bytes: self.history.bytes() + self.requests.bytes() + self.artifacts.bytes() + seen_bytes,
             parts: vec![
@@ -1122,7 +1405,7 @@ mod tests {
     }
 
     fn open(d: &mut Deadlines, k: &str, start: i64, deadline: i64) {
-        d.open(key(k), start, || ob(k, start, deadline));
+        d.open(key(k), start, || ob(k, start, deadline), None);
     }
 
     #[test]
@@ -1131,23 +1414,35 @@ mod tests {
         open(&mut d, "a", 10, 20);
         open(&mut d, "b", 5, 15);
         open(&mut d, "a", 8, 18); // an earlier request for the same key counts
-        d.fulfil(key("b"), 16, "r", || Origin::Generated { seq: 1 });
-        assert!(d.due(14, true).is_empty());
-        assert!(d.due(15, false).is_empty(), "a deadline equal to the watermark can still be met");
-        let due: Vec<_> = d.due(18, true).into_iter().map(|o| (o.key, o.deadline, o.met.map(|m| m.0))).collect();
+        d.fulfil(key("b"), 16, "r", || Origin::Generated { seq: 1 }, None);
+        assert!(d.due(14, true, None).is_empty());
+        assert!(d.due(15, false, None).is_empty(), "a deadline equal to the watermark can still be met");
+        let due: Vec<_> = d.due(18, true, None).into_iter().map(|o| (o.key, o.deadline, o.met.map(|m| m.0))).collect();
         assert_eq!(due, vec![("b".into(), 15, Some(16)), ("a".into(), 18, None)]);
-        assert!(d.due(100, true).is_empty(), "the superseded entry of `a` is skipped");
+        assert!(d.due(100, true, None).is_empty(), "the superseded entry of `a` is skipped");
         open(&mut d, "a", 30, 40);
-        assert!(d.due(100, true).is_empty(), "a decided key is not reopened");
+        assert!(d.due(100, true, None).is_empty(), "a decided key is not reopened");
     }
 
     #[test]
     fn a_fulfilment_before_the_obligation_counts() {
         let mut d = Deadlines::new(HISTORY_HORIZON);
-        d.fulfil(key("x"), 3, "resp", || Origin::Generated { seq: 2 });
-        d.fulfil(key("x"), 2, "resp0", || Origin::Generated { seq: 3 });
+        d.fulfil(key("x"), 3, "resp", || Origin::Generated { seq: 2 }, None);
+        d.fulfil(key("x"), 2, "resp0", || Origin::Generated { seq: 3 }, None);
         open(&mut d, "x", 5, 9);
-        assert_eq!(d.due(9, true)[0].met, Some((2, "resp0".into())));
+        assert_eq!(d.due(9, true, None)[0].met, Some((2, "resp0".into())));
+    }
+
+    #[test]
+    fn the_filter_of_spilled_keys_has_no_false_negatives_and_few_false_positives() {
+        let mut b = Bloom::with_plan(100_000);
+        for i in 0..100_000 {
+            b.insert(key(&format!("in-{i}")));
+        }
+        assert!((0..100_000).all(|i| b.may_contain(key(&format!("in-{i}")))));
+        let false_positives = (0..100_000).filter(|i| b.may_contain(key(&format!("out-{i}")))).count();
+        assert!(false_positives < 2_000, "{false_positives} in 100,000");
+        assert!(!b.stale(100_000) && Bloom { inserted: None, ..Bloom::default() }.stale(1));
     }
 
     #[test]
@@ -1155,14 +1450,14 @@ mod tests {
         let hour = 3600 * NANOS_PER_SEC;
         let mut d = Deadlines::new(24 * hour);
         open(&mut d, "a", 0, hour);
-        assert_eq!(d.due(2 * hour, true).len(), 1);
+        assert_eq!(d.due(2 * hour, true, None).len(), 1);
         d.expire(24 * hour);
         assert_eq!(d.closed_len(), 1, "kept for its memory");
         open(&mut d, "a", 2 * hour, 3 * hour);
         assert_eq!(d.open_len(), 0, "still decided");
         d.expire(hour + 24 * hour + bucket_width(24 * hour));
         assert_eq!(d.closed_len(), 0, "gone a bucket after its memory");
-        d.fulfil(key("late"), 5, "r", || Origin::Generated { seq: 0 });
+        d.fulfil(key("late"), 5, "r", || Origin::Generated { seq: 0 }, None);
         d.expire(i64::MAX);
         assert_eq!(d.early_len(), 0);
     }

@@ -3,6 +3,7 @@
 //! [`Failure`] per alert they did not take: transient ones are retried by
 //! `aiwatch run` (offsets held), permanent refusals go to the alert dead letter.
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,6 +11,8 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::{AlertOutput, Failure, Rejected};
 use crate::alert::Alert;
+use crate::config::OutputConfig;
+use crate::rules::Rule;
 
 /// At most this much of a refusal's body is kept as its reason.
 const REASON_BYTES: usize = 200;
@@ -186,18 +189,156 @@ impl AlertOutput for Webhook {
     }
 }
 
-/// Alertmanager API v2: all of a step's alerts in one POST to /api/v2/alerts.
+/// A link with placeholders filled from the alert: `{rule_id}`, `{alert_id}`,
+/// `{category}`, `{priority}` (the rule's own severity), `{severity}` (as
+/// mapped) and `{tenant_id}` (empty when there is none). Values are
+/// percent-encoded; `{{` and `}}` stand for braces. A template is checked when
+/// the config is read: an http(s) URL, known placeholders, balanced braces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlTemplate(Vec<Piece>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Field(&'static str),
+}
+
+impl UrlTemplate {
+    pub const FIELDS: [&'static str; 6] = ["rule_id", "alert_id", "category", "priority", "severity", "tenant_id"];
+
+    pub fn parse(template: &str) -> Result<UrlTemplate, String> {
+        if !crate::rules::is_http_url(template) {
+            return Err("must be an http:// or https:// URL with a host and no spaces".into());
+        }
+        let mut pieces = Vec::new();
+        let mut text = String::new();
+        let mut chars = template.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '{' if chars.peek() == Some(&'{') => {
+                    chars.next();
+                    text.push('{');
+                }
+                '}' if chars.peek() == Some(&'}') => {
+                    chars.next();
+                    text.push('}');
+                }
+                '{' => {
+                    let mut name = String::new();
+                    loop {
+                        match chars.next() {
+                            Some('}') => break,
+                            Some(c) => name.push(c),
+                            None => return Err(format!("`{{{name}` has no closing `}}` (write `{{{{` for a brace)")),
+                        }
+                    }
+                    let Some(field) = Self::FIELDS.iter().find(|f| **f == name) else {
+                        return Err(format!("unknown placeholder `{{{name}}}`; the placeholders are {{{}}}", Self::FIELDS.join("}, {")));
+                    };
+                    pieces.push(Piece::Text(std::mem::take(&mut text)));
+                    pieces.push(Piece::Field(field));
+                }
+                '}' => return Err("a `}` without its `{` (write `}}` for a brace)".into()),
+                c => text.push(c),
+            }
+        }
+        pieces.push(Piece::Text(text));
+        Ok(UrlTemplate(pieces))
+    }
+
+    /// The link for one alert; `field` gives each placeholder's value.
+    pub fn render<'a>(&self, field: impl Fn(&str) -> &'a str) -> String {
+        let mut out = String::new();
+        for p in &self.0 {
+            match p {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Field(f) => {
+                    for b in field(f).bytes() {
+                        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                            out.push(b as char);
+                        } else {
+                            out.push_str(&format!("%{b:02X}"));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// What the Alertmanager output tells on-call about a rule beyond the alert itself.
+#[derive(Debug, Clone, Default)]
+struct RuleNotes {
+    description: String,
+    runbook_url: String,
+}
+
+/// Alertmanager API v2: all of a step's alerts in one POST to /api/v2/alerts,
+/// with on-call conventions: the rule's severity as `priority`, `severity`
+/// mapped through a table, `endsAt` far enough ahead that Alertmanager keeps
+/// the page open, and the rule's description and runbook as annotations.
 pub struct Alertmanager {
     client: reqwest::Client,
     endpoint: String,
-    generator_url: String,
+    generator_url: Option<UrlTemplate>,
+    dashboard_url: Option<UrlTemplate>,
+    runbook_url: Option<UrlTemplate>,
+    expires_after: Duration,
+    severity_map: BTreeMap<String, String>,
+    rules: HashMap<String, RuleNotes>,
     max_retries: u32,
 }
 
 impl Alertmanager {
-    pub fn new(url: &str, generator_url: String, max_retries: u32, timeout_ms: u64) -> anyhow::Result<Alertmanager> {
+    /// An output with the default conventions: the default severity table,
+    /// pages that end 24 h after each post, and the built-in rules' notes.
+    /// `generator_url` is a [`UrlTemplate`], or `None` to omit `generatorURL`.
+    pub fn new(url: &str, generator_url: Option<String>, max_retries: u32, timeout_ms: u64) -> anyhow::Result<Alertmanager> {
         let endpoint = format!("{}/api/v2/alerts", url.trim_end_matches('/'));
-        Ok(Alertmanager { client: client(timeout_ms)?, endpoint, generator_url, max_retries })
+        let template = |what: &str, t: Option<&String>| -> anyhow::Result<Option<UrlTemplate>> {
+            t.map(|t| UrlTemplate::parse(t).map_err(|e| anyhow::anyhow!("alertmanager `{what}` {t:?}: {e}"))).transpose()
+        };
+        let am = Alertmanager {
+            client: client(timeout_ms)?,
+            endpoint,
+            generator_url: template("generator_url", generator_url.as_ref())?,
+            dashboard_url: None,
+            runbook_url: None,
+            expires_after: Duration::from_secs(86_400),
+            severity_map: crate::config::default_severity_map(),
+            rules: HashMap::new(),
+            max_retries,
+        };
+        Ok(am.with_rules(&crate::rules::builtin()))
+    }
+
+    /// The output an `[[output]]` of kind `alertmanager` describes, with the
+    /// notes (description, runbook) of the rules in force.
+    pub fn from_config<'a>(config: &OutputConfig, rules: impl IntoIterator<Item = &'a Rule>) -> anyhow::Result<Alertmanager> {
+        let OutputConfig::Alertmanager {
+            url, generator_url, dashboard_url, runbook_url, expires_after_seconds, severity_map, max_retries, timeout_ms, ..
+        } = config
+        else {
+            anyhow::bail!("not an alertmanager output");
+        };
+        let parse = |what: &str, t: &Option<String>| -> anyhow::Result<Option<UrlTemplate>> {
+            t.as_deref().map(|t| UrlTemplate::parse(t).map_err(|e| anyhow::anyhow!("alertmanager `{what}` {t:?}: {e}"))).transpose()
+        };
+        let mut am = Alertmanager::new(url, generator_url.clone(), *max_retries, *timeout_ms)?;
+        am.dashboard_url = parse("dashboard_url", dashboard_url)?;
+        am.runbook_url = parse("runbook_url", runbook_url)?;
+        am.expires_after = Duration::from_secs(*expires_after_seconds);
+        am.severity_map.extend(severity_map.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Ok(am.with_rules(rules))
+    }
+
+    /// Takes the description and runbook of these rules (a rule of the same id replaces the one known).
+    pub fn with_rules<'a>(mut self, rules: impl IntoIterator<Item = &'a Rule>) -> Alertmanager {
+        for r in rules {
+            self.rules.insert(r.id.clone(), RuleNotes { description: r.description.clone(), runbook_url: r.runbook_url.clone() });
+        }
+        self
     }
 
     async fn post(&self, alerts: &[Alert]) -> Result<(), Failure> {
@@ -211,35 +352,70 @@ impl Alertmanager {
         .await
     }
 
-    /// The postable alert: identity and routing in labels, the text in annotations.
+    /// The postable alerts: identity and routing in labels, the text and links
+    /// in annotations. `endsAt` is now plus `expires_after`; a violation is
+    /// posted once, so its page stays open that long unless someone resolves it.
     pub fn payload(&self, alerts: &[Alert]) -> serde_json::Value {
+        let ends_at = (chrono::Utc::now() + self.expires_after).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         serde_json::Value::Array(
             alerts
                 .iter()
                 .map(|a| {
+                    let severity = self.severity_map.get(&a.severity).map_or(a.severity.as_str(), String::as_str);
+                    let notes = self.rules.get(&a.rule_id);
+                    let field = |name: &str| -> &str {
+                        match name {
+                            "rule_id" => &a.rule_id,
+                            "alert_id" => &a.alert_id,
+                            "category" => &a.category,
+                            "priority" => &a.severity,
+                            "severity" => severity,
+                            "tenant_id" => a.tenant_id.as_deref().unwrap_or(""),
+                            _ => "",
+                        }
+                    };
                     let mut labels = serde_json::json!({
                         "alertname": a.rule_id,
                         "rule_id": a.rule_id,
                         "category": a.category,
-                        "severity": a.severity,
+                        "severity": severity,
+                        "priority": a.severity,
                         "alert_id": a.alert_id,
                         "source": "aiwatch",
                     });
                     if let Some(t) = &a.tenant_id {
                         labels["tenant_id"] = serde_json::Value::String(t.clone());
                     }
-                    serde_json::json!({
+                    let description = notes.map(|n| n.description.as_str()).filter(|d| !d.is_empty()).unwrap_or(&a.title);
+                    let mut annotations = serde_json::json!({
+                        "summary": a.summary,
+                        "description": description,
+                        "title": a.title,
+                        "controls": a.controls.join(", "),
+                        "subject": a.subject,
+                    });
+                    let mut annotate = |key: &str, value: String| {
+                        if !value.is_empty() {
+                            annotations[key] = serde_json::Value::String(value);
+                        }
+                    };
+                    annotate("remediation", a.remediation.clone());
+                    let runbook = match notes.map(|n| n.runbook_url.as_str()).filter(|r| !r.is_empty()) {
+                        Some(r) => r.to_string(),
+                        None => self.runbook_url.as_ref().map(|t| t.render(field)).unwrap_or_default(),
+                    };
+                    annotate("runbook_url", runbook);
+                    annotate("dashboard_url", self.dashboard_url.as_ref().map(|t| t.render(field)).unwrap_or_default());
+                    let mut alert = serde_json::json!({
                         "labels": labels,
-                        "annotations": {
-                            "summary": a.summary,
-                            "title": a.title,
-                            "controls": a.controls.join(", "),
-                            "subject": a.subject,
-                            "remediation": a.remediation,
-                        },
+                        "annotations": annotations,
                         "startsAt": a.time,
-                        "generatorURL": self.generator_url,
-                    })
+                        "endsAt": ends_at,
+                    });
+                    if let Some(g) = &self.generator_url {
+                        alert["generatorURL"] = serde_json::Value::String(g.render(field));
+                    }
+                    alert
                 })
                 .collect(),
         )
@@ -301,6 +477,140 @@ mod tests {
             }
         });
         (url, hits)
+    }
+
+    /// A server that answers 200 and hands over each request's body.
+    async fn capture() -> (String, tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = Vec::new();
+                let mut chunk = vec![0; 64 << 10];
+                let (head, body_len) = loop {
+                    let n = s.read(&mut chunk).await.unwrap();
+                    assert!(n > 0, "the client closed before its request ended");
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                        let len = head
+                            .lines()
+                            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+                            .unwrap_or(0);
+                        buf.drain(..end + 4);
+                        break (head, len);
+                    }
+                };
+                while buf.len() < body_len {
+                    let n = s.read(&mut chunk).await.unwrap();
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                let request_line = head.lines().next().unwrap_or_default().to_string();
+                tx.send((request_line, buf)).unwrap();
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+            }
+        });
+        (url, rx)
+    }
+
+    fn alert(rule: &Rule, tenant: Option<&str>) -> Alert {
+        Alert {
+            alert_id: crate::alert::alert_id(&rule.id, "e1"),
+            rule_id: rule.id.clone(),
+            category: rule.category.clone(),
+            severity: rule.severity.clone(),
+            subject: "e1".into(),
+            tenant_id: tenant.map(String::from),
+            time: "2026-11-01T00:00:00Z".into(),
+            detected_at: crate::alert::now(),
+            summary: "request r1 was sent to provider acme, which is not a listed vendor".into(),
+            controls: vec!["CC9.2".into(), "CC6.7".into()],
+            evidence: crate::alert::Evidence { event_ids: vec!["e1".into()], events: Vec::new() },
+            title: rule.title.clone(),
+            remediation: rule.remediation.clone(),
+        }
+    }
+
+    fn seconds_from_now(rfc3339: &serde_json::Value) -> i64 {
+        let t = chrono::DateTime::parse_from_rfc3339(rfc3339.as_str().expect("a time string")).expect("RFC 3339");
+        (t.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_seconds()
+    }
+
+    #[tokio::test]
+    async fn the_alertmanager_payload_carries_ends_at_priority_severity_and_runbook_url() {
+        let (url, mut bodies) = capture().await;
+        let config: OutputConfig = toml::from_str(&format!(
+            "kind = \"alertmanager\"\nurl = \"{url}/\"\nexpires_after_seconds = 3600\n\
+             generator_url = \"https://grafana.example.com/d/aiwatch?var-rule={{rule_id}}\"\n\
+             dashboard_url = \"https://grafana.example.com/d/aiwatch?var-tenant={{tenant_id}}&var-priority={{priority}}\"\n\
+             runbook_url = \"https://wiki.example.com/soc2/{{category}}#{{rule_id}}\"\n\
+             [severity_map]\nhigh = \"critical\"\n"
+        ))
+        .unwrap();
+        let with_runbook = Rule::parse(
+            "-- id: vendor.acme\n-- title: Sent to Acme\n-- category: vendor\n-- severity: high\n\
+             -- description: A model call went to Acme.\n-- runbook: https://wiki.example.com/soc2/acme\nSELECT 1\n",
+            "acme.sql",
+            false,
+        )
+        .unwrap();
+        let without = Rule::parse("-- id: change.odd\n-- title: Odd change\n-- category: change\n-- severity: low\nSELECT 1\n", "odd.sql", false).unwrap();
+        let mut am = Alertmanager::from_config(&config, [&with_runbook, &without]).unwrap();
+        am.send(&[alert(&with_runbook, Some("t/1 x")), alert(&without, None)]).await.unwrap();
+
+        let (request_line, body) = bodies.recv().await.unwrap();
+        assert!(request_line.starts_with("POST /api/v2/alerts "), "{request_line}");
+        let posted: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let [acme, odd] = posted.as_array().unwrap().as_slice() else { panic!("{posted}") };
+        assert_eq!(acme["labels"]["priority"], "high");
+        assert_eq!(acme["labels"]["severity"], "critical", "high is mapped through the configured table");
+        assert_eq!(acme["labels"]["tenant_id"], "t/1 x");
+        assert_eq!(acme["annotations"]["runbook_url"], "https://wiki.example.com/soc2/acme", "the rule's own runbook first");
+        assert_eq!(acme["annotations"]["description"], "A model call went to Acme.");
+        assert_eq!(acme["annotations"]["summary"], "request r1 was sent to provider acme, which is not a listed vendor");
+        assert_eq!(acme["annotations"]["dashboard_url"], "https://grafana.example.com/d/aiwatch?var-tenant=t%2F1%20x&var-priority=high");
+        assert_eq!(acme["generatorURL"], "https://grafana.example.com/d/aiwatch?var-rule=vendor.acme");
+        assert_eq!(acme["startsAt"], "2026-11-01T00:00:00Z");
+        assert!((3590..=3600).contains(&seconds_from_now(&acme["endsAt"])), "{}", acme["endsAt"]);
+
+        assert_eq!(odd["labels"]["priority"], "low");
+        assert_eq!(odd["labels"]["severity"], "info", "the rest of the default table stays");
+        assert!(odd["labels"].get("tenant_id").is_none());
+        assert_eq!(odd["annotations"]["runbook_url"], "https://wiki.example.com/soc2/change#change.odd", "the template for a rule with no runbook");
+        assert_eq!(odd["annotations"]["description"], "Odd change", "the title when the rule has no description");
+        assert_eq!(odd["annotations"]["dashboard_url"], "https://grafana.example.com/d/aiwatch?var-tenant=&var-priority=low");
+
+        // The defaults: 24 h, the default table, no generatorURL and no links at all.
+        let config: OutputConfig = toml::from_str(&format!("kind = \"alertmanager\"\nurl = \"{url}\"\n")).unwrap();
+        let mut am = Alertmanager::from_config(&config, [&without]).unwrap();
+        am.send(&[alert(&with_runbook, None), alert(&without, None)]).await.unwrap();
+        let (_, body) = bodies.recv().await.unwrap();
+        let posted: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        for a in posted.as_array().unwrap() {
+            assert!(a.get("generatorURL").is_none(), "no placeholder generatorURL: {a}");
+            assert!(a["annotations"].get("dashboard_url").is_none() && a["annotations"].get("runbook_url").is_none(), "{a}");
+            let left = seconds_from_now(&a["endsAt"]);
+            assert!((86_390..=86_400).contains(&left), "{left}");
+        }
+        assert_eq!(posted[0]["labels"]["severity"], "error");
+        assert_eq!(posted[1]["labels"]["severity"], "info");
+    }
+
+    #[test]
+    fn url_templates_are_checked_and_filled() {
+        let t = UrlTemplate::parse("https://x.example/{rule_id}?q={{literal}}&a={alert_id}").unwrap();
+        assert_eq!(t.render(|f| if f == "rule_id" { "a.b" } else { "aw-1" }), "https://x.example/a.b?q={literal}&a=aw-1");
+        for (bad, says) in [
+            ("https://x.example/{tenant}", "unknown placeholder `{tenant}`"),
+            ("https://x.example/}", "without its `{`"),
+            ("https://x.example/{rule_id", "no closing `}`"),
+            ("/relative/{rule_id}", "http:// or https://"),
+            ("https://github.com/aiwatch/aiwatch#rules {rule_id}", "no spaces"),
+        ] {
+            let e = UrlTemplate::parse(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[tokio::test]

@@ -190,13 +190,21 @@ fn raw_of(lines: &[(u64, &str)], file: &str) -> RawBatch {
     raw
 }
 
-async fn fire(rule: &Rule, policy: &Arc<Policy>, lines: &[(u64, &str)], batch: usize, lateness: u64, file: &str, formats: &Formats) -> Result<BTreeSet<String>, String> {
-    let config = EngineConfig { lateness_seconds: lateness, ..Default::default() };
+/// How a case is fed: its name, the lines in arrival order, the batch size,
+/// and whether every step spills the open obligations to disk.
+type Run<'a> = (String, Vec<(u64, &'a str)>, usize, bool);
+
+async fn fire(rule: &Rule, policy: &Arc<Policy>, (_, lines, batch, spill): &Run<'_>, lateness: u64, file: &str, formats: &Formats) -> Result<BTreeSet<String>, String> {
+    let mut config = EngineConfig { lateness_seconds: lateness, ..Default::default() };
+    if *spill {
+        config.spill.memory_limit = 0;
+        config.spill.min_ahead = 0;
+    }
     let mut engine = Engine::new(policy.clone(), vec![rule.clone()], &config).await.map_err(|e| e.to_string())?;
     let mut decoder = Decoder::with_formats(DecodeOptions::default(), formats.clone());
     let mut totals = Totals::default();
     let mut fired = BTreeSet::new();
-    for chunk in lines.chunks(batch.max(1)) {
+    for chunk in lines.chunks((*batch).max(1)) {
         let decoded = decoder.decode(&raw_of(chunk, file));
         let (report, dead) = pipeline::step(&mut engine, &mut totals, decoded, Evaluate::Now).await.map_err(|e| e.to_string())?;
         if let Some(d) = dead.first() {
@@ -214,8 +222,11 @@ async fn run_case(rule: &Rule, policy: &Arc<Policy>, case: &Case, file: &str, fo
         case.events.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| (i as u64 + 1, l)).collect();
     let expected: BTreeSet<String> = case.fires.iter().cloned().collect();
     let lateness = case.lateness.unwrap_or(60);
-    let mut runs: Vec<(String, Vec<(u64, &str)>, usize)> =
-        vec![("one batch".into(), lines.clone(), lines.len()), ("batches of one event".into(), lines.clone(), 1)];
+    let mut runs: Vec<Run<'_>> = vec![
+        ("one batch".into(), lines.clone(), lines.len(), false),
+        ("batches of one event".into(), lines.clone(), 1, false),
+        ("batches of one event, open obligations spilled to disk at every step".into(), lines.clone(), 1, true),
+    ];
     // Reversed arrival is a legal order only when the whole case fits in the lateness.
     let mapped = Decoder::with_formats(DecodeOptions::default(), formats.clone()).decode(&raw_of(&lines, file));
     let times = mapped.events.column(col::TIME).as_primitive::<TimestampNanosecondType>();
@@ -223,11 +234,12 @@ async fn run_case(rule: &Rule, policy: &Arc<Policy>, case: &Case, file: &str, fo
         if hi - lo <= lateness as i64 * 1_000_000_000 {
             let mut rev = lines.clone();
             rev.reverse();
-            runs.push(("reversed, one event per batch".into(), rev, 1));
+            runs.push(("reversed, one event per batch".into(), rev, 1, false));
         }
     }
-    for (how, lines, batch) in runs {
-        let got = fire(rule, policy, &lines, batch, lateness, file, formats).await?;
+    for run in runs {
+        let got = fire(rule, policy, &run, lateness, file, formats).await?;
+        let how = &run.0;
         if got != expected {
             let missed: Vec<_> = expected.difference(&got).collect();
             let extra: Vec<_> = got.difference(&expected).collect();

@@ -9,6 +9,7 @@
 //! -- description: A model call went to a provider with no signed DPA.
 //! --   Indented comment lines continue the key above.
 //! -- remediation: Sign a DPA or route the feature to an approved vendor.
+//! -- runbook: https://wiki.example.com/soc2/vendor-unapproved
 //! SELECT ...
 //! ```
 //!
@@ -44,6 +45,8 @@ pub struct Rule {
     pub controls: Vec<String>,
     pub description: String,
     pub remediation: String,
+    /// Where on-call reads what to do (`-- runbook:`, an http(s) URL); empty when not given.
+    pub runbook_url: String,
     /// How far back in event time the rule looks into `history` (`-- horizon:`,
     /// e.g. `1h`, `90m`, `3600s`, `1d`): history keeps rows for the longest
     /// horizon of the loaded rules that read it, and for 24 h when one of them
@@ -103,10 +106,11 @@ impl Rule {
                 "description" => "description",
                 "remediation" => "remediation",
                 "horizon" => "horizon",
+                "runbook" => "runbook",
                 other if other.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !other.is_empty() => {
                     return Err(err(
                         n,
-                        format!("unknown metadata key `{other}`; the keys are id, title, category, severity, controls, description, remediation, horizon"),
+                        format!("unknown metadata key `{other}`; the keys are id, title, category, severity, controls, description, remediation, horizon, runbook"),
                     ))
                 }
                 _ => {
@@ -126,6 +130,7 @@ impl Rule {
         let id_line = meta.get("id").map(|m| m.0).unwrap_or(1);
         let horizon_line = meta.get("horizon").map(|m| m.0).unwrap_or(1);
         let sev_line = meta.get("severity").map(|m| m.0).unwrap_or(1);
+        let runbook_line = meta.get("runbook").map(|m| m.0).unwrap_or(1);
         let mut take = |key: &'static str, required: bool| -> Result<String, RuleError> {
             match meta.remove(key) {
                 Some((n, v)) if v.is_empty() && required => Err(err(n, format!("metadata key `{key}` is empty"))),
@@ -152,6 +157,10 @@ impl Rule {
         let description = take("description", false)?;
         let remediation = take("remediation", false)?;
         let horizon = take("horizon", false)?;
+        let runbook_url = take("runbook", false)?;
+        if !runbook_url.is_empty() && !is_http_url(&runbook_url) {
+            return Err(err(runbook_line, format!("runbook `{runbook_url}` is not an http:// or https:// URL")));
+        }
         let horizon_seconds = if horizon.is_empty() {
             None
         } else {
@@ -167,12 +176,19 @@ impl Rule {
             controls,
             description,
             remediation,
+            runbook_url,
             horizon_seconds,
             sql: text.to_string(),
             file: file.to_string(),
             builtin,
         })
     }
+}
+
+/// An absolute `http://` or `https://` URL with a host and no spaces.
+pub fn is_http_url(s: &str) -> bool {
+    let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://"));
+    rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/') && !s.chars().any(char::is_whitespace))
 }
 
 /// `3600s`, `90m`, `1h`, `1d` (a number and a unit), from 1 s to 366 days.
@@ -282,6 +298,19 @@ mod tests {
             "logging.missing_actor",
         ] {
             assert!(ids.contains(&id.to_string()), "{id} missing from {ids:?}");
+        }
+    }
+
+    #[test]
+    fn a_runbook_is_an_http_url_and_a_bad_one_names_its_line() {
+        let head = "-- id: x.y\n-- title: t\n-- category: c\n-- severity: low\n";
+        let rule = Rule::parse(&format!("{head}-- runbook: https://wiki.example.com/soc2/x-y\nSELECT 1"), "r.sql", false).unwrap();
+        assert_eq!(rule.runbook_url, "https://wiki.example.com/soc2/x-y");
+        assert_eq!(Rule::parse(&format!("{head}SELECT 1"), "r.sql", false).unwrap().runbook_url, "");
+        for bad in ["wiki/x", "ftp://host/x", "https://", "https://host/a b"] {
+            let e = Rule::parse(&format!("{head}-- runbook: {bad}\nSELECT 1"), "r.sql", false).unwrap_err();
+            assert_eq!(e.line, 5, "{bad}: {e:?}");
+            assert!(e.message.contains("runbook"), "{e}");
         }
     }
 

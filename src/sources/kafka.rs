@@ -54,6 +54,9 @@ pub struct Offsets {
     pub floor: HashMap<TopicPartition, i64>,
     /// Partitions revoked since the intake last looked (see [`Context::revokes`]).
     pub revoked: Vec<TopicPartition>,
+    /// Next offset the engine will process per partition (where it starts,
+    /// then past what it processed): the consumer lag is `high` minus this.
+    pub next: HashMap<TopicPartition, i64>,
 }
 
 impl Offsets {
@@ -98,12 +101,20 @@ impl ClientContext for Context {
                 if *id < 0 {
                     continue; // librdkafka's internal "unassigned" partition
                 }
-                if p.consumer_lag >= 0 {
-                    self.metrics.consumer_lag.with_label_values(&[name.as_str(), &id.to_string()]).set(p.consumer_lag);
+                let tp = (name.clone(), *id);
+                if !offsets.assigned.is_empty() && !offsets.assigned.contains(&tp) {
+                    self.metrics.forget_partition(name, *id);
+                    continue;
                 }
                 if p.hi_offset >= 0 {
-                    let high = offsets.high.entry((name.clone(), *id)).or_insert(0);
+                    let high = offsets.high.entry(tp.clone()).or_insert(0);
                     *high = (*high).max(p.hi_offset);
+                    let high = *high;
+                    // Lag from what the engine processed, not from the last commit
+                    // (which waits for outputs and checkpoints).
+                    if let Some(next) = offsets.next.get(&tp) {
+                        self.metrics.observe_lag(name, *id, high, *next);
+                    }
                 }
             }
         }
@@ -125,6 +136,8 @@ impl ConsumerContext for Context {
                 offsets.durable.remove(&tp);
                 offsets.floor.remove(&tp);
                 offsets.at_end.remove(&tp);
+                offsets.next.remove(&tp);
+                self.metrics.forget_partition(&tp.0, tp.1);
                 offsets.revoked.push(tp);
             }
             self.revokes.fetch_add(1, Ordering::Release);

@@ -54,3 +54,14 @@ fn shuffled_arrival_within_the_lateness_does_not_change_the_violations() {
         }
     }
 }
+
+#[test]
+fn spilling_the_state_to_disk_does_not_change_the_violations() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = examples().join("events.jsonl");
+    let base = scan(dir.path(), &src, &[]);
+    // A limit of 0 bytes moves every open obligation to disk at every step.
+    for bs in ["7", "500"] {
+        assert_eq!(scan(dir.path(), &src, &["--batch-size", bs, "--state-memory-limit", "0"]), base, "batch size {bs}");
+    }
+}

@@ -6,4 +6,5 @@ mod formats;
 mod hot_key;
 mod invariance;
 mod limits;
+mod ops;
 mod support;

@@ -8,6 +8,17 @@ use crate::support::*;
 
 #[test]
 fn kill_9_and_restart_lose_no_violation_and_repeat_only_with_the_same_alert_id() {
+    kill_9_and_restart(None);
+}
+
+/// The same with every open obligation due more than an hour ahead spilled to
+/// disk at each step: the restart rolls the store back to the checkpoint's savepoint.
+#[test]
+fn kill_9_and_restart_of_a_spilled_state_lose_no_violation() {
+    kill_9_and_restart(Some(0));
+}
+
+fn kill_9_and_restart(state_memory_limit: Option<u64>) {
     let dir = tempfile::tempdir().unwrap();
     let (events, policy) = (dir.path().join("events.jsonl"), dir.path().join("policy.toml"));
     generate(
@@ -25,6 +36,7 @@ fn kill_9_and_restart_lose_no_violation_and_repeat_only_with_the_same_alert_id()
     let mut cfg = RunConfig::new(dir.path(), &topic);
     cfg.policy = policy;
     cfg.checkpoint_interval_seconds = 1;
+    cfg.state_memory_limit = state_memory_limit;
     // Small steps, so the stream takes long enough to be killed in the middle.
     cfg.batch_size = 500;
     cfg.start_at_beginning();
@@ -86,5 +98,8 @@ fn kill_9_and_restart_lose_no_violation_and_repeat_only_with_the_same_alert_id()
     assert_eq!(dead.len(), json_lines(&dir.path().join("scan-dead.jsonl")).len(), "malformed records dead-lettered by both runs");
 
     assert_eq!(committed_offsets(&cfg.group, &topic), end_offsets(&topic), "committed offsets after the restart");
+    if state_memory_limit.is_some() {
+        assert!(cfg.state_dir.join("spill.redb").exists(), "open obligations were spilled to the store in state_dir");
+    }
     delete_topics(&[&topic]);
 }

@@ -11,6 +11,7 @@ mod broker_restart;
 mod crash;
 mod formats;
 mod metrics;
+mod ops;
 mod outputs;
 mod poison;
 mod rebalance;

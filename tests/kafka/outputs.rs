@@ -74,6 +74,20 @@ fn every_alert_reaches_the_webhook_alertmanager_and_alert_topic() {
                 assert!(a["annotations"][l].as_str().is_some_and(|v| !v.is_empty()), "annotation {l} missing: {a}");
             }
             assert_eq!(a["generatorURL"].as_str(), Some(GENERATOR_URL), "{a}");
+            // On-call conventions: the rule's level as priority, severity through the default table,
+            // a page that stays open for a day, the rule's description.
+            let mapped = match labels["priority"].as_str() {
+                Some("critical") => "critical",
+                Some("high") => "error",
+                Some("medium") => "warning",
+                Some("low" | "info") => "info",
+                other => panic!("priority {other:?}: {a}"),
+            };
+            assert_eq!(labels["severity"].as_str(), Some(mapped), "{a}");
+            let ends = chrono::DateTime::parse_from_rfc3339(a["endsAt"].as_str().expect("endsAt")).unwrap();
+            let left = (ends.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_seconds();
+            assert!((86_000..=86_400).contains(&left), "endsAt {left} s ahead: {a}");
+            assert!(a["annotations"]["description"].as_str().is_some_and(|d| d.len() > 20), "description: {a}");
             assert!(am_ids.insert(id), "Alertmanager got an alert twice: {a}");
         }
     }

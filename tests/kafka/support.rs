@@ -419,6 +419,8 @@ pub struct RunConfig {
     /// `None` turns the listener off.
     pub metrics: Option<SocketAddr>,
     pub checkpoint_interval_seconds: u64,
+    /// `state_memory_limit`, when not the default.
+    pub state_memory_limit: Option<u64>,
     pub batch_size: usize,
     pub max_batch_wait_ms: u64,
     /// `[kafka.options]`: librdkafka settings.
@@ -440,6 +442,7 @@ impl RunConfig {
             dead_letters: Some(dir.join("dead.jsonl")),
             metrics: None,
             checkpoint_interval_seconds: 5,
+            state_memory_limit: None,
             batch_size: 8192,
             max_batch_wait_ms: 200,
             kafka_options: vec![
@@ -490,6 +493,9 @@ impl RunConfig {
         writeln!(t, "policy = {}", q(&self.policy)).unwrap();
         writeln!(t, "state_dir = {}", q(&self.state_dir)).unwrap();
         writeln!(t, "checkpoint_interval_seconds = {}", self.checkpoint_interval_seconds).unwrap();
+        if let Some(limit) = self.state_memory_limit {
+            writeln!(t, "state_memory_limit = {limit}").unwrap();
+        }
         writeln!(t, "\n[kafka]").unwrap();
         writeln!(t, "bootstrap_servers = {}", toml_str(&bootstrap())).unwrap();
         writeln!(t, "topics = [{}]", toml_str(&self.topic)).unwrap();
