@@ -123,23 +123,8 @@ fn litellm_payload() -> impl Strategy<Value = Vec<u8>> {
 
 /// The real OTLP requests of the fixtures, whole.
 fn otlp_fixture_requests() -> Vec<Vec<u8>> {
-    let data: &[u8] = include_bytes!("../tests/fixtures/formats/otlp/requests.otlp_proto");
-    let (mut out, mut i) = (Vec::new(), 0);
-    while i < data.len() {
-        let (mut len, mut shift) = (0usize, 0);
-        loop {
-            let b = data[i];
-            i += 1;
-            len |= ((b & 0x7f) as usize) << shift;
-            shift += 7;
-            if b < 0x80 {
-                break;
-            }
-        }
-        out.push(data[i..i + len].to_vec());
-        i += len;
-    }
-    out
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/formats/otlp/requests.otlp_proto");
+    crate::sources::file::read_all(path, crate::sources::file::Framing::LengthDelimited).expect("the OTLP fixture reads")
 }
 
 proptest! {

@@ -34,6 +34,16 @@ impl Framing {
     }
 }
 
+/// Every record of a file, for tests and tools that want them whole.
+pub fn read_all(path: &str, framing: Framing) -> io::Result<Vec<Vec<u8>>> {
+    let mut reader = LineReader::open_framed(path, framing)?;
+    let mut out = Vec::new();
+    while let Some(batch) = reader.next_batch(4096)? {
+        out.extend(batch.iter().map(|(bytes, _)| bytes.to_vec()));
+    }
+    Ok(out)
+}
+
 /// The longest length-delimited record read (a longer length is a damaged file, not a record).
 const MAX_DELIMITED_RECORD: u64 = 256 << 20;
 

@@ -18,23 +18,7 @@ fn fixtures() -> PathBuf {
 
 /// The records of a varint length-delimited file.
 fn delimited(path: &Path) -> Vec<Vec<u8>> {
-    let data = std::fs::read(path).unwrap();
-    let (mut out, mut i) = (Vec::new(), 0);
-    while i < data.len() {
-        let (mut len, mut shift) = (0usize, 0);
-        loop {
-            let b = data[i];
-            i += 1;
-            len |= ((b & 0x7f) as usize) << shift;
-            shift += 7;
-            if b < 0x80 {
-                break;
-            }
-        }
-        out.push(data[i..i + len].to_vec());
-        i += len;
-    }
-    out
+    aiwatch::sources::file::read_all(&path.display().to_string(), aiwatch::sources::file::Framing::LengthDelimited).unwrap()
 }
 
 /// Produces each record as one message, round robin over the partitions.
