@@ -23,6 +23,13 @@ for tool in cargo java mvn python3 cc make; do
   command -v "$tool" >/dev/null || { echo "test.sh: '$tool' is required but not installed" >&2; exit 1; }
 done
 
+# --- Archive and report tests (tests/cli/archive.rs, tests/cli/report.rs) ---
+# DuckDB and moto[server] in a venv outside the clone, Debian's chromium with
+# apt as root; idempotent. The tests call the same script, so they also run
+# alone with `cargo test`.
+scripts/archive-deps.sh >/dev/null
+# --- end of archive and report tests ---
+
 # Build first so a compile error is reported before the broker starts.
 cargo build --locked --tests
 

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use tokio::sync::mpsc;
 
 use crate::alert::Alert;
+use crate::archive::ArchiveWriter;
 use crate::decode::{DecodeOptions, Decoded, DeadLetter, Decoder};
 use crate::engine::state::StateStats;
 use crate::engine::{Engine, StepReport};
@@ -127,6 +128,17 @@ impl ScanInputs {
     }
 }
 
+/// Rows the archive holds in memory before a scan flushes them (about 200 MB of events).
+pub const ARCHIVE_FLUSH_ROWS: usize = 500_000;
+
+fn archive_step(archive: &mut ArchiveWriter, report: &StepReport) -> anyhow::Result<()> {
+    for b in &report.accepted {
+        archive.append_events(b)?;
+    }
+    archive.append_alerts(&report.alerts)?;
+    Ok(())
+}
+
 /// Reads and decodes every input in order on a thread of its own.
 fn spawn_reader(inputs: ScanInputs) -> mpsc::Receiver<anyhow::Result<Decoded>> {
     let (tx, rx) = mpsc::channel(2);
@@ -171,26 +183,61 @@ pub async fn scan(
     engine: &mut Engine,
     inputs: ScanInputs,
     dead: &mut DeadLetterSink,
+    on_alerts: impl FnMut(&[Alert]) -> anyhow::Result<()>,
+    on_progress: impl FnMut(&Totals),
+) -> anyhow::Result<Totals> {
+    scan_archived(engine, inputs, dead, None, on_alerts, on_progress).await
+}
+
+/// [`scan`], also writing every valid event, alert and dead letter to `archive`
+/// (see [`crate::archive::writer`]): a flush at least every [`ARCHIVE_FLUSH_ROWS`]
+/// rows and at the end. Flush `n` of a scan is labelled `s{hash of the input
+/// names}-{n}`, so scanning the same inputs with the same batch size again
+/// rewrites the same files.
+pub async fn scan_archived(
+    engine: &mut Engine,
+    inputs: ScanInputs,
+    dead: &mut DeadLetterSink,
+    mut archive: Option<&mut ArchiveWriter>,
     mut on_alerts: impl FnMut(&[Alert]) -> anyhow::Result<()>,
     mut on_progress: impl FnMut(&Totals),
 ) -> anyhow::Result<Totals> {
     let started = Instant::now();
+    let label_base = crate::archive::writer::scan_label_base(&inputs.paths);
+    let mut flushes = 0usize;
+    let mut stream_time: Option<i64> = None;
     let mut totals = Totals::default();
     let mut rx = spawn_reader(inputs);
     while let Some(decoded) = rx.recv().await {
         let decoded = decoded?;
         totals.add_decoded(&decoded);
         dead.write(&decoded.dead_letters).context("cannot write dead letters")?;
+        if let Some(a) = archive.as_deref_mut() {
+            stream_time = crate::archive::writer::newest_time(&decoded.events).max(stream_time);
+            let clock = stream_time.unwrap_or_else(|| chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default());
+            a.append_dead_letters(&decoded.dead_letters, clock)?;
+        }
         // Pipelined: the state takes this batch in while the rules evaluate the last one.
         let report = engine.push(decoded.events, None).await?;
         totals.add_step(&report);
         totals.observe_state(engine.state_stats());
         on_alerts(&report.alerts)?;
+        if let Some(a) = archive.as_deref_mut() {
+            archive_step(a, &report)?;
+            if a.pending_rows() >= ARCHIVE_FLUSH_ROWS {
+                a.flush(&format!("{label_base}-{flushes:06}")).await?;
+                flushes += 1;
+            }
+        }
         on_progress(&totals);
     }
     let report = engine.finish().await?;
     totals.add_step(&report);
     on_alerts(&report.alerts)?;
+    if let Some(a) = archive {
+        archive_step(a, &report)?;
+        a.flush(&format!("{label_base}-{flushes:06}")).await?;
+    }
     totals.elapsed = started.elapsed();
     Ok(totals)
 }

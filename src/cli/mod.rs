@@ -1,8 +1,10 @@
 //! One module per subcommand: its flags, then `run`.
 
+pub mod archive;
 pub mod demo;
 pub mod generate;
 pub mod query;
+pub mod report;
 pub mod rules;
 pub mod run;
 pub mod scan;

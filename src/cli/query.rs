@@ -22,6 +22,8 @@ pub enum Format {
     Table,
     Csv,
     Jsonl,
+    /// Parquet (zstd); needs `--out`.
+    Parquet,
 }
 
 #[derive(clap::Args, Debug)]
@@ -32,24 +34,28 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Write the result to this file instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Query the Parquet archive in this directory or object store URL (made by
+    /// `scan --archive`) instead of files: tables `events`, `alerts` and
+    /// `dead_letters`, each with the partition column `date` ('YYYY-MM-DD').
+    #[arg(long, value_name = "DIR_OR_URL", conflicts_with = "inputs")]
+    pub archive: Option<String>,
     /// The SQL query; the table `events` holds every valid event of the inputs, duplicates dropped.
     pub sql: String,
     /// JSON Lines inputs, plain or gzip; `-` reads standard input.
-    #[arg(required = true, value_name = "INPUT")]
+    #[arg(required_unless_present = "archive", value_name = "INPUT")]
     pub inputs: Vec<String>,
 }
 
-pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let policy = match &a.policy {
-        Some(p) => Arc::new(Policy::load(p)?),
-        None => Arc::new(Policy::empty()),
-    };
-    let ctx = session(&policy, &EngineConfig::default())?;
+/// Every valid event of the JSON Lines inputs, duplicates dropped.
+fn read_inputs(inputs: &[String]) -> anyhow::Result<Vec<RecordBatch>> {
     let mut decoder = Decoder::new();
     let mut seen: HashSet<String> = HashSet::new();
     let mut batches = Vec::new();
     let mut dead = 0usize;
-    for input in &a.inputs {
+    for input in inputs {
         let mut reader = LineReader::open(input).with_context(|| format!("cannot open input {input}"))?;
         while let Some(raw) = reader.next_batch(65_536).with_context(|| format!("cannot read input {input}"))? {
             let d = decoder.decode(&raw);
@@ -62,10 +68,36 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     if dead > 0 {
         tracing::warn!(dead_letters = dead, "malformed events were skipped; `aiwatch scan --dead-letter FILE` lists them");
     }
-    ctx.register_table("events", Arc::new(MemTable::try_new(events_schema(), vec![batches])?))?;
-    let results: Vec<RecordBatch> = ctx.sql(&a.sql).await.context("the query cannot be planned")?.collect().await.context("the query failed")?;
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    Ok(batches)
+}
+
+pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let policy = match &a.policy {
+        Some(p) => Arc::new(Policy::load(p)?),
+        None => Arc::new(Policy::empty()),
+    };
+    let ctx = session(&policy, &EngineConfig::default())?;
+    if matches!(a.format, Format::Parquet) && a.out.is_none() {
+        anyhow::bail!("--format parquet writes a file: add --out FILE");
+    }
+    match &a.archive {
+        Some(location) => {
+            let target = aiwatch::archive::Target::open_existing(location)?;
+            aiwatch::archive::tables::register(&ctx, &target).with_context(|| format!("cannot open the archive {location}"))?;
+        }
+        None => {
+            ctx.register_table("events", Arc::new(MemTable::try_new(events_schema(), vec![read_inputs(&a.inputs)?])?))?;
+        }
+    }
+    let df = ctx.sql(&a.sql).await.context("the query cannot be planned")?;
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let results: Vec<RecordBatch> = df.collect().await.context("the query failed")?;
+    let mut out: Box<dyn Write + Send> = match &a.out {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create the output file {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
     match a.format {
         Format::Table => writeln!(out, "{}", arrow::util::pretty::pretty_format_batches(&results)?)?,
         Format::Csv => {
@@ -80,6 +112,16 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
                 w.write(b)?;
             }
             w.finish()?;
+        }
+        Format::Parquet => {
+            let props = parquet::file::properties::WriterProperties::builder()
+                .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+                .build();
+            let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, schema, Some(props))?;
+            for b in &results {
+                w.write(b)?;
+            }
+            w.close()?;
         }
     }
     out.flush()?;

@@ -47,6 +47,11 @@ pub struct Args {
     /// does (state_memory_limit; default 512 MiB).
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(0..=1_099_511_627_776))]
     pub state_memory_limit: Option<u64>,
+    /// Also keep every valid event, alert and dead letter's metadata (never its
+    /// bytes) as Parquet in this directory or object store URL (s3://BUCKET/PATH,
+    /// gs://, az://; credentials from the environment). See docs/archive.md.
+    #[arg(long, value_name = "DIR_OR_URL")]
+    pub archive: Option<String>,
     /// JSON Lines inputs, plain or gzip; `-` reads standard input.
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<String>,
@@ -76,10 +81,15 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let totals = pipeline::scan(
+    let mut archive = match &a.archive {
+        Some(location) => Some(aiwatch::archive::ArchiveWriter::new(aiwatch::archive::Target::open(location)?)),
+        None => None,
+    };
+    let totals = pipeline::scan_archived(
         &mut engine,
         ScanInputs { paths: a.inputs, batch_size: a.batch_size.max(1), decode: decode_options },
         &mut dead,
+        archive.as_mut(),
         |batch| Ok(alerts.write_alerts(batch)?),
         |t| {
             if let Some(b) = &bar {
