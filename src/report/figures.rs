@@ -367,18 +367,18 @@ async fn controls(ctx: &SessionContext, period: &str, rules: &[Rule]) -> anyhow:
             }
         }
     }
-    let alerts_by = format!("(SELECT unnest(controls) AS criterion, severity, date FROM alerts WHERE {period})");
-    let sev = rows(ctx, &format!("SELECT criterion, severity, count(*) AS n FROM {alerts_by} GROUP BY 1, 2")).await?;
-    let days = rows(ctx, &format!("SELECT criterion, date, count(*) AS n FROM {alerts_by} GROUP BY 1, 2 ORDER BY 1, 2")).await?;
+    let alerts_by = format!("(SELECT unnest(controls) AS criterion, severity AS sev, date AS day FROM alerts WHERE {period})");
+    let sev = rows(ctx, &format!("SELECT criterion, sev, count(*) AS n FROM {alerts_by} GROUP BY 1, 2")).await?;
+    let days = rows(ctx, &format!("SELECT criterion, day, count(*) AS n FROM {alerts_by} GROUP BY 1, 2 ORDER BY 1, 2")).await?;
     Ok(criteria
         .into_iter()
         .map(|(criterion, description)| {
             let mut by_severity = BTreeMap::new();
             for r in sev.iter().filter(|r| s(r, "criterion") == criterion) {
-                by_severity.insert(s(r, "severity"), n(r, "n"));
+                by_severity.insert(s(r, "sev"), n(r, "n"));
             }
             let per_day =
-                days.iter().filter(|r| s(r, "criterion") == criterion).map(|r| DayCount { date: s(r, "date"), count: n(r, "n") }).collect();
+                days.iter().filter(|r| s(r, "criterion") == criterion).map(|r| DayCount { date: s(r, "day"), count: n(r, "n") }).collect();
             let rules = rules
                 .iter()
                 .filter(|r| r.controls.contains(&criterion))
@@ -391,28 +391,28 @@ async fn controls(ctx: &SessionContext, period: &str, rules: &[Rule]) -> anyhow:
 
 async fn vendors(ctx: &SessionContext, period: &str) -> anyhow::Result<Vec<VendorRow>> {
     let requests = format!("events WHERE {period} AND event_type = 'ai.request'");
-    let seen = rows(ctx, &format!("SELECT coalesce(provider, '(not set)') AS provider, count(*) AS n FROM {requests} GROUP BY 1")).await?;
-    let regions = rows(ctx, &format!("SELECT DISTINCT coalesce(provider, '(not set)') AS provider, vendor_region FROM {requests} AND vendor_region IS NOT NULL ORDER BY 1, 2")).await?;
+    let seen = rows(ctx, &format!("SELECT coalesce(provider, '(not set)') AS vendor, count(*) AS n FROM {requests} GROUP BY 1")).await?;
+    let regions = rows(ctx, &format!("SELECT DISTINCT coalesce(provider, '(not set)') AS vendor, vendor_region FROM {requests} AND vendor_region IS NOT NULL ORDER BY 1, 2")).await?;
     let classes = rows(
         ctx,
-        &format!("SELECT DISTINCT provider, dc FROM (SELECT coalesce(provider, '(not set)') AS provider, unnest(data_classes) AS dc FROM {requests}) ORDER BY 1, 2"),
+        &format!("SELECT DISTINCT vendor, dc FROM (SELECT coalesce(provider, '(not set)') AS vendor, unnest(data_classes) AS dc FROM {requests}) ORDER BY 1, 2"),
     )
     .await?;
-    let listed = rows(ctx, "SELECT provider, dpa_signed, trains_on_customer_data, allowed_data_classes FROM policy_vendors").await?;
-    let mut names: BTreeSet<String> = seen.iter().map(|r| s(r, "provider")).collect();
-    names.extend(listed.iter().map(|r| s(r, "provider")));
+    let listed = rows(ctx, "SELECT provider AS vendor, dpa_signed, trains_on_customer_data, allowed_data_classes FROM policy_vendors").await?;
+    let mut names: BTreeSet<String> = seen.iter().map(|r| s(r, "vendor")).collect();
+    names.extend(listed.iter().map(|r| s(r, "vendor")));
     Ok(names
         .into_iter()
         .map(|provider| {
-            let policy = listed.iter().find(|r| s(r, "provider") == provider);
+            let policy = listed.iter().find(|r| s(r, "vendor") == provider);
             let allowed = policy.map(|r| list(r, "allowed_data_classes")).unwrap_or_default();
-            let sent: Vec<String> = classes.iter().filter(|r| s(r, "provider") == provider).map(|r| s(r, "dc")).collect();
+            let sent: Vec<String> = classes.iter().filter(|r| s(r, "vendor") == provider).map(|r| s(r, "dc")).collect();
             VendorRow {
                 listed: policy.is_some(),
                 dpa_signed: policy.map(|r| b(r, "dpa_signed")),
                 trains_on_customer_data: policy.map(|r| b(r, "trains_on_customer_data")),
-                requests: seen.iter().find(|r| s(r, "provider") == provider).map(|r| n(r, "n")).unwrap_or(0),
-                regions: regions.iter().filter(|r| s(r, "provider") == provider).map(|r| s(r, "vendor_region")).collect(),
+                requests: seen.iter().find(|r| s(r, "vendor") == provider).map(|r| n(r, "n")).unwrap_or(0),
+                regions: regions.iter().filter(|r| s(r, "vendor") == provider).map(|r| s(r, "vendor_region")).collect(),
                 data_classes_not_allowed: sent.iter().filter(|c| !allowed.contains(c)).cloned().collect(),
                 data_classes_sent: sent,
                 allowed_data_classes: allowed,
@@ -424,11 +424,11 @@ async fn vendors(ctx: &SessionContext, period: &str) -> anyhow::Result<Vec<Vendo
 
 async fn data_flow(ctx: &SessionContext, period: &str, max_tenants: usize) -> anyhow::Result<Vec<Flow>> {
     let base = format!(
-        "SELECT coalesce(tenant_id, '(no tenant)') AS tenant, coalesce(provider, '(not set)') AS provider, \
-         coalesce(vendor_region, '(not set)') AS region, data_classes FROM events WHERE {period} AND event_type = 'ai.request'"
+        "SELECT coalesce(tenant_id, '(no tenant)') AS tenant, coalesce(provider, '(not set)') AS vendor, \
+         coalesce(vendor_region, '(not set)') AS region, data_classes AS classes FROM events WHERE {period} AND event_type = 'ai.request'"
     );
-    let flows = rows(ctx, &format!("SELECT tenant, provider, region, count(*) AS n FROM ({base}) GROUP BY 1, 2, 3")).await?;
-    let classes = rows(ctx, &format!("SELECT DISTINCT tenant, provider, region, unnest(data_classes) AS dc FROM ({base})")).await?;
+    let flows = rows(ctx, &format!("SELECT tenant, vendor, region, count(*) AS n FROM ({base}) GROUP BY 1, 2, 3")).await?;
+    let classes = rows(ctx, &format!("SELECT DISTINCT tenant, vendor, region, dc FROM (SELECT tenant, vendor, region, unnest(classes) AS dc FROM ({base}))")).await?;
     // Tenants by requests; past `max_tenants`, the smaller ones are drawn as one group.
     let mut per_tenant: BTreeMap<String, u64> = BTreeMap::new();
     for r in &flows {
@@ -445,10 +445,10 @@ async fn data_flow(ctx: &SessionContext, period: &str, max_tenants: usize) -> an
     let group = |t: &str| if keep.contains(t) { t.to_string() } else { format!("{others} other tenants") };
     let mut merged: BTreeMap<(String, String, String), (u64, BTreeSet<String>)> = BTreeMap::new();
     for r in &flows {
-        merged.entry((group(&s(r, "tenant")), s(r, "provider"), s(r, "region"))).or_default().0 += n(r, "n");
+        merged.entry((group(&s(r, "tenant")), s(r, "vendor"), s(r, "region"))).or_default().0 += n(r, "n");
     }
     for r in &classes {
-        if let Some(e) = merged.get_mut(&(group(&s(r, "tenant")), s(r, "provider"), s(r, "region"))) {
+        if let Some(e) = merged.get_mut(&(group(&s(r, "tenant")), s(r, "vendor"), s(r, "region"))) {
             e.1.insert(s(r, "dc"));
         }
     }
@@ -475,12 +475,12 @@ async fn changes(ctx: &SessionContext, period: &str) -> anyhow::Result<Vec<Chang
     .await?;
     let alerts = rows(
         ctx,
-        &format!("SELECT DISTINCT event_id, alert_id FROM (SELECT unnest(evidence_event_ids) AS event_id, alert_id FROM alerts WHERE {period}) ORDER BY 1, 2"),
+        &format!("SELECT DISTINCT eid, aid FROM (SELECT unnest(evidence_event_ids) AS eid, alert_id AS aid FROM alerts WHERE {period}) ORDER BY 1, 2"),
     )
     .await?;
     let mut by_event: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for r in alerts {
-        by_event.entry(s(&r, "event_id")).or_default().push(s(&r, "alert_id"));
+        by_event.entry(s(&r, "eid")).or_default().push(s(&r, "aid"));
     }
     Ok(list
         .iter()
@@ -513,12 +513,12 @@ async fn findings(ctx: &SessionContext, period: &str, rules: &[Rule]) -> anyhow:
     .await?;
     let evidence = rows(
         ctx,
-        &format!("SELECT DISTINCT alert_id, event_id FROM (SELECT alert_id, unnest(evidence_event_ids) AS event_id FROM alerts WHERE {period}) ORDER BY 1, 2"),
+        &format!("SELECT DISTINCT aid, eid FROM (SELECT alert_id AS aid, unnest(evidence_event_ids) AS eid FROM alerts WHERE {period}) ORDER BY 1, 2"),
     )
     .await?;
     let mut events_of: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for r in evidence {
-        events_of.entry(s(&r, "alert_id")).or_default().push(s(&r, "event_id"));
+        events_of.entry(s(&r, "aid")).or_default().push(s(&r, "eid"));
     }
     let mut by_rule: BTreeMap<String, Finding> = BTreeMap::new();
     for r in &per_alert {

@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -167,23 +166,32 @@ fn every_figure_of_the_json_report_equals_an_independent_query() {
     assert!(!text.contains("\"summary\""));
 }
 
-/// A listener that counts connections: Chromium's proxy, so any request it makes is seen.
-fn counting_proxy() -> (u16, Arc<AtomicUsize>) {
+/// Chromium's own background services (component updates, network time,
+/// sign-in), which it contacts whatever the page holds, even with background
+/// networking disabled; any other request counts as made by the page.
+const BROWSER_SERVICES: [&str; 3] = ["update.googleapis.com", "accounts.google.com", "clients2.google.com"];
+
+/// A listener that records the first line of every request: Chromium's proxy,
+/// so every request it makes is seen.
+fn recording_proxy() -> (u16, Arc<Mutex<Vec<String>>>) {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
-    let seen = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
     std::thread::spawn(move || {
-        for c in l.incoming().flatten() {
-            s.fetch_add(1, Ordering::SeqCst);
-            let mut c = c;
-            let _ = c.set_read_timeout(Some(Duration::from_millis(200)));
+        for mut c in l.incoming().flatten() {
+            let _ = c.set_read_timeout(Some(Duration::from_millis(500)));
             let mut buf = [0u8; 2048];
             let n = c.read(&mut buf).unwrap_or(0);
-            eprintln!("chromium made a request: {}", String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or(""));
+            s.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_string());
         }
     });
     (port, seen)
+}
+
+/// The requests of `seen` that are not Chromium's own services.
+fn page_requests(seen: &Mutex<Vec<String>>) -> Vec<String> {
+    seen.lock().unwrap().iter().filter(|l| !BROWSER_SERVICES.iter().any(|h| l.contains(h))).cloned().collect()
 }
 
 #[test]
@@ -203,9 +211,9 @@ fn html_report_renders_in_chromium_to_png_and_pdf_with_no_request() {
     let changes = count(&a, "SELECT count(*) AS n FROM events WHERE event_type = 'config.change'");
     assert_eq!(csv.lines().count() as u64, changes + 1);
 
-    let (port, requests) = counting_proxy();
+    let (port, requests) = recording_proxy();
     let profile = dir.path().join("profile");
-    let chrome = |extra: &[String]| {
+    let chrome = |page: &Path, extra: &[String]| {
         let out = Command::new(&chromium)
             .args([
                 "--headless",
@@ -226,7 +234,7 @@ fn html_report_renders_in_chromium_to_png_and_pdf_with_no_request() {
             ])
             .arg(format!("--user-data-dir={}", profile.display()))
             .args(extra)
-            .arg(format!("file://{}", html.display()))
+            .arg(format!("file://{}", page.display()))
             .output()
             .expect("run chromium");
         assert!(out.status.success(), "chromium: {}", String::from_utf8_lossy(&out.stderr));
@@ -234,10 +242,18 @@ fn html_report_renders_in_chromium_to_png_and_pdf_with_no_request() {
     };
     let png = dir.path().join("report.png");
     let pdf = dir.path().join("report.pdf");
-    chrome(&[format!("--screenshot={}", png.display())]);
-    chrome(&[format!("--print-to-pdf={}", pdf.display()), "--no-pdf-header-footer".into()]);
-    let dom = String::from_utf8(chrome(&["--dump-dom".into()]).stdout).unwrap();
-    assert_eq!(requests.load(Ordering::SeqCst), 0, "the page made network requests");
+    // The proxy sees what a page loads: a page with one image from the network makes one request.
+    let control = dir.path().join("control.html");
+    std::fs::write(&control, r#"<html><body><img src="http://aiwatch-control.invalid/pixel.png"></body></html>"#).unwrap();
+    chrome(&control, &["--dump-dom".into()]);
+    let control_requests = page_requests(&requests);
+    assert!(control_requests.iter().any(|l| l.contains("aiwatch-control.invalid")), "the proxy saw no request of the control page: {control_requests:?}");
+    requests.lock().unwrap().clear();
+
+    chrome(&html, &[format!("--screenshot={}", png.display())]);
+    chrome(&html, &[format!("--print-to-pdf={}", pdf.display()), "--no-pdf-header-footer".into()]);
+    let dom = String::from_utf8(chrome(&html, &["--dump-dom".into()]).stdout).unwrap();
+    assert_eq!(page_requests(&requests), Vec::<String>::new(), "the report made network requests");
 
     assert_eq!(&std::fs::read(&png).unwrap()[..8], b"\x89PNG\r\n\x1a\n");
     let pdf_bytes = std::fs::read(&pdf).unwrap();
