@@ -2,7 +2,8 @@
 # Tools the archive and report tests use, installed when missing (idempotent):
 # - a Python venv with duckdb (reads the archive) and moto[server] (a local
 #   S3-compatible server), from PyPI;
-# - Debian's chromium (renders the HTML report to PNG and PDF), with apt as root.
+# - Debian's chromium (renders the HTML report to PNG and PDF) and a CJK font
+#   (the example has a tenant named in Japanese), with apt as root.
 # Prints `python=PATH` and `chromium=PATH` (empty when unavailable) on stdout.
 # The venv lives outside the clone: AIWATCH_ARCHIVE_VENV, default
 # /var/tmp/aiwatch-py-archive.
@@ -23,8 +24,11 @@ for c in chromium chromium-browser; do
   if command -v "$c" >/dev/null; then chromium=$(command -v "$c"); break; fi
 done
 if [[ -z "$chromium" && $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } >&2 || true
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-wqy-microhei; } >&2 || true
   chromium=$(command -v chromium || true)
+fi
+if [[ -n "$chromium" && $(id -u) -eq 0 ]] && command -v apt-get >/dev/null && ! fc-list 2>/dev/null | grep -qi 'microhei\|cjk'; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fonts-wqy-microhei >&2 || true
 fi
 echo "python=$py"
 echo "chromium=$chromium"

@@ -81,6 +81,8 @@ pub struct Coverage {
 #[derive(Debug, Serialize, PartialEq)]
 pub struct DaySourceCount {
     pub date: String,
+    /// The emitting service (`source`), or, when the event names none, the
+    /// input it was read from (file or Kafka topic).
     pub source: String,
     pub events: u64,
 }
@@ -292,7 +294,7 @@ pub async fn build(input: &ReportInput) -> anyhow::Result<Report> {
 async fn coverage(ctx: &SessionContext, period: &str, from: NaiveDate, to: NaiveDate) -> anyhow::Result<Coverage> {
     let per_day: Vec<DaySourceCount> = rows(
         ctx,
-        &format!("SELECT date, coalesce(source, '(not set)') AS source, count(*) AS events FROM events WHERE {period} GROUP BY 1, 2 ORDER BY 1, 2"),
+        &format!("SELECT date, coalesce(source, origin_source) AS source, count(*) AS events FROM events WHERE {period} GROUP BY 1, 2 ORDER BY 1, 2"),
     )
     .await?
     .iter()

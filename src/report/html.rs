@@ -15,16 +15,16 @@ const IDS_SHOWN: usize = 12;
 const VIOLATIONS_SHOWN: usize = 25;
 
 const STYLE: &str = r#"
-body { font-family: "DejaVu Sans", "Liberation Sans", Arial, Helvetica, sans-serif; color: #111; margin: 24px auto; max-width: 1000px; font-size: 13px; line-height: 1.4; }
+body { font-family: "DejaVu Sans", "Liberation Sans", Arial, Helvetica, "Noto Sans CJK JP", "WenQuanYi Micro Hei", sans-serif; color: #111; margin: 24px auto; max-width: 1000px; font-size: 13px; line-height: 1.4; }
 h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; border-bottom: 2px solid #0072B2; padding-bottom: 2px; margin-top: 28px; }
 h3 { font-size: 14px; margin: 14px 0 4px; }
 table { border-collapse: collapse; width: 100%; margin: 6px 0 10px; } th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: left; vertical-align: top; }
 th { background: #eef2f6; } td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
 .bad { color: #a00000; font-weight: bold; } .ok { color: #006b3c; } tr.unlisted td { background: #fde8e8; }
 .muted { color: #555; } code, .id { font-family: "DejaVu Sans Mono", "Liberation Mono", monospace; font-size: 11px; word-break: break-all; }
-.chart { max-width: 100%; height: auto; } svg text { font-family: "DejaVu Sans", "Liberation Sans", Arial, sans-serif; }
+.chart { max-width: 100%; height: auto; } svg text { font-family: "DejaVu Sans", "Liberation Sans", Arial, "Noto Sans CJK JP", "WenQuanYi Micro Hei", sans-serif; }
 svg .small { font-size: 11px; fill: #222; } svg .tiny { font-size: 9px; fill: #444; } svg .head { font-size: 13px; font-weight: bold; }
-svg .node { font-size: 11px; } svg .edge { font-size: 10px; paint-order: stroke; stroke: #fff; stroke-width: 3px; }
+svg .node { font-size: 11px; } svg .classes { font-size: 10px; fill: #333; }
 section { break-inside: auto; } figure, .keep { break-inside: avoid; margin: 8px 0; } thead { display: table-header-group; } tr { break-inside: avoid; }
 dl.kv { display: grid; grid-template-columns: max-content 1fr; gap: 2px 12px; } dl.kv dt { font-weight: bold; } dl.kv dd { margin: 0; }
 @page { size: A4; margin: 14mm 12mm; }
@@ -119,7 +119,7 @@ pub fn render(r: &Report, changes_csv: Option<&str>) -> String {
             series[si].1[i] += d.events;
         }
     }
-    let _ = write!(h, r#"<figure><h3>Events per day, by emitting service (<code>source</code>)</h3>{}</figure>"#, stacked_bars(&days, &series, 960, 300, "events"));
+    let _ = write!(h, r#"<figure><h3>Events per day, by source (the emitting service; the input file or topic for events that name none)</h3>{}</figure>"#, stacked_bars(&days, &series, 960, 300, "events"));
     if c.days_without_events.is_empty() {
         h.push_str("<p>Every day of the period has events.</p>");
     } else {
@@ -204,11 +204,13 @@ pub fn render(r: &Report, changes_csv: Option<&str>) -> String {
     h.push_str("</tbody></table></section>");
 
     // Data flow.
-    let _ = write!(h, r#"<section id="data-flow"><h2>5. Data-flow diagram</h2><p>Which tenants' requests went to which AI provider, processed in which region, labelled with the data classes they carried. Line width grows with the number of requests.</p>"#);
+    let _ = write!(h, r#"<section id="data-flow"><h2>5. Data-flow diagram</h2><p>Which tenants' requests went to which AI provider, processed in which region. Under each provider, the data classes it received; in red, those the policy does not allow for it (all of them, for a provider the policy does not list). Line width grows with the number of requests; the table gives the data classes of every flow.</p>"#);
     if r.data_flow.is_empty() {
         h.push_str("<p>No AI requests in the period.</p>");
     } else {
-        let _ = write!(h, r#"<figure class="keep">{}</figure>"#, data_flow(&r.data_flow, &unlisted));
+        let not_allowed: BTreeMap<String, Vec<String>> =
+            r.vendors.iter().map(|v| (v.provider.clone(), if v.listed { v.data_classes_not_allowed.clone() } else { v.data_classes_sent.clone() })).collect();
+        let _ = write!(h, r#"<figure class="keep">{}</figure>"#, data_flow(&r.data_flow, &unlisted, &not_allowed));
         h.push_str(r#"<table><thead><tr><th>Tenants</th><th>Provider</th><th>Region</th><th class="n">Requests</th><th>Data classes</th></tr></thead><tbody>"#);
         for f in &r.data_flow {
             let _ = write!(

@@ -62,9 +62,10 @@ pub fn stacked_bars(days: &[String], series: &[(String, Vec<u64>)], width: u32, 
         );
     }
     // Axes and grid.
-    for k in 0..=4 {
-        let v = max * k / 4;
-        let y = top + h - h * k as f64 / 4.0;
+    let ticks = [4, 5, 2, 1].into_iter().find(|n| max % n == 0).unwrap_or(1);
+    for k in 0..=ticks {
+        let v = max * k / ticks;
+        let y = top + h - h * k as f64 / ticks as f64;
         let _ = write!(
             out,
             r##"<line x1="{left}" x2="{}" y1="{y}" y2="{y}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end" class="small">{v}</text>"##,
@@ -140,89 +141,126 @@ pub fn spark_bars(days: &[String], values: &[u64], width: u32, height: u32) -> S
     out
 }
 
-/// Tenants (left) to providers (middle) to regions (right). A tenant-to-provider
-/// line is labelled with the data classes sent; its width grows with requests.
-/// Providers the policy does not list are drawn red and dashed.
-pub fn data_flow(flows: &[Flow], unlisted: &BTreeSet<String>) -> String {
+/// Tenants (left) to AI providers (middle) to vendor regions (right). Each
+/// provider's box lists the data classes it received, those the policy does
+/// not allow for it in red; providers the policy does not list are drawn red
+/// and dashed. A tenant's lines have the tenant's colour and grow with its
+/// requests. (Per-line labels do not stay legible past a few tenants; the
+/// table under the diagram gives the classes of every flow.)
+pub fn data_flow(flows: &[Flow], unlisted: &BTreeSet<String>, not_allowed: &BTreeMap<String, Vec<String>>) -> String {
     let tenants: BTreeSet<&str> = flows.iter().map(|f| f.tenants.as_str()).collect();
     let providers: BTreeSet<&str> = flows.iter().map(|f| f.provider.as_str()).collect();
     let regions: BTreeSet<&str> = flows.iter().map(|f| f.region.as_str()).collect();
-    let mut tp: BTreeMap<(&str, &str), (u64, BTreeSet<&str>)> = BTreeMap::new();
+    let mut tp: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     let mut pr: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    let mut classes: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for f in flows {
-        let e = tp.entry((&f.tenants, &f.provider)).or_default();
-        e.0 += f.requests;
-        e.1.extend(f.data_classes.iter().map(String::as_str));
+        *tp.entry((&f.tenants, &f.provider)).or_default() += f.requests;
         *pr.entry((&f.provider, &f.region)).or_default() += f.requests;
+        classes.entry(&f.provider).or_default().extend(f.data_classes.iter().map(String::as_str));
     }
-    let max_req = tp.values().map(|v| v.0).max().unwrap_or(1).max(1) as f64;
-    let row = 30.0;
-    // Tenant-to-provider labels need room: space providers by their label count.
-    let rows = tenants.len().max(providers.len()).max(regions.len()).max(tp.len() / 2 + 1);
-    let height = 50.0 + row * rows as f64;
-    let (width, node_w) = (900.0, 150.0);
-    let (xt, xp, xr) = (10.0, 430.0, 740.0);
+    let max_req = tp.values().copied().max().unwrap_or(1).max(1) as f64;
+    let (width, tw, pw, rw) = (900.0, 150.0, 230.0, 150.0);
+    let (xt, xp, xr) = (10.0, 335.0, 740.0);
+    let (tenant_h, provider_h, region_h) = (24.0, 48.0, 24.0);
+    let height = 50.0
+        + (tenants.len() as f64 * (tenant_h + 12.0))
+            .max(providers.len() as f64 * (provider_h + 14.0))
+            .max(regions.len() as f64 * (region_h + 12.0));
     let place = |items: &BTreeSet<&str>| -> BTreeMap<String, f64> {
-        let gap = (height - 50.0) / items.len().max(1) as f64;
-        items.iter().enumerate().map(|(i, n)| (n.to_string(), 40.0 + gap * (i as f64 + 0.5))).collect()
+        let gap = (height - 44.0) / items.len().max(1) as f64;
+        items.iter().enumerate().map(|(i, n)| (n.to_string(), 38.0 + gap * (i as f64 + 0.5))).collect()
     };
     let (yt, yp, yr) = (place(&tenants), place(&providers), place(&regions));
+    let colour_of: BTreeMap<&str, &str> = tenants.iter().enumerate().map(|(i, t)| (*t, PALETTE[i % PALETTE.len()])).collect();
     let mut out = format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" role="img" aria-label="data flow: tenants to AI providers to regions" class="chart">"#
     );
-    for (x, title) in [(xt, "Tenants"), (xp, "AI providers"), (xr, "Vendor regions")] {
-        let _ = write!(out, r#"<text x="{}" y="18" text-anchor="middle" class="head">{title}</text>"#, x + node_w / 2.0);
+    for (x, w, title) in [(xt, tw, "Tenants"), (xp, pw, "AI providers (data classes received)"), (xr, rw, "Vendor regions")] {
+        let _ = write!(out, r#"<text x="{}" y="18" text-anchor="middle" class="head">{title}</text>"#, x + w / 2.0);
     }
-    for ((p, r), n) in &pr {
-        let (y1, y2) = (yp[*p], yr[*r]);
-        let (x1, x2) = (xp + node_w, xr);
+    let curve = |out: &mut String, x1: f64, y1: f64, x2: f64, y2: f64, stroke: &str, sw: f64, title: String| {
         let _ = write!(
             out,
-            r##"<path d="M{x1},{y1} C{},{y1} {},{y2} {x2},{y2}" fill="none" stroke="#999" stroke-width="1.5"><title>{} in {}: {n} requests</title></path>"##,
-            (x1 + x2) / 2.0,
-            (x1 + x2) / 2.0,
-            esc(p),
-            esc(r)
-        );
-    }
-    for (i, ((t, p), (n, classes))) in tp.iter().enumerate() {
-        let (y1, y2) = (yt[*t], yp[*p]);
-        let (x1, x2) = (xt + node_w, xp);
-        let sw = 1.0 + 5.0 * (*n as f64 / max_req).sqrt();
-        let colour = PALETTE[i % PALETTE.len()];
-        let _ = write!(
-            out,
-            r#"<path d="M{x1},{y1} C{},{y1} {},{y2} {x2},{y2}" fill="none" stroke="{colour}" stroke-opacity="0.75" stroke-width="{sw:.1}"><title>{} to {}: {n} requests</title></path>"#,
-            (x1 + x2) / 2.0,
-            (x1 + x2) / 2.0,
-            esc(t),
-            esc(p)
-        );
-        let label = if classes.is_empty() { "no data classes".to_string() } else { classes.iter().copied().collect::<Vec<_>>().join(", ") };
-        // The label sits near the provider end, where lines to one provider fan in apart.
-        let (lx, ly) = (x2 - 8.0, y1 + (y2 - y1) * 0.82 - 3.0);
-        let _ = write!(out, r#"<text x="{lx}" y="{ly:.1}" text-anchor="end" class="edge" fill="{colour}">{}</text>"#, esc(&label));
-    }
-    let node = |out: &mut String, x: f64, y: f64, name: &str, bad: bool| {
-        let (stroke, dash, fill) = if bad { ("#C00000", r#" stroke-dasharray="4 2""#, "#fde8e8") } else { ("#333", "", "#f4f6f8") };
-        let _ = write!(
-            out,
-            r#"<rect x="{x}" y="{}" width="{node_w}" height="22" rx="4" fill="{fill}" stroke="{stroke}"{dash}/><text x="{}" y="{}" text-anchor="middle" class="node">{}{}</text>"#,
-            y - 11.0,
-            x + node_w / 2.0,
-            y + 4.0,
-            esc(name),
-            if bad { " (unlisted)" } else { "" }
+            r#"<path d="M{x1},{y1:.1} C{mx:.1},{y1:.1} {mx:.1},{y2:.1} {x2},{y2:.1}" fill="none" stroke="{stroke}" stroke-opacity="0.8" stroke-width="{sw:.1}"><title>{}</title></path>"#,
+            esc(&title),
+            mx = (x1 + x2) / 2.0
         );
     };
+    for ((p, r), n) in &pr {
+        curve(&mut out, xp + pw, yp[*p], xr, yr[*r], "#888", 1.2 + 3.0 * (*n as f64 / max_req).sqrt(), format!("{p} in {r}: {n} requests"));
+    }
+    for ((t, p), n) in &tp {
+        curve(&mut out, xt + tw, yt[*t], xp, yp[*p], colour_of[t], 1.0 + 5.0 * (*n as f64 / max_req).sqrt(), format!("{t} to {p}: {n} requests"));
+    }
     for (t, y) in &yt {
-        node(&mut out, xt, *y, t, false);
+        let _ = write!(
+            out,
+            r##"<rect x="{xt}" y="{:.1}" width="{tw}" height="{tenant_h}" rx="4" fill="#f4f6f8" stroke="{}" stroke-width="2"/><text x="{}" y="{:.1}" text-anchor="middle" class="node">{}</text>"##,
+            y - tenant_h / 2.0,
+            colour_of[t.as_str()],
+            xt + tw / 2.0,
+            y + 4.0,
+            esc(t)
+        );
     }
     for (p, y) in &yp {
-        node(&mut out, xp, *y, p, unlisted.contains(p));
+        let bad = unlisted.contains(p);
+        let (stroke, dash, fill) = if bad { ("#C00000", r#" stroke-dasharray="5 3""#, "#fde8e8") } else { ("#333", "", "#f4f6f8") };
+        let _ = write!(
+            out,
+            r#"<rect x="{xp}" y="{:.1}" width="{pw}" height="{provider_h}" rx="4" fill="{fill}" stroke="{stroke}"{dash}/><text x="{}" y="{:.1}" text-anchor="middle" class="node"><tspan font-weight="bold">{}</tspan>{}</text>"#,
+            y - provider_h / 2.0,
+            xp + pw / 2.0,
+            y - 8.0,
+            esc(p),
+            if bad { " (not in the policy)" } else { "" }
+        );
+        // The classes on up to two lines under the name.
+        let bad_classes = not_allowed.get(p.as_str());
+        let list: Vec<&str> = classes.get(p.as_str()).map(|c| c.iter().copied().collect()).unwrap_or_default();
+        let label = |c: &str| {
+            if bad_classes.is_some_and(|b| b.iter().any(|x| x == c)) {
+                format!(r##"<tspan fill="#C00000" font-weight="bold">{}</tspan>"##, esc(c))
+            } else {
+                esc(c)
+            }
+        };
+        let lines: Vec<Vec<&str>> = if list.is_empty() {
+            vec![vec!["no data classes"]]
+        } else {
+            let mut lines = vec![Vec::new()];
+            let mut len = 0;
+            for c in &list {
+                if len + c.len() > 34 && !lines.last().expect("a line").is_empty() {
+                    lines.push(Vec::new());
+                    len = 0;
+                }
+                len += c.len() + 2;
+                lines.last_mut().expect("a line").push(*c);
+            }
+            lines
+        };
+        for (i, line) in lines.iter().take(2).enumerate() {
+            let text: Vec<String> = line.iter().map(|c| label(c)).collect();
+            let _ = write!(
+                out,
+                r#"<text x="{}" y="{:.1}" text-anchor="middle" class="classes">{}</text>"#,
+                xp + pw / 2.0,
+                y + 6.0 + 12.0 * i as f64,
+                text.join(", ")
+            );
+        }
     }
     for (r, y) in &yr {
-        node(&mut out, xr, *y, r, false);
+        let _ = write!(
+            out,
+            r##"<rect x="{xr}" y="{:.1}" width="{rw}" height="{region_h}" rx="4" fill="#f4f6f8" stroke="#333"/><text x="{}" y="{:.1}" text-anchor="middle" class="node">{}</text>"##,
+            y - region_h / 2.0,
+            xr + rw / 2.0,
+            y + 4.0,
+            esc(r)
+        );
     }
     out.push_str("</svg>");
     out

@@ -83,7 +83,7 @@ fn every_figure_of_the_json_report_equals_an_independent_query() {
     // Independently: by the UTC date of `time`, not by the partition column.
     let expected: BTreeMap<(String, String), u64> = q(
         &a,
-        "SELECT to_char(time, '%Y-%m-%d') AS d, CASE WHEN source IS NULL THEN '(not set)' ELSE source END AS s, count(event_id) AS n FROM events GROUP BY 1, 2",
+        "SELECT to_char(time, '%Y-%m-%d') AS d, CASE WHEN source IS NULL THEN origin_source ELSE source END AS s, count(event_id) AS n FROM events GROUP BY 1, 2",
     )
     .iter()
     .map(|x| ((x["d"].as_str().unwrap().into(), x["s"].as_str().unwrap().into()), x["n"].as_u64().unwrap()))
@@ -266,7 +266,7 @@ fn html_report_renders_in_chromium_to_png_and_pdf_with_no_request() {
     // The charts and the diagram are there: the events chart, 11+ trend charts, the flow.
     assert!(dom.matches("<svg").count() >= 14, "{} charts", dom.matches("<svg").count());
     assert!(dom.contains("aria-label=\"data flow"));
-    assert!(dom.contains("(unlisted)"));
+    assert!(dom.contains("(not in the policy)"));
     // Keep the renders for a person to look at.
     if let Some(keep) = std::env::var_os("AIWATCH_REPORT_RENDERS") {
         let keep = Path::new(&keep);
