@@ -110,3 +110,41 @@ pub fn drop_repeats(table: Table, batch: &arrow::array::RecordBatch) -> Result<a
     let keep: BooleanArray = (0..rows.num_rows()).map(|i| Some(seen.insert(rows.row(i)))).collect();
     Ok(filter_record_batch(batch, &keep)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::{Alert, Evidence};
+    use crate::archive::schema::{alerts_batch, to_archive};
+
+    fn alert(id: &str, detected_at: &str, evidence: &[&str]) -> Alert {
+        Alert {
+            alert_id: id.into(),
+            rule_id: "r".into(),
+            category: "c".into(),
+            severity: "high".into(),
+            subject: "s".into(),
+            tenant_id: None,
+            time: "2026-01-01T00:00:00Z".into(),
+            detected_at: detected_at.into(),
+            summary: String::new(),
+            controls: vec!["CC6.1".into()],
+            evidence: Evidence { event_ids: evidence.iter().map(|e| e.to_string()).collect(), events: vec![] },
+            title: "t".into(),
+            remediation: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_replayed_alert_is_one_row_and_a_repeat_with_other_evidence_stays() {
+        let alerts = [
+            alert("aw-1", "2026-01-01T00:00:01Z", &["e1"]),
+            alert("aw-1", "2026-01-02T09:00:00Z", &["e1"]), // the same alert, detected again by a replay
+            alert("aw-1", "2026-01-01T00:00:01Z", &["e2"]), // the violation repeated with other evidence
+            alert("aw-2", "2026-01-01T00:00:01Z", &["e1"]),
+        ];
+        let batch = to_archive(Table::Alerts, &alerts_batch(&alerts).unwrap()).unwrap();
+        let kept = drop_repeats(Table::Alerts, &batch).unwrap();
+        assert_eq!(kept.num_rows(), 3);
+    }
+}

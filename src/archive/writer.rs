@@ -230,10 +230,11 @@ mod tests {
         assert_eq!((-1i64).div_euclid(MICROS_PER_DAY), -1);
     }
 
-    fn events(lines: &[&str]) -> RecordBatch {
+    /// Decoded events of (line number, JSON) pairs.
+    fn events(lines: &[(u64, String)]) -> RecordBatch {
         let mut raw = crate::event::RawBatch::default();
-        for (i, l) in lines.iter().enumerate() {
-            raw.push(l.as_bytes(), crate::event::Origin::File { path: "t.jsonl".into(), line: i as u64 + 1 });
+        for (line, l) in lines {
+            raw.push(l.as_bytes(), crate::event::Origin::File { path: "t.jsonl".into(), line: *line });
         }
         let d = crate::decode::Decoder::new().decode(&raw);
         assert!(d.dead_letters.is_empty());
@@ -255,7 +256,8 @@ mod tests {
             ev("b", "2026-01-02T00:00:00Z"),
             ev("d", "2026-01-01T00:00:01+01:00"), // 2025-12-31 in UTC
         ];
-        let batch = events(&lines.iter().map(String::as_str).collect::<Vec<_>>());
+        let lines: Vec<(u64, String)> = lines.into_iter().enumerate().map(|(i, l)| (i as u64 + 1, l)).collect();
+        let batch = events(&lines);
         w.append_events(&batch).unwrap();
         assert_eq!(w.pending_rows(), 4);
         let written = w.flush("t-000000").await.unwrap();
@@ -281,9 +283,9 @@ mod tests {
         // The same rows again, in another order, under the same label: the same bytes.
         let mut again = lines.clone();
         again.reverse();
-        w.append_events(&events(&again.iter().map(String::as_str).collect::<Vec<_>>())).unwrap();
+        w.append_events(&events(&again)).unwrap();
         w.flush("t-000000").await.unwrap();
-        assert_eq!(std::fs::read(dir.path().join("events/date=2026-01-02/t-000000.parquet")).unwrap(), bytes);
+        assert!(std::fs::read(dir.path().join("events/date=2026-01-02/t-000000.parquet")).unwrap() == bytes, "a rewrite changed the file");
     }
 
     #[test]

@@ -587,3 +587,41 @@ pub fn changes_csv(changes: &[Change]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_change_csv_quotes_what_needs_quoting() {
+        let c = Change {
+            event_id: "ev-1".into(),
+            time: "2026-01-01T00:00:00Z".into(),
+            tenant_id: None,
+            actor_id: Some("user:a".into()),
+            approved_by: Some("x, \"y\"".into()),
+            environment: "production".into(),
+            resource_type: Some("model".into()),
+            resource: None,
+            change_id: None,
+            authorized: false,
+            review_required: true,
+            reviewed: true,
+            alert_ids: vec!["aw-1".into(), "aw-2".into()],
+        };
+        let csv = changes_csv(&[c]);
+        let line = csv.lines().nth(1).unwrap();
+        assert_eq!(line, "ev-1,2026-01-01T00:00:00Z,,user:a,\"x, \"\"y\"\"\",production,model,,,false,true,true,aw-1 aw-2");
+        assert_eq!(csv.lines().next().unwrap().split(',').count(), 13);
+    }
+
+    #[test]
+    fn the_rule_pack_hash_follows_the_rules_not_their_order() {
+        let mut rules = crate::rules::builtin();
+        let h = rule_pack_sha256(&rules);
+        rules.reverse();
+        assert_eq!(rule_pack_sha256(&rules), h);
+        rules[0].sql.push(' ');
+        assert_ne!(rule_pack_sha256(&rules), h);
+    }
+}

@@ -19,7 +19,7 @@ body { font-family: "DejaVu Sans", "Liberation Sans", Arial, Helvetica, "Noto Sa
 h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; border-bottom: 2px solid #0072B2; padding-bottom: 2px; margin-top: 28px; }
 h3 { font-size: 14px; margin: 14px 0 4px; }
 table { border-collapse: collapse; width: 100%; margin: 6px 0 10px; } th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: left; vertical-align: top; }
-th { background: #eef2f6; } td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
+th { background: #eef2f6; } td.t { white-space: nowrap; } td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
 .bad { color: #a00000; font-weight: bold; } .ok { color: #006b3c; } tr.unlisted td { background: #fde8e8; }
 .muted { color: #555; } code, .id { font-family: "DejaVu Sans Mono", "Liberation Mono", monospace; font-size: 11px; word-break: break-all; }
 .chart { max-width: 100%; height: auto; } svg text { font-family: "DejaVu Sans", "Liberation Sans", Arial, "Noto Sans CJK JP", "WenQuanYi Micro Hei", sans-serif; }
@@ -238,12 +238,12 @@ pub fn render(r: &Report, changes_csv: Option<&str>) -> String {
         unreviewed,
         changes_csv.map(|f| format!(" The population is also in <code>{}</code> beside this report, ready for sampling.", esc(f))).unwrap_or_default()
     );
-    h.push_str(r#"<table><thead><tr><th>Time</th><th>Event id</th><th>Actor</th><th>Approved by</th><th>Environment</th><th>Resource</th><th>Change</th><th>Authorized</th><th>Reviewed</th></tr></thead><tbody>"#);
+    h.push_str(r#"<table><thead><tr><th>Time (UTC)</th><th>Event id</th><th>Actor</th><th>Approved by</th><th>Environment</th><th>Resource</th><th>Change</th><th>Authorized</th><th>Reviewed</th></tr></thead><tbody>"#);
     for ch in &r.changes {
         let _ = write!(
             h,
-            r#"<tr><td>{}</td><td class="id">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="{}">{}</td><td class="{}">{}</td></tr>"#,
-            esc(&ch.time),
+            r#"<tr><td class="t">{}</td><td class="id">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="{}">{}</td><td class="{}">{}</td></tr>"#,
+            esc(ch.time.get(..19).map(|t| t.replacen('T', " ", 1)).as_deref().unwrap_or(&ch.time)),
             esc(&ch.event_id),
             esc(ch.actor_id.as_deref().unwrap_or("—")),
             esc(ch.approved_by.as_deref().unwrap_or("—")),
@@ -282,7 +282,7 @@ pub fn render(r: &Report, changes_csv: Option<&str>) -> String {
     }
     h.push_str("</tbody></table>");
     for f in &r.findings {
-        let _ = write!(h, r#"<h3><code>{}</code>: {} violations</h3><table><thead><tr><th>alert_id</th><th class="n">Times</th><th>First</th><th>Last</th><th>Event ids</th></tr></thead><tbody>"#, esc(&f.rule_id), f.open);
+        let _ = write!(h, r#"<h3><code>{}</code>: {} violation{}</h3><table><thead><tr><th>alert_id</th><th class="n">Times</th><th>First</th><th>Last</th><th>Event ids</th></tr></thead><tbody>"#, esc(&f.rule_id), f.open, if f.open == 1 { "" } else { "s" });
         for v in f.violations.iter().take(VIOLATIONS_SHOWN) {
             let _ = write!(
                 h,

@@ -265,3 +265,38 @@ pub fn data_flow(flows: &[Flow], unlisted: &BTreeSet<String>, not_allowed: &BTre
     out.push_str("</svg>");
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn axis_maxima_are_round() {
+        assert_eq!(nice_max(0), 1);
+        assert_eq!(nice_max(7), 10);
+        assert_eq!(nice_max(532), 1000);
+        assert_eq!(nice_max(200), 200);
+        assert_eq!(nice_max(201), 500);
+    }
+
+    #[test]
+    fn text_is_escaped() {
+        assert_eq!(esc(r#"<a href="x">&'"#), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+    }
+
+    #[test]
+    fn every_flow_is_drawn_and_unlisted_providers_are_marked() {
+        let flows = vec![
+            Flow { tenants: "acme".into(), provider: "openai".into(), region: "us-east-1".into(), requests: 5, data_classes: vec!["pii".into()] },
+            Flow { tenants: "globex".into(), provider: "shadow".into(), region: "eu-west-1".into(), requests: 1, data_classes: vec![] },
+        ];
+        let unlisted = BTreeSet::from(["shadow".to_string()]);
+        let svg = data_flow(&flows, &unlisted, &BTreeMap::from([("openai".to_string(), vec!["pii".to_string()])]));
+        assert!(svg.contains(">shadow</tspan> (not in the policy)"));
+        for name in ["acme", "globex", "openai", "us-east-1", "eu-west-1", "no data classes"] {
+            assert!(svg.contains(name), "{name}");
+        }
+        assert_eq!(svg.matches("<path").count(), 4, "two tenant lines, two region lines");
+        assert!(svg.contains(r##"fill="#C00000" font-weight="bold">pii"##));
+    }
+}
