@@ -205,7 +205,8 @@ pub async fn scan_archived(
     let started = Instant::now();
     let label_base = crate::archive::writer::scan_label_base(&inputs.paths);
     let mut flushes = 0usize;
-    let mut stream_time: Option<i64> = None;
+    // Dates dead letters with no time of their own; the wall clock only before any valid event.
+    let mut stream_time: i64 = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
     let mut totals = Totals::default();
     let mut rx = spawn_reader(inputs);
     while let Some(decoded) = rx.recv().await {
@@ -213,9 +214,9 @@ pub async fn scan_archived(
         totals.add_decoded(&decoded);
         dead.write(&decoded.dead_letters).context("cannot write dead letters")?;
         if let Some(a) = archive.as_deref_mut() {
-            stream_time = crate::archive::writer::newest_time(&decoded.events).max(stream_time);
-            let clock = stream_time.unwrap_or_else(|| chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default());
-            a.append_dead_letters(&decoded.dead_letters, clock)?;
+            let (times, last) = crate::archive::writer::stream_times(&decoded.events, &decoded.dead_letters, stream_time);
+            a.append_dead_letters(&decoded.dead_letters, &times)?;
+            stream_time = last;
         }
         // Pipelined: the state takes this batch in while the rules evaluate the last one.
         let report = engine.push(decoded.events, None).await?;

@@ -204,15 +204,15 @@ fn record_time(bytes: Option<&[u8]>) -> Option<i64> {
     parse_time(&t.time?)
 }
 
-/// Dead letters as rows of [`dead_letters_schema`]. `stream_time` (nanoseconds)
-/// dates those whose kept bytes hold no `time` that parses, so a replay of the
-/// same input puts them in the same partition.
-pub fn dead_letters_batch(dead: &[DeadLetter], stream_time: i64) -> Result<RecordBatch, arrow::error::ArrowError> {
+/// Dead letters as rows of [`dead_letters_schema`]. `stream_times[i]`
+/// (nanoseconds) dates dead letter `i` when its kept bytes hold no `time` that
+/// parses, so a replay of the same input puts it in the same partition.
+pub fn dead_letters_batch(dead: &[DeadLetter], stream_times: &[i64]) -> Result<RecordBatch, arrow::error::ArrowError> {
     let (mut source, mut kind, mut reason, mut sha) = (StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
     let (mut partition, mut position, mut len) = (Int32Builder::new(), Int64Builder::new(), Int64Builder::new());
     let (mut event_time, mut received, mut part_time) =
         (TimestampNanosecondBuilder::new(), TimestampNanosecondBuilder::new(), TimestampNanosecondBuilder::new());
-    for d in dead {
+    for (d, &stream_time) in dead.iter().zip(stream_times) {
         let (s, p, pos) = d.origin.columns();
         source.append_value(s);
         partition.append_option(p);

@@ -56,10 +56,39 @@ pub fn partition_dir(table: Table, date: &str) -> String {
     format!("{}/date={date}", table.name())
 }
 
-/// The newest `time` of a batch of the engine's `events` schema (nanoseconds).
-pub fn newest_time(events: &RecordBatch) -> Option<i64> {
-    let t = events.column(crate::event::col::TIME).as_primitive::<arrow::datatypes::TimestampNanosecondType>();
-    arrow::compute::max(t)
+/// For each dead letter, the stream's clock where it arrived: the time of the
+/// valid event just before it in the same input (same source and partition,
+/// the largest position below its own) among `events`, decoded with it; else
+/// `before`, the last such time of earlier batches. Returns the times and the
+/// clock to pass as `before` with the next batch (the time of the last event).
+pub fn stream_times(events: &RecordBatch, dead: &[DeadLetter], before: i64) -> (Vec<i64>, i64) {
+    use arrow::array::Array as _;
+    use arrow::datatypes::{Int32Type, Int64Type, TimestampNanosecondType};
+    use crate::event::col;
+    let time = events.column(col::TIME).as_primitive::<TimestampNanosecondType>();
+    let last = if time.is_empty() { before } else { time.value(time.len() - 1) };
+    if dead.is_empty() {
+        return (Vec::new(), last);
+    }
+    let source = events.column(col::ORIGIN_SOURCE).as_string::<i32>();
+    let partition = events.column(col::ORIGIN_PARTITION).as_primitive::<Int32Type>();
+    let position = events.column(col::ORIGIN_POSITION).as_primitive::<Int64Type>();
+    let mut index: Vec<(&str, Option<i32>, i64, i64)> = (0..events.num_rows())
+        .map(|i| (source.value(i), (!partition.is_null(i)).then(|| partition.value(i)), position.value(i), time.value(i)))
+        .collect();
+    index.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+    let times = dead
+        .iter()
+        .map(|d| {
+            let (s, p, pos) = d.origin.columns();
+            let at = index.partition_point(|e| (e.0, e.1, e.2) < (s, p, pos));
+            match at.checked_sub(1).map(|i| index[i]) {
+                Some(e) if e.0 == s && e.1 == p => e.3,
+                _ => before,
+            }
+        })
+        .collect();
+    (times, last)
 }
 
 /// The label stem of a scan's flushes: `s` and 8 hex digits of a hash of the
@@ -144,13 +173,13 @@ impl ArchiveWriter {
         self.append(Table::Alerts, &batch)
     }
 
-    /// Dead letters' metadata (never their bytes); `stream_time` (nanoseconds)
-    /// is the newest event time read with or before them.
-    pub fn append_dead_letters(&mut self, dead: &[DeadLetter], stream_time: i64) -> Result<(), ArchiveError> {
+    /// Dead letters' metadata (never their bytes); `stream_times` (see
+    /// [`stream_times`]) dates those that carry no time of their own.
+    pub fn append_dead_letters(&mut self, dead: &[DeadLetter], stream_times: &[i64]) -> Result<(), ArchiveError> {
         if dead.is_empty() {
             return Ok(());
         }
-        let batch = dead_letters_batch(dead, stream_time)?;
+        let batch = dead_letters_batch(dead, stream_times)?;
         self.append(Table::DeadLetters, &batch)
     }
 
@@ -286,6 +315,23 @@ mod tests {
         w.append_events(&events(&again)).unwrap();
         w.flush("t-000000").await.unwrap();
         assert!(std::fs::read(dir.path().join("events/date=2026-01-02/t-000000.parquet")).unwrap() == bytes, "a rewrite changed the file");
+    }
+
+    #[test]
+    fn a_dead_letter_without_a_time_takes_the_time_of_the_event_before_it() {
+        let batch = events(&[(1, ev("a", "2026-01-01T00:00:10Z")), (3, ev("b", "2026-01-03T00:00:30Z"))]);
+        let dead = |line: u64| {
+            crate::decode::DeadLetter::new(
+                crate::event::Origin::File { path: "t.jsonl".into(), line },
+                ("not_object", "not a JSON object".into()),
+                b"[1]",
+                &crate::decode::DecodeOptions::default(),
+            )
+        };
+        let (times, last) = stream_times(&batch, &[dead(0), dead(2), dead(4)], 7);
+        let s = |t: &str| crate::archive::schema::parse_time(t).unwrap();
+        assert_eq!(times, vec![7, s("2026-01-01T00:00:10Z"), s("2026-01-03T00:00:30Z")]);
+        assert_eq!(last, s("2026-01-03T00:00:30Z"));
     }
 
     #[test]
