@@ -62,7 +62,7 @@ pub fn stacked_bars(days: &[String], series: &[(String, Vec<u64>)], width: u32, 
         );
     }
     // Axes and grid.
-    let ticks = [4, 5, 2, 1].into_iter().find(|n| max % n == 0).unwrap_or(1);
+    let ticks = [4, 5, 2, 1].into_iter().find(|n| max.is_multiple_of(*n)).unwrap_or(1);
     for k in 0..=ticks {
         let v = max * k / ticks;
         let y = top + h - h * k as f64 / ticks as f64;
