@@ -195,6 +195,7 @@ pub struct Violation {
 
 /// Runs `sql` and returns its rows as JSON objects (nulls left out).
 pub async fn rows(ctx: &SessionContext, sql: &str) -> anyhow::Result<Vec<Map<String, Value>>> {
+    let started = std::time::Instant::now();
     let batches = ctx.sql(sql).await.with_context(|| format!("report query cannot be planned: {sql}"))?.collect().await.with_context(|| format!("report query failed: {sql}"))?;
     let mut buf = Vec::new();
     {
@@ -204,6 +205,7 @@ pub async fn rows(ctx: &SessionContext, sql: &str) -> anyhow::Result<Vec<Map<Str
         }
         w.finish()?;
     }
+    tracing::debug!(took_ms = started.elapsed().as_millis() as u64, sql, "report query");
     if buf.is_empty() {
         return Ok(Vec::new());
     }
@@ -284,8 +286,9 @@ pub async fn build(input: &ReportInput) -> anyhow::Result<Report> {
 
     let coverage = coverage(&ctx, &period, input.from, input.to).await?;
     let controls = controls(&ctx, &period, &input.rules).await?;
-    let vendors = vendors(&ctx, &period).await?;
-    let data_flow = data_flow(&ctx, &period, input.max_tenants).await?;
+    let (flows, flow_classes) = request_flows(&ctx, &period).await?;
+    let vendors = vendors(&ctx, &flows, &flow_classes).await?;
+    let data_flow = data_flow(&flows, &flow_classes, input.max_tenants);
     let changes = changes(&ctx, &period).await?;
     let findings = findings(&ctx, &period, &input.rules).await?;
     Ok(Report { provenance, coverage, controls, vendors, data_flow, changes, findings })
@@ -391,30 +394,48 @@ async fn controls(ctx: &SessionContext, period: &str, rules: &[Rule]) -> anyhow:
         .collect())
 }
 
-async fn vendors(ctx: &SessionContext, period: &str) -> anyhow::Result<Vec<VendorRow>> {
-    let requests = format!("events WHERE {period} AND event_type = 'ai.request'");
-    let seen = rows(ctx, &format!("SELECT coalesce(provider, '(not set)') AS vendor, count(*) AS n FROM {requests} GROUP BY 1")).await?;
-    let regions = rows(ctx, &format!("SELECT DISTINCT coalesce(provider, '(not set)') AS vendor, vendor_region FROM {requests} AND vendor_region IS NOT NULL ORDER BY 1, 2")).await?;
-    let classes = rows(
-        ctx,
-        &format!("SELECT DISTINCT vendor, dc FROM (SELECT coalesce(provider, '(not set)') AS vendor, unnest(data_classes) AS dc FROM {requests}) ORDER BY 1, 2"),
-    )
-    .await?;
+/// `ai.request`s of the period by tenant, provider and region (`n`), and the
+/// data classes of each such flow (`dc`): two scans that the vendor inventory
+/// and the data-flow diagram share.
+async fn request_flows(ctx: &SessionContext, period: &str) -> anyhow::Result<(Vec<Map<String, Value>>, Vec<Map<String, Value>>)> {
+    let base = format!(
+        "SELECT coalesce(tenant_id, '(no tenant)') AS tenant, coalesce(provider, '(not set)') AS vendor, \
+         coalesce(vendor_region, '(not set)') AS region, data_classes AS classes FROM events WHERE {period} AND event_type = 'ai.request'"
+    );
+    let flows = rows(ctx, &format!("SELECT tenant, vendor, region, count(*) AS n FROM ({base}) GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")).await?;
+    let classes =
+        rows(ctx, &format!("SELECT DISTINCT tenant, vendor, region, dc FROM (SELECT tenant, vendor, region, unnest(classes) AS dc FROM ({base})) ORDER BY 1, 2, 3, 4")).await?;
+    Ok((flows, classes))
+}
+
+async fn vendors(ctx: &SessionContext, flows: &[Map<String, Value>], flow_classes: &[Map<String, Value>]) -> anyhow::Result<Vec<VendorRow>> {
+    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+    let mut regions: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for r in flows {
+        *seen.entry(s(r, "vendor")).or_default() += n(r, "n");
+        if s(r, "region") != "(not set)" {
+            regions.entry(s(r, "vendor")).or_default().insert(s(r, "region"));
+        }
+    }
+    let mut classes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for r in flow_classes {
+        classes.entry(s(r, "vendor")).or_default().insert(s(r, "dc"));
+    }
     let listed = rows(ctx, "SELECT provider AS vendor, dpa_signed, trains_on_customer_data, allowed_data_classes FROM policy_vendors").await?;
-    let mut names: BTreeSet<String> = seen.iter().map(|r| s(r, "vendor")).collect();
+    let mut names: BTreeSet<String> = seen.keys().cloned().collect();
     names.extend(listed.iter().map(|r| s(r, "vendor")));
     Ok(names
         .into_iter()
         .map(|provider| {
             let policy = listed.iter().find(|r| s(r, "vendor") == provider);
             let allowed = policy.map(|r| list(r, "allowed_data_classes")).unwrap_or_default();
-            let sent: Vec<String> = classes.iter().filter(|r| s(r, "vendor") == provider).map(|r| s(r, "dc")).collect();
+            let sent: Vec<String> = classes.get(&provider).map(|c| c.iter().cloned().collect()).unwrap_or_default();
             VendorRow {
                 listed: policy.is_some(),
                 dpa_signed: policy.map(|r| b(r, "dpa_signed")),
                 trains_on_customer_data: policy.map(|r| b(r, "trains_on_customer_data")),
-                requests: seen.iter().find(|r| s(r, "vendor") == provider).map(|r| n(r, "n")).unwrap_or(0),
-                regions: regions.iter().filter(|r| s(r, "vendor") == provider).map(|r| s(r, "vendor_region")).collect(),
+                requests: seen.get(&provider).copied().unwrap_or(0),
+                regions: regions.get(&provider).map(|c| c.iter().cloned().collect()).unwrap_or_default(),
                 data_classes_not_allowed: sent.iter().filter(|c| !allowed.contains(c)).cloned().collect(),
                 data_classes_sent: sent,
                 allowed_data_classes: allowed,
@@ -424,16 +445,10 @@ async fn vendors(ctx: &SessionContext, period: &str) -> anyhow::Result<Vec<Vendo
         .collect())
 }
 
-async fn data_flow(ctx: &SessionContext, period: &str, max_tenants: usize) -> anyhow::Result<Vec<Flow>> {
-    let base = format!(
-        "SELECT coalesce(tenant_id, '(no tenant)') AS tenant, coalesce(provider, '(not set)') AS vendor, \
-         coalesce(vendor_region, '(not set)') AS region, data_classes AS classes FROM events WHERE {period} AND event_type = 'ai.request'"
-    );
-    let flows = rows(ctx, &format!("SELECT tenant, vendor, region, count(*) AS n FROM ({base}) GROUP BY 1, 2, 3")).await?;
-    let classes = rows(ctx, &format!("SELECT DISTINCT tenant, vendor, region, dc FROM (SELECT tenant, vendor, region, unnest(classes) AS dc FROM ({base}))")).await?;
+fn data_flow(flows: &[Map<String, Value>], classes: &[Map<String, Value>], max_tenants: usize) -> Vec<Flow> {
     // Tenants by requests; past `max_tenants`, the smaller ones are drawn as one group.
     let mut per_tenant: BTreeMap<String, u64> = BTreeMap::new();
-    for r in &flows {
+    for r in flows {
         *per_tenant.entry(s(r, "tenant")).or_default() += n(r, "n");
     }
     let mut ranked: Vec<(&String, &u64)> = per_tenant.iter().collect();
@@ -446,18 +461,18 @@ async fn data_flow(ctx: &SessionContext, period: &str, max_tenants: usize) -> an
     let others = per_tenant.len() - keep.len();
     let group = |t: &str| if keep.contains(t) { t.to_string() } else { format!("{others} other tenants") };
     let mut merged: BTreeMap<(String, String, String), (u64, BTreeSet<String>)> = BTreeMap::new();
-    for r in &flows {
+    for r in flows {
         merged.entry((group(&s(r, "tenant")), s(r, "vendor"), s(r, "region"))).or_default().0 += n(r, "n");
     }
-    for r in &classes {
+    for r in classes {
         if let Some(e) = merged.get_mut(&(group(&s(r, "tenant")), s(r, "vendor"), s(r, "region"))) {
             e.1.insert(s(r, "dc"));
         }
     }
-    Ok(merged
+    merged
         .into_iter()
         .map(|((tenants, provider, region), (requests, dc))| Flow { tenants, provider, region, requests, data_classes: dc.into_iter().collect() })
-        .collect())
+        .collect()
 }
 
 async fn changes(ctx: &SessionContext, period: &str) -> anyhow::Result<Vec<Change>> {
