@@ -326,5 +326,18 @@ fn s3_round_trip_against_a_local_s3_server() {
         .unwrap();
     let keys = String::from_utf8_lossy(&listed.stdout);
     assert!(keys.lines().count() > 0 && keys.lines().all(|k| k.starts_with("aiwatch/archive/") && k.ends_with("/compacted.parquet")), "{keys}");
+
+    // The report reads the store too.
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let out = s3(aiwatch()
+        .args(["report", "--archive", url, "--from", "2026-10-01", "--to", "2026-11-30", "--format", "json", "--policy"])
+        .arg(examples().join("policy.toml"))
+        .arg("--out")
+        .arg(&json));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r["coverage"]["events"].as_u64().unwrap(), counts.0);
+    assert_eq!(r["coverage"]["dead_letters"].as_u64().unwrap(), counts.1);
     drop(moto);
 }
