@@ -8,6 +8,13 @@ cd "$(dirname "$0")/.."
 # The broker runs on Java and is fetched with Maven; benches and fixtures use Python.
 AIWATCH_NEEDS="java mvn python3" source scripts/setup.sh
 
+# --- Archive and report tests (tests/cli/archive.rs, tests/cli/report.rs) ---
+# DuckDB and moto[server] in a venv outside the clone, Debian's chromium with
+# apt as root; idempotent. The tests call the same script, so they also run
+# alone with `cargo test`.
+scripts/archive-deps.sh >/dev/null
+# --- end of archive and report tests ---
+
 # Build first so a compile error is reported before the broker starts.
 cargo build --locked --tests
 

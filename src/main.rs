@@ -40,6 +40,11 @@ enum Command {
     Scan(cli::scan::Args),
     /// Run ad hoc SQL over events and the policy tables.
     Query(cli::query::Args),
+    /// Upkeep of the Parquet evidence archive (see `scan --archive`).
+    #[command(subcommand)]
+    Archive(cli::archive::Command),
+    /// The SOC 2 evidence report over a period of the archive (HTML or JSON).
+    Report(cli::report::Args),
     /// List, check or test the rule pack.
     #[command(subcommand)]
     Rules(cli::rules::Command),
@@ -79,6 +84,8 @@ fn main() -> ExitCode {
             Command::Run(a) => cli::run::run(a).await,
             Command::Scan(a) => cli::scan::run(a).await,
             Command::Query(a) => cli::query::run(a).await,
+            Command::Archive(c) => cli::archive::run(c).await,
+            Command::Report(a) => cli::report::run(a).await,
             Command::Rules(c) => cli::rules::run(c).await,
             Command::Demo(a) => cli::demo::run(a).await,
             Command::Generate(a) => cli::generate::run(a),

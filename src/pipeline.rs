@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use tokio::sync::mpsc;
 
 use crate::alert::Alert;
+use crate::archive::ArchiveWriter;
 use crate::decode::{DecodeOptions, Decoded, DeadLetter, Decoder, Formats};
 use crate::engine::state::StateStats;
 use crate::engine::{Engine, StepReport};
@@ -203,28 +204,76 @@ fn spawn_reader(inputs: ScanInputs) -> mpsc::Receiver<anyhow::Result<Decoded>> {
     rx
 }
 
-/// Scans JSON Lines inputs to the end, then moves the watermark to the largest
+/// Rows the archive holds in memory before a scan flushes them (about 200 MB of events).
+pub const ARCHIVE_FLUSH_ROWS: usize = 500_000;
+
+fn archive_step(archive: &mut ArchiveWriter, report: &StepReport) -> anyhow::Result<()> {
+    for b in &report.accepted {
+        archive.append_events(b)?;
+    }
+    archive.append_alerts(&report.alerts)?;
+    Ok(())
+}
+
+/// Scans the inputs to the end, then moves the watermark to the largest
 /// event time seen so absence rules settle. Alerts are handed to `on_alerts` as
 /// they fire.
 pub async fn scan(
     engine: &mut Engine,
     inputs: ScanInputs,
     dead: &mut DeadLetterSink,
+    on_alerts: impl FnMut(&[Alert]) -> anyhow::Result<()>,
+    on_progress: impl FnMut(&Totals),
+) -> anyhow::Result<Totals> {
+    scan_archived(engine, inputs, dead, None, on_alerts, on_progress).await
+}
+
+/// [`scan`], also writing every valid event, alert and dead letter to `archive`
+/// (see [`crate::archive::writer`]): a flush at least every [`ARCHIVE_FLUSH_ROWS`]
+/// rows and at the end. Flush `n` of a scan is labelled `s{hash of the input
+/// names}-{n}`, so scanning the same inputs with the same batch size again
+/// rewrites the same files.
+pub async fn scan_archived(
+    engine: &mut Engine,
+    inputs: ScanInputs,
+    dead: &mut DeadLetterSink,
+    mut archive: Option<&mut ArchiveWriter>,
     mut on_alerts: impl FnMut(&[Alert]) -> anyhow::Result<()>,
     mut on_progress: impl FnMut(&Totals),
 ) -> anyhow::Result<Totals> {
     let started = Instant::now();
+    let label_base = crate::archive::writer::scan_label_base(&inputs.paths);
+    let mut flushes = 0usize;
+    // Dates dead letters with no time of their own; the wall clock only before any valid event.
+    let mut stream_time: i64 = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
     let mut totals = Totals::default();
     let mut rx = spawn_reader(inputs);
     while let Some(decoded) = rx.recv().await {
-        let (report, dead_letters) = step(engine, &mut totals, decoded?, Evaluate::Pipelined { hold: None }).await?;
+        let decoded = decoded?;
+        if let Some(a) = archive.as_deref_mut() {
+            let (times, last) = crate::archive::writer::stream_times(&decoded.events, &decoded.dead_letters, stream_time);
+            a.append_dead_letters(&decoded.dead_letters, &times)?;
+            stream_time = last;
+        }
+        let (report, dead_letters) = step(engine, &mut totals, decoded, Evaluate::Pipelined { hold: None }).await?;
         dead.write(&dead_letters).context("cannot write dead letters")?;
         on_alerts(&report.alerts)?;
+        if let Some(a) = archive.as_deref_mut() {
+            archive_step(a, &report)?;
+            if a.pending_rows() >= ARCHIVE_FLUSH_ROWS {
+                a.flush(&format!("{label_base}-{flushes:06}")).await?;
+                flushes += 1;
+            }
+        }
         on_progress(&totals);
     }
     let report = engine.finish().await?;
     totals.add_step(&report);
     on_alerts(&report.alerts)?;
+    if let Some(a) = archive {
+        archive_step(a, &report)?;
+        a.flush(&format!("{label_base}-{flushes:06}")).await?;
+    }
     totals.elapsed = started.elapsed();
     Ok(totals)
 }

@@ -1,9 +1,11 @@
 //! One module per subcommand: its flags, then `run`.
 
+pub mod archive;
 pub mod config;
 pub mod demo;
 pub mod generate;
 pub mod query;
+pub mod report;
 pub mod rules;
 pub mod run;
 pub mod scan;

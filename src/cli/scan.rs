@@ -53,6 +53,11 @@ pub struct Args {
     /// found (critical > high > medium > low > info), for CI gates. Errors still exit 2.
     #[arg(long, value_name = "SEVERITY", value_parser = clap::builder::PossibleValuesParser::new(aiwatch::rules::SEVERITIES))]
     pub fail_on: Option<String>,
+    /// Also keep every valid event, alert and dead letter's metadata (never its
+    /// bytes) as Parquet in this directory or object store URL (s3://BUCKET/PATH,
+    /// gs://, az://; credentials from the environment). See docs/archive.md.
+    #[arg(long, value_name = "DIR_OR_URL")]
+    pub archive: Option<String>,
     /// Inputs, plain or gzip: JSON Lines, or length-delimited records for
     /// otlp_proto; `-` reads standard input.
     #[arg(required = true, value_name = "INPUT")]
@@ -90,10 +95,15 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         None
     };
     let mut worst = usize::MAX;
-    let totals = pipeline::scan(
+    let mut archive = match &a.archive {
+        Some(location) => Some(aiwatch::archive::ArchiveWriter::new(aiwatch::archive::Target::open(location)?)),
+        None => None,
+    };
+    let totals = pipeline::scan_archived(
         &mut engine,
         ScanInputs { paths: a.inputs, batch_size: a.batch_size.max(1), decode: decode_options, formats },
         &mut dead,
+        archive.as_mut(),
         |batch| {
             worst = batch.iter().map(|a| rank(&a.severity)).fold(worst, usize::min);
             Ok(alerts.write_alerts(batch)?)

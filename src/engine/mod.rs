@@ -99,6 +99,8 @@ pub struct StepReport {
     /// Rules that failed on this step (each also raised an `aiwatch.rule_error` alert).
     pub rule_errors: Vec<String>,
     pub watermark: Option<i64>,
+    /// The new events evaluated (duplicates dropped), for the evidence archive.
+    pub accepted: Vec<RecordBatch>,
 }
 
 impl StepReport {
@@ -111,6 +113,7 @@ impl StepReport {
         self.rule_times.extend(later.rule_times);
         self.rule_errors.extend(later.rule_errors);
         self.watermark = later.watermark.or(self.watermark);
+        self.accepted.extend(later.accepted);
     }
 }
 
@@ -471,6 +474,7 @@ impl Engine {
             duplicates: input.duplicates,
             late: input.late,
             watermark,
+            accepted: if input.events.num_rows() > 0 { vec![input.events.clone()] } else { Vec::new() },
             ..Default::default()
         };
         for (i, batches, took) in results {
