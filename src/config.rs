@@ -63,6 +63,18 @@ pub struct RunConfig {
     /// How the adapter formats (`litellm`, `otlp_json`, `otlp_proto`) map their records.
     #[serde(default)]
     pub adapter: AdapterConfig,
+    /// The evidence archive (docs/archive.md), written at each checkpoint.
+    #[serde(default)]
+    pub archive: Option<ArchiveConfig>,
+}
+
+/// `[archive]`: where `aiwatch run` keeps every valid event, alert and dead letter's metadata as Parquet.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveConfig {
+    /// A directory (relative to the config file's folder), or an object store
+    /// URL (`s3://BUCKET/PATH`, `gs://`, `az://`; credentials from the environment).
+    pub location: String,
 }
 
 /// The Kafka source.
@@ -623,6 +635,13 @@ impl RunConfig {
             rebase(r);
         }
         rebase(&mut c.state_dir);
+        if let Some(a) = c.archive.as_mut() {
+            if !a.location.contains("://") {
+                let mut p = PathBuf::from(&a.location);
+                rebase(&mut p);
+                a.location = p.display().to_string();
+            }
+        }
         if let Some(d) = c.dead_letter.as_mut() {
             match (d.kind, &d.topic, &d.path) {
                 (DeadLetterKind::Kafka, Some(t), None) if !t.is_empty() => {}

@@ -23,7 +23,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::{DeadLetterDestination, OutputConfig, RunConfig};
 use crate::decode::{DeadLetter, DecodeOptions, Decoded, Decoder, Formats};
-use crate::engine::{Engine, EngineConfig, SpillConfig};
+use crate::archive::run::RunArchive;
+use crate::engine::{Engine, EngineConfig, SpillConfig, StepReport};
 use crate::event::{Origin, RawBatch};
 use crate::outputs::http::{Alertmanager, Webhook};
 use crate::outputs::kafka::{send_dead_letters, KafkaAlerts};
@@ -111,18 +112,24 @@ fn build_delivery(config: &RunConfig, producer: &Option<FutureProducer>, rules: 
 }
 
 /// Position JSON of a checkpoint: `[[topic, partition, next_offset], ...]`.
-fn position_json(next: &HashMap<TopicPartition, i64>) -> serde_json::Value {
+/// What a checkpoint covers: the next offset per partition, and how many
+/// archive flushes it makes durable (see [`crate::archive::run`]).
+fn position_json(next: &HashMap<TopicPartition, i64>, archive_seq: u64) -> serde_json::Value {
     let mut v: Vec<_> = next.iter().map(|((t, p), o)| serde_json::json!([t, p, o])).collect();
     v.sort_by_key(|x| x.to_string());
-    serde_json::Value::Array(v)
+    serde_json::json!({ "offsets": v, "archive_seq": archive_seq })
 }
 
-fn parse_position(v: &serde_json::Value) -> HashMap<TopicPartition, i64> {
-    v.as_array()
+/// Reads [`position_json`]; a checkpoint of a release before the archive holds the offsets alone.
+fn parse_position(v: &serde_json::Value) -> (HashMap<TopicPartition, i64>, u64) {
+    let offsets = v.get("offsets").unwrap_or(v);
+    let next = offsets
+        .as_array()
         .into_iter()
         .flatten()
         .filter_map(|e| Some(((e.get(0)?.as_str()?.to_string(), e.get(1)?.as_i64()? as i32), e.get(2)?.as_i64()?)))
-        .collect()
+        .collect();
+    (next, v.get("archive_seq").and_then(|s| s.as_u64()).unwrap_or(0))
 }
 
 /// Stops the loop on SIGINT or SIGTERM: the current batch is finished, flushed and committed.
@@ -142,6 +149,8 @@ fn shutdown_signal() -> watch::Receiver<bool> {
 
 struct Loop {
     engine: Engine,
+    /// The evidence archive, flushed at each checkpoint.
+    archive: Option<RunArchive>,
     delivery: Delivery,
     dead: DeadLetters,
     metrics: Arc<Metrics>,
@@ -213,8 +222,14 @@ impl Loop {
             *e = (*e).max(t);
         }
         self.metrics.observe_decoded(&decoded);
+        if let Some(a) = &mut self.archive {
+            a.dead_letters(&decoded)?;
+        }
         let hold = self.hold();
         let (report, dead_letters) = pipeline::step(&mut self.engine, &mut self.totals, decoded, Evaluate::Pipelined { hold }).await?;
+        if let Some(a) = &mut self.archive {
+            a.step(&report)?;
+        }
         self.dead.send(&dead_letters, &self.metrics).await.context("cannot write dead letters")?;
         self.metrics.observe_step(&report, started.elapsed().as_secs_f64());
         self.metrics.observe_state(&self.engine.state_stats());
@@ -226,8 +241,16 @@ impl Loop {
     /// Evaluates the pipelined step and delivers its alerts.
     async fn flush(&mut self) -> anyhow::Result<()> {
         let report = self.engine.flush().await?;
+        self.finish_step(report).await
+    }
+
+    /// Counts, archives and delivers the report of a step evaluated outside [`Loop::step`].
+    async fn finish_step(&mut self, report: StepReport) -> anyhow::Result<()> {
         self.totals.add_step(&report);
         self.metrics.observe_report(&report);
+        if let Some(a) = &mut self.archive {
+            a.step(&report)?;
+        }
         self.delivery.deliver(&report.alerts, &self.metrics, &self.stop).await
     }
 
@@ -246,7 +269,12 @@ impl Loop {
     async fn checkpoint(&mut self, consumer: &rdkafka::consumer::StreamConsumer<Context>, mode: CommitMode) -> anyhow::Result<bool> {
         self.flush().await?;
         let started = Instant::now();
-        if let Err(e) = self.engine.write_checkpoint(&self.checkpoint_path, position_json(&self.processed)) {
+        // The archive first: a checkpoint covers the files flushed before it.
+        let archive_seq = match &mut self.archive {
+            Some(a) => a.flush().await.context("cannot write the archive; aiwatch stops, and resumes from its last checkpoint")?,
+            None => 0,
+        };
+        if let Err(e) = self.engine.write_checkpoint(&self.checkpoint_path, position_json(&self.processed, archive_seq)) {
             self.metrics.checkpoint_failures.inc();
             self.metrics.checkpoint_failing.store(true, std::sync::atomic::Ordering::Relaxed);
             tracing::error!(error = %e, "checkpoint failed; offsets are not committed, retrying at the next interval");
@@ -407,14 +435,22 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
         ..Default::default()
     };
     let mut engine = Engine::new(policy, rules, &engine_config).await.context("the rule pack cannot be used")?;
-    let covered = match engine.restore_checkpoint(&checkpoint_path)? {
+    let (covered, archive_seq) = match engine.restore_checkpoint(&checkpoint_path)? {
         Some(pos) => {
             let covered = parse_position(&pos);
-            tracing::info!(path = %checkpoint_path.display(), partitions = covered.len(), "restored engine state from checkpoint");
+            tracing::info!(path = %checkpoint_path.display(), partitions = covered.0.len(), "restored engine state from checkpoint");
             metrics.observe_restored_checkpoint(&checkpoint_path);
             covered
         }
-        None => HashMap::new(),
+        None => (HashMap::new(), 0),
+    };
+    let archive = match &config.archive {
+        Some(a) => Some(
+            RunArchive::open(&a.location, &config.kafka.group_id, archive_seq)
+                .await
+                .with_context(|| format!("cannot use the archive {}", a.location))?,
+        ),
+        None => None,
     };
 
     let dead_destination = config.dead_letter.as_ref().map(|d| d.destination());
@@ -483,6 +519,7 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
         checkpoint_path,
         totals: Totals::default(),
         stop: stop.clone(),
+        archive,
     };
     metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
 
@@ -554,6 +591,9 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
         let report = lp.engine.finish().await?;
         lp.totals.add_step(&report);
         lp.metrics.observe_step(&report, 0.0);
+        if let Some(a) = &mut lp.archive {
+            a.step(&report)?;
+        }
         lp.delivery.deliver(&report.alerts, &lp.metrics, &lp.stop).await?;
     }
     if !lp.checkpoint(&consumer, CommitMode::Sync).await? {

@@ -15,6 +15,7 @@
 //! (docs/archive.md).
 
 pub mod compact;
+pub mod run;
 pub mod schema;
 pub mod tables;
 pub mod target;

@@ -37,6 +37,9 @@ fn kill_9_and_restart(state_memory_limit: Option<u64>) {
     cfg.policy = policy;
     cfg.checkpoint_interval_seconds = 1;
     cfg.state_memory_limit = state_memory_limit;
+    // The evidence archive, written at each checkpoint: every event in it once, after the kill too.
+    let archive = dir.path().join("archive");
+    cfg.extra = format!("\n[archive]\nlocation = {}\n", toml_str(&archive.display().to_string()));
     // Small steps, so the stream takes long enough to be killed in the middle.
     cfg.batch_size = 500;
     cfg.start_at_beginning();
@@ -101,5 +104,23 @@ fn kill_9_and_restart(state_memory_limit: Option<u64>) {
     if state_memory_limit.is_some() {
         assert!(cfg.state_dir.join("spill.redb").exists(), "open obligations were spilled to the store in state_dir");
     }
+
+    // The archive holds every valid event of the stream exactly once, and every alert of both runs.
+    let scan_archive = dir.path().join("scan-archive");
+    run_ok(
+        aiwatch().arg("scan").arg("--policy").arg(&cfg.policy).arg("--archive").arg(&scan_archive).arg("--alerts").arg(dir.path().join("a.jsonl")).arg(&events),
+        Duration::from_secs(120),
+    );
+    let count = |archive: &std::path::Path, sql: &str| -> String {
+        let out = run_ok(aiwatch().arg("query").arg("--archive").arg(archive).args(["--output", "csv", sql]), Duration::from_secs(60));
+        String::from_utf8_lossy(&out).lines().nth(1).unwrap_or_default().to_string()
+    };
+    let events_sql = "SELECT count(*) AS n, count(DISTINCT event_id) AS ids FROM events";
+    let in_run = count(&archive, events_sql);
+    assert_eq!(in_run, count(&scan_archive, events_sql), "events archived by the killed run and the restart, against scan");
+    let (n, ids) = in_run.split_once(',').unwrap();
+    assert_eq!(n, ids, "no event archived twice");
+    let alerts_sql = "SELECT count(DISTINCT alert_id) FROM alerts";
+    assert_eq!(count(&archive, alerts_sql), count(&scan_archive, alerts_sql), "distinct alerts archived");
     delete_topics(&[&topic]);
 }
