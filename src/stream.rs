@@ -429,7 +429,7 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
         // Beside the checkpoint, which names the store's savepoint it was taken with.
         spill: SpillConfig {
             memory_limit: config.state_memory_limit,
-            path: Some(config.state_dir.join("spill.redb")),
+            path: Some(config.state_dir.join(crate::engine::spill::SPILL_FILE)),
             ..Default::default()
         },
         ..Default::default()

@@ -339,7 +339,7 @@ fn checkpoint_size(path: &Path) -> u64 {
         .map(|dir| dir.filter_map(|e| e.ok()?.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
         .unwrap_or(0);
     // Open obligations spilled past state_memory_limit, beside the checkpoint (src/engine/spill.rs).
-    let spilled = std::fs::metadata(path.with_file_name("spill.redb")).map_or(0, |m| m.len());
+    let spilled = std::fs::metadata(path.with_file_name(crate::engine::spill::SPILL_FILE)).map_or(0, |m| m.len());
     file + segments + spilled
 }
 

@@ -30,6 +30,9 @@ use redb::{Database, Durability, ReadableTable as _, ReadableTableMetadata as _,
 
 use super::state::{Key, Obligation};
 
+/// The store's file name in `state_dir`, beside the checkpoint.
+pub const SPILL_FILE: &str = "spill.redb";
+
 /// Memory the store may use to cache its pages (redb's default is 1 GiB, more
 /// than the state it relieves).
 const CACHE_BYTES: usize = 64 << 20;
