@@ -33,6 +33,11 @@ pub struct RunConfig {
     /// disk in `state_dir` (0 to 1 TiB; default 512 MiB).
     #[serde(default = "default_state_memory_limit", deserialize_with = "state_memory_limit")]
     pub state_memory_limit: usize,
+    /// Key-hash shards of the event-time state (1 to 256; default 8): each is
+    /// checkpointed on its own and incrementally, and large steps work on them
+    /// in parallel. An existing state_dir keeps the count its checkpoint has.
+    #[serde(default = "default_state_shards", deserialize_with = "state_shards")]
+    pub state_shards: usize,
     /// Seconds between checkpoints; offsets are committed at each one (1 s to 1 day).
     #[serde(default = "default_checkpoint_interval", deserialize_with = "checkpoint_interval")]
     pub checkpoint_interval_seconds: u64,
@@ -330,6 +335,9 @@ fn default_max_raw_bytes() -> usize {
 fn default_state_memory_limit() -> usize {
     crate::engine::state::DEFAULT_STATE_MEMORY_LIMIT
 }
+fn default_state_shards() -> usize {
+    crate::engine::state::DEFAULT_SHARDS
+}
 fn default_lateness() -> u64 {
     60
 }
@@ -392,6 +400,9 @@ fn lateness<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 }
 fn state_memory_limit<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     in_range(d, "state_memory_limit", 0, 1 << 40)
+}
+fn state_shards<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    in_range(d, "state_shards", 1, crate::engine::state::MAX_SHARDS)
 }
 fn checkpoint_interval<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     in_range(d, "checkpoint_interval_seconds", 1, DAY_SECONDS)

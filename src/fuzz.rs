@@ -265,7 +265,7 @@ fn fuzz_checkpoint_restore() {
     let bodies = prop::collection::vec(any::<u8>(), 0..400);
     runner
         .run(&bodies, |body| {
-            let mut bytes = b"AIWCKPT4".to_vec();
+            let mut bytes = b"AIWCKPT5".to_vec();
             bytes.extend_from_slice(&body);
             let digest = sha2::Sha256::digest(&bytes);
             bytes.extend_from_slice(b"AIWSUM01");

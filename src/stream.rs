@@ -432,6 +432,7 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
             path: Some(config.state_dir.join(crate::engine::spill::SPILL_FILE)),
             ..Default::default()
         },
+        shards: config.state_shards,
         ..Default::default()
     };
     let mut engine = Engine::new(policy, rules, &engine_config).await.context("the rule pack cannot be used")?;

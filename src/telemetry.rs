@@ -329,17 +329,21 @@ fn unix_now() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// Bytes of a checkpoint file and of the files in its `PATH.history/` folder
-/// (segments the previous checkpoint still names included); 0 for what is missing.
+/// Bytes of a checkpoint's manifest and of the files in its `PATH.history/`
+/// and `PATH.shards/` folders (files the previous checkpoint still names
+/// included); 0 for what is missing.
 fn checkpoint_size(path: &Path) -> u64 {
     let file = std::fs::metadata(path).map_or(0, |m| m.len());
-    let mut history = path.as_os_str().to_owned();
-    history.push(".history");
-    let segments = std::fs::read_dir(&history)
-        .map(|dir| dir.filter_map(|e| e.ok()?.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
-        .unwrap_or(0);
+    let folder = |suffix: &str| -> u64 {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        std::fs::read_dir(&name)
+            .map(|dir| dir.filter_map(|e| e.ok()?.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
+            .unwrap_or(0)
+    };
+    let segments = folder(".history") + folder(".shards");
     // Open obligations spilled past state_memory_limit, beside the checkpoint (src/engine/spill.rs).
-    let spilled = std::fs::metadata(path.with_file_name(crate::engine::spill::SPILL_FILE)).map_or(0, |m| m.len());
+    let spilled = crate::engine::spill::stores_bytes(&path.with_file_name(crate::engine::spill::SPILL_FILE));
     file + segments + spilled
 }
 

@@ -59,7 +59,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         Some(p) => Arc::new(Policy::load(p)?),
         None => Arc::new(Policy::parse(DEMO_POLICY, "<embedded demo policy>").map_err(|e| anyhow::anyhow!(e))?),
     };
-    let mut engine = super::build_engine(policy, None, 60, None).await?;
+    let mut engine = super::build_engine(policy, None, 60, (None, None)).await?;
     let start_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
     let mut generator = Generator::new(GeneratorConfig {
         seed: a.seed,

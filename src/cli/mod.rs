@@ -60,12 +60,20 @@ pub fn load_policy(path: &Path) -> anyhow::Result<Arc<Policy>> {
     Ok(Arc::new(Policy::load(path)?))
 }
 
-/// An engine over `policy` and the rule pack; `state_memory_limit` as in the run config (`None`: its default).
-pub async fn build_engine(policy: Arc<Policy>, rules_dir: Option<&Path>, lateness: u64, state_memory_limit: Option<usize>) -> anyhow::Result<Engine> {
+/// An engine over `policy` and the rule pack; `state_memory_limit` and `state_shards` as in the run config (`None`: their defaults).
+pub async fn build_engine(
+    policy: Arc<Policy>,
+    rules_dir: Option<&Path>,
+    lateness: u64,
+    (state_memory_limit, state_shards): (Option<usize>, Option<usize>),
+) -> anyhow::Result<Engine> {
     let rules = aiwatch::rules::pack(rules_dir)?;
     let mut config = EngineConfig { lateness_seconds: lateness, ..Default::default() };
     if let Some(limit) = state_memory_limit {
         config.spill.memory_limit = limit;
+    }
+    if let Some(shards) = state_shards {
+        config.shards = shards;
     }
     Engine::new(policy, rules, &config).await.context("the rule pack cannot be used")
 }

@@ -49,6 +49,10 @@ pub struct Args {
     /// does (state_memory_limit; default 512 MiB).
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(0..=1_099_511_627_776))]
     pub state_memory_limit: Option<u64>,
+    /// Key-hash shards of the event-time state, as `aiwatch run`'s state_shards
+    /// (default 8); the alerts are the same for any count.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub state_shards: Option<u64>,
     /// Exit with status 1 when an alert of this severity or a higher one is
     /// found (critical > high > medium > low > info), for CI gates. Errors still exit 2.
     #[arg(long, value_name = "SEVERITY", value_parser = clap::builder::PossibleValuesParser::new(aiwatch::rules::SEVERITIES))]
@@ -80,7 +84,12 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     };
     let formats = super::formats(a.input.format, a.input.adapter.as_deref())?;
     let policy = super::load_policy(&a.rules.policy)?;
-    let mut engine = super::build_engine(policy, a.rules.rules.as_deref(), a.rules.lateness, a.state_memory_limit.map(|b| b as usize)).await?;
+    let mut engine = super::build_engine(
+        policy,
+        a.rules.rules.as_deref(),
+        a.rules.lateness,
+        (a.state_memory_limit.map(|b| b as usize), a.state_shards.map(|n| n as usize)),
+    ).await?;
     let mut alerts = JsonLines::create(a.alerts.as_deref())
         .map_err(|e| anyhow::anyhow!("cannot write alerts to {}: {e}", a.alerts.as_ref().unwrap().display()))?;
     let mut dead = match &a.dead_letter {

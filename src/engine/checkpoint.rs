@@ -1,29 +1,41 @@
-//! Checkpoints: the engine's event-time state, written atomically (temporary
-//! file, fsync, rename) together with the source position it covers (Kafka
-//! offsets), so a restart, after `kill -9` too, resumes exactly where the
-//! durable state ends.
+//! Checkpoints: the engine's event-time state, written atomically together
+//! with the source position it covers (Kafka offsets), so a restart, after
+//! `kill -9` too, resumes exactly where the durable state ends. A checkpoint
+//! costs what changed since the last one, not the size of the state.
 //!
-//! Layout: `PATH` holds the magic `AIWCKPT4`, then the snapshot in postcard's
-//! compact binary encoding to the end of the file (watermark, seen id keys,
-//! open deadlines, decided keys, emitted violations, the ids of the live
-//! history segments, the source position as JSON text). Ids the state keeps
-//! as 128-bit keys are written as keys.
-//! History rows, the bulk of the state, are immutable once a step has them:
-//! each segment is written once, as an Arrow IPC file in `PATH.history/`, and
-//! deleted after a checkpoint no longer lists it. A checkpoint therefore
-//! writes what changed since the last one plus the small mutable parts.
-//! Checkpoints of earlier layouts (`AIWCKPT2`, `AIWCKPT3`, which kept ids as
-//! strings) are refused with advice: move the state away and aiwatch resumes
-//! from the committed Kafka offsets.
+//! Layout:
+//! - `PATH`, the manifest: the magic `AIWCKPT5`, then in postcard's compact
+//!   binary encoding the watermark, the ids of the live history segments, for
+//!   each key-hash shard the files that hold it and its spill store's
+//!   savepoint, the files of the emitted violations, and the source position
+//!   (JSON text).
+//! - `PATH.history/segment-N.arrow`: history rows, immutable once a step has
+//!   them, each written once as an Arrow IPC file.
+//! - `PATH.shards/`: each shard's state as a chain of files, a base (the whole
+//!   shard) and the deltas written after it (what changed since the file
+//!   before: the open obligations, early fulfilments and conversations that
+//!   changed, the decided keys added and expired in order, the seen ids,
+//!   which span only the allowed lateness). A checkpoint writes a delta for
+//!   each shard that changed and rewrites at most one shard whole, the one
+//!   whose deltas have grown largest against its base, so chains stay short and
+//!   the cost of a checkpoint stays proportional to the change. The emitted
+//!   violations are a chain of their own. A restore reads each base and
+//!   applies its deltas in order, then replays expiry at the manifest's
+//!   watermark (expiry is a function of the watermark, so deltas need not
+//!   list what it dropped).
 //!
-//! Safety: the file ends with a trailer, `AIWSUM01` and the SHA-256 of
-//! everything before it, checked before anything is decoded. Each write keeps
-//! the checkpoint it replaces as `PATH.prev`, and the history segments that one
-//! references until the next write supersedes it. A latest checkpoint that is
-//! missing or damaged (bad checksum, cut short, a segment unreadable) falls back
-//! to the previous one with a warning, and is renamed `PATH.damaged`; when both
-//! are damaged aiwatch refuses to start, saying how to reset. Files are created
-//! with mode 0600 and folders with 0700.
+//! Ids the state keeps as 128-bit keys are written as keys. Checkpoints of
+//! earlier layouts (`AIWCKPT2` to `AIWCKPT4`) are refused with advice: move the
+//! state away and aiwatch resumes from the committed Kafka offsets.
+//!
+//! Safety: the manifest and every shard file end with a trailer, `AIWSUM01`
+//! and the SHA-256 of everything before it, checked before anything is
+//! decoded. Each write keeps the manifest it replaces as `PATH.prev`, and the
+//! files that one references until the next write supersedes it. A latest
+//! checkpoint that is missing or damaged (bad checksum, cut short, a file
+//! unreadable) falls back to the previous one with a warning, and is renamed
+//! `PATH.damaged`; when both are damaged aiwatch refuses to start, saying how
+//! to reset. Files are created with mode 0600 and folders with 0700.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -37,46 +49,143 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::spill::Spill;
-use super::state::{Conversation, Deadlines, HashMap, HashSet, Key};
+use super::state::{each_shard, Conversation, Conversations, Deadlines, DeadlinesChanges, DeadlinesChangesRef, HashMap, HashSet, Key, Shard};
 use super::Engine;
 
-const MAGIC: &[u8; 8] = b"AIWCKPT4";
+const MAGIC: &[u8; 8] = b"AIWCKPT5";
+/// Starts a shard file (a base or a delta).
+const PART_MAGIC: &[u8; 8] = b"AIWPART1";
 /// Starts the trailer: this tag, then the SHA-256 of all bytes before the tag.
 const SUM_TAG: &[u8; 8] = b"AIWSUM01";
 const SUM_LEN: usize = 8 + 32;
-/// Layouts of earlier releases, which kept ids as strings.
-const MAGIC_OLD: [&[u8; 8]; 2] = [b"AIWCKPT2", b"AIWCKPT3"];
+/// Layouts of earlier releases.
+const MAGIC_OLD: [&[u8; 8]; 3] = [b"AIWCKPT2", b"AIWCKPT3", b"AIWCKPT4"];
 
-/// What is written: borrowed from the live state, so a checkpoint copies nothing.
-#[derive(Serialize)]
-struct SnapshotRef<'a, P> {
+/// A chain's deltas are folded into a new base once they outgrow the base
+/// (and this floor), or once there are this many of them.
+const COMPACT_FLOOR_BYTES: u64 = 256 << 10;
+const MAX_DELTAS: usize = 64;
+
+/// One file of a chain.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct FileRef {
+    seq: u64,
+    base: bool,
+    bytes: u64,
+}
+
+/// A base and the deltas written after it, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Chain {
+    files: Vec<FileRef>,
+}
+
+impl Chain {
+    fn base_bytes(&self) -> u64 {
+        self.files.first().map_or(0, |f| f.bytes)
+    }
+
+    fn delta_bytes(&self) -> u64 {
+        self.files.iter().skip(1).map(|f| f.bytes).sum()
+    }
+
+    /// How badly it wants folding into a new base: above 1 it should be.
+    fn pressure(&self) -> f64 {
+        if self.files.len() > MAX_DELTAS {
+            return f64::INFINITY;
+        }
+        self.delta_bytes() as f64 / self.base_bytes().max(COMPACT_FLOOR_BYTES) as f64
+    }
+}
+
+/// A shard's files and its spill store's savepoint.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct ShardRef {
+    chain: Chain,
+    savepoint: Option<u64>,
+}
+
+/// Where the durable state is: the parts of a manifest that name files.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Chains {
+    shards: Vec<ShardRef>,
+    emitted: Chain,
+    next_file: u64,
+}
+
+impl Chains {
+    /// The shard files it names.
+    fn names(&self) -> HashSet<String> {
+        let mut names: HashSet<String> = self.emitted.files.iter().map(|f| file_name("emitted", f)).collect();
+        for (i, s) in self.shards.iter().enumerate() {
+            names.extend(s.chain.files.iter().map(|f| file_name(&shard_name(i), f)));
+        }
+        names
+    }
+}
+
+fn shard_name(i: usize) -> String {
+    format!("shard-{i:03}")
+}
+
+fn file_name(part: &str, f: &FileRef) -> String {
+    format!("{part}-{:012}.{}", f.seq, if f.base { "base" } else { "delta" })
+}
+
+/// The manifest.
+#[derive(Serialize, Deserialize)]
+struct Manifest<P> {
     max_seen: Option<i64>,
     watermark: i64,
-    seen: &'a BTreeMap<i64, HashSet<Key>>,
-    requests: &'a Deadlines,
-    artifacts: &'a Deadlines,
-    emitted: Vec<(&'a str, &'a str, i64)>,
     segments: Vec<u64>,
     next_segment: u64,
-    conversations: &'a HashMap<Key, Conversation>,
+    chains: Chains,
+    emitted_swept: i64,
     /// The source position: JSON text (postcard cannot carry a free-form JSON value).
     position: P,
 }
 
-/// What is read back; `P` is the position: JSON text, or a JSON value in the old layout.
+/// A whole shard, borrowed from the live state.
+#[derive(Serialize)]
+struct ShardBaseRef<'a> {
+    seen: &'a BTreeMap<i64, HashSet<Key>>,
+    requests: &'a Deadlines,
+    artifacts: &'a Deadlines,
+    conversations: &'a HashMap<Key, Conversation>,
+}
+
 #[derive(Deserialize)]
-struct Snapshot<P> {
-    max_seen: Option<i64>,
-    watermark: i64,
+struct ShardBase {
     seen: BTreeMap<i64, HashSet<Key>>,
     requests: Deadlines,
     artifacts: Deadlines,
-    /// (rule_id, subject, event time of the violation)
-    emitted: Vec<(String, String, i64)>,
-    segments: Vec<u64>,
-    next_segment: u64,
     conversations: HashMap<Key, Conversation>,
-    position: P,
+}
+
+/// What changed in a shard since the file before.
+#[derive(Serialize)]
+struct ShardDeltaRef<'a> {
+    seen: &'a BTreeMap<i64, HashSet<Key>>,
+    requests: DeadlinesChangesRef<'a>,
+    artifacts: DeadlinesChangesRef<'a>,
+    conversations: Vec<(Key, Option<&'a Conversation>)>,
+}
+
+#[derive(Deserialize)]
+struct ShardDelta {
+    seen: BTreeMap<i64, HashSet<Key>>,
+    requests: DeadlinesChanges,
+    artifacts: DeadlinesChanges,
+    conversations: Vec<(Key, Option<Conversation>)>,
+}
+
+/// A change to the emitted violations, replayed in order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum EmittedOp {
+    /// (rule id, subject, event time)
+    Add(String, String, i64),
+    /// Everything older than this was forgotten.
+    Sweep(i64),
 }
 
 /// A checkpoint that cannot be read back.
@@ -94,18 +203,120 @@ pub enum CheckpointError {
     BothDamaged { path: String, latest: String, previous: String },
 }
 
+/// What a shard's checkpoint wrote: its file (if any) and its savepoint.
+type ShardWrite = std::io::Result<(Option<FileRef>, Option<u64>)>;
+
 impl Engine {
-    /// Writes the state and the source `position` it covers to `path`,
-    /// atomically, with a checksum; the checkpoint it replaces becomes `PATH.prev`.
-    /// An error (a full disk) leaves the last good checkpoints as they were.
+    /// Writes the state and the source `position` it covers to `path`:
+    /// new history segments, a delta for each shard that changed (one shard
+    /// whole when its chain is due for it), then the manifest, atomically; the
+    /// manifest it replaces becomes `PATH.prev`. An error (a full disk) leaves
+    /// the last good checkpoints as they were, and the next write covers the
+    /// same changes.
     pub fn write_checkpoint(&mut self, path: &Path, position: serde_json::Value) -> Result<(), CheckpointError> {
         let io = |source| CheckpointError::Io { path: path.display().to_string(), source };
-        let dir = segment_dir(path);
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io)?;
-        // The segments of the latest checkpoint, which becomes the previous one.
-        let previous: HashSet<u64> = self.persisted_segments.iter().copied().collect();
-        let mut live = Vec::new();
         debug_assert!(self.pending.is_none(), "flush the pipelined step before a checkpoint");
+        let segments = self.write_segments(path).map_err(io)?;
+        let dir = shards_dir(path);
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io)?;
+
+        let n = self.state().shard_count();
+        let mut chains = self.durable.clone().filter(|c| c.shards.len() == n).unwrap_or_else(|| Chains {
+            shards: vec![ShardRef::default(); n],
+            next_file: self.durable.as_ref().map_or(0, |c| c.next_file),
+            ..Chains::default()
+        });
+        // At most one shard is rewritten whole per checkpoint: the one whose deltas weigh most against its base.
+        let compact = chains
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.chain.pressure(), i))
+            .filter(|(p, _)| *p > 1.0)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, i)| i);
+        let first_seq = chains.next_file;
+        chains.next_file += n as u64 + 1;
+        let refs = &chains.shards;
+        let writes: Vec<ShardWrite> = each_shard(
+            &mut self.state.as_mut().expect("state present").shards,
+            true,
+            |i, shard| {
+                let savepoint = match shard.spill.as_mut() {
+                    Some(spill) => Some(spill.savepoint().map_err(std::io::Error::other)?),
+                    None => None,
+                };
+                let seq = first_seq + i as u64;
+                let whole = refs[i].chain.files.is_empty() || compact == Some(i);
+                let file = if whole {
+                    let base = ShardBaseRef {
+                        seen: &shard.seen,
+                        requests: &shard.requests,
+                        artifacts: &shard.artifacts,
+                        conversations: shard.conversations.all(),
+                    };
+                    Some(write_part(&dir, &shard_name(i), seq, true, &base)?)
+                } else if shard.changed() {
+                    let delta = ShardDeltaRef {
+                        seen: &shard.seen,
+                        requests: shard.requests.changes(),
+                        artifacts: shard.artifacts.changes(),
+                        conversations: shard.conversations.changes(),
+                    };
+                    Some(write_part(&dir, &shard_name(i), seq, false, &delta)?)
+                } else {
+                    None
+                };
+                Ok((file, savepoint))
+            },
+            || (),
+        )
+        .0;
+        for (i, w) in writes.into_iter().enumerate() {
+            let (file, savepoint) = w.map_err(io)?;
+            let chain = &mut chains.shards[i];
+            chain.savepoint = savepoint;
+            match file {
+                Some(f) if f.base => chain.chain.files = vec![f],
+                Some(f) => chain.chain.files.push(f),
+                None => {}
+            }
+        }
+        // The emitted violations: a chain of their own.
+        let seq = first_seq + n as u64;
+        if chains.emitted.files.is_empty() || chains.emitted.pressure() > 1.0 {
+            let all: Vec<(&str, &str, i64)> = self.emitted.iter().map(|((i, s), at)| (self.rules[*i].rule.id.as_str(), s.as_str(), *at)).collect();
+            chains.emitted.files = vec![write_part(&dir, "emitted", seq, true, &all).map_err(io)?];
+        } else if !self.emitted_log.is_empty() {
+            chains.emitted.files.push(write_part(&dir, "emitted", seq, false, &self.emitted_log).map_err(io)?);
+        }
+
+        let manifest = Manifest {
+            max_seen: self.state().max_seen,
+            watermark: self.state().watermark,
+            segments: segments.clone(),
+            next_segment: self.state().history.next_segment_id(),
+            chains: chains.clone(),
+            emitted_swept: self.emitted_swept,
+            position: position.to_string(),
+        };
+        write_summed(path, Some(&previous_path(path)), MAGIC, &manifest).map_err(io)?;
+
+        // Durable now: what changed is in the files, and what neither durable checkpoint names can go.
+        for shard in &mut self.state_mut().shards {
+            shard.clear_changes();
+        }
+        self.emitted_log.clear();
+        let previous = std::mem::replace(&mut self.durable, Some(chains));
+        self.forget_files(path, &segments, previous);
+        Ok(())
+    }
+
+    /// Writes the history segments no checkpoint holds yet; returns the live segments' ids.
+    fn write_segments(&mut self, path: &Path) -> std::io::Result<Vec<u64>> {
+        let dir = segment_dir(path);
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+        let mut live = Vec::new();
         for (id, batch) in self.state.as_ref().expect("state present").history.segments() {
             live.push(id);
             if !self.persisted_segments.contains(&id) {
@@ -113,41 +324,38 @@ impl Engine {
                     let mut ipc = StreamWriter::try_new(w, &batch.schema()).map_err(std::io::Error::other)?;
                     ipc.write(batch).map_err(std::io::Error::other)?;
                     ipc.finish().map_err(std::io::Error::other)
-                })
-                .map_err(io)?;
+                })?;
                 self.persisted_segments.insert(id);
             }
         }
-        // Open obligations spilled to disk: made durable as a savepoint of their store, named by the checkpoint.
-        let savepoint = match self.state_mut().spill.as_mut() {
-            Some(spill) => Some(spill.savepoint().map_err(|e| io(std::io::Error::other(e)))?),
-            None => None,
-        };
-        let snap = self.snapshot(live.clone(), position.to_string());
-        // Streamed into the file through the checksum: no copy of the state in memory.
-        write_atomically(path, Some(&previous_path(path)), |w| {
-            let mut summed = Summed { inner: w, hash: Sha256::new() };
-            summed.write_all(MAGIC)?;
-            postcard::to_io(&snap, &mut summed).map_err(std::io::Error::other)?;
-            postcard::to_io(&savepoint, &mut summed).map_err(std::io::Error::other)?;
-            let digest = summed.hash.finalize();
-            w.write_all(SUM_TAG)?;
-            w.write_all(&digest)
-        })
-        .map_err(io)?;
-        // Only now is an expired segment unreferenced by both durable checkpoints.
-        let live: HashSet<u64> = live.into_iter().collect();
-        if let Ok(entries) = std::fs::read_dir(&dir) {
+        Ok(live)
+    }
+
+    /// Deletes the segments and shard files that neither the latest checkpoint
+    /// nor the one before it (`previous`) names.
+    fn forget_files(&mut self, path: &Path, live_segments: &[u64], previous: Option<Chains>) {
+        let live: HashSet<u64> = live_segments.iter().copied().collect();
+        let kept_segments: HashSet<u64> = live.iter().chain(self.previous_segments.iter()).copied().collect();
+        if let Ok(entries) = std::fs::read_dir(segment_dir(path)) {
             for e in entries.flatten() {
                 let name = e.file_name();
                 let id = name.to_str().and_then(|n| n.strip_prefix("segment-")?.strip_suffix(".arrow")?.parse::<u64>().ok());
-                if id.is_some_and(|id| !live.contains(&id) && !previous.contains(&id)) {
+                if id.is_some_and(|id| !kept_segments.contains(&id)) {
                     let _ = std::fs::remove_file(e.path());
                 }
             }
         }
         self.persisted_segments.retain(|id| live.contains(id));
-        Ok(())
+        self.previous_segments = live;
+        let mut kept = self.durable.as_ref().map(Chains::names).unwrap_or_default();
+        kept.extend(previous.as_ref().map(Chains::names).unwrap_or_default());
+        if let Ok(entries) = std::fs::read_dir(shards_dir(path)) {
+            for e in entries.flatten() {
+                if e.file_name().to_str().is_some_and(|n| !kept.contains(n)) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
     }
 
     /// Loads a checkpoint written by [`Engine::write_checkpoint`]; returns the
@@ -185,9 +393,10 @@ impl Engine {
         }
     }
 
-    /// Loads one checkpoint file, checksum first; `None` when it does not exist.
-    /// Its history segments are those of the checkpoint at `base` (the latest and
-    /// the previous one share a folder).
+    /// Loads one manifest and the files it names, checksums first; `None`
+    /// when it does not exist. Its history segments and shard files are those
+    /// of the checkpoint at `base` (the latest and the previous one share
+    /// their folders).
     fn restore_one(&mut self, path: &Path, base: &Path) -> Result<Option<serde_json::Value>, CheckpointError> {
         let p = path.display().to_string();
         let mut f = match File::open(path) {
@@ -199,94 +408,175 @@ impl Engine {
         let mut bytes = Vec::new();
         f.read_to_end(&mut bytes).map_err(|e| corrupt(e.to_string()))?;
         let body = verified(&bytes).map_err(|why| corrupt(why.into()))?;
-        let position = if body.starts_with(MAGIC) {
-            let (snap, rest): (Snapshot<String>, _) = postcard::take_from_bytes(&body[MAGIC.len()..]).map_err(|e| corrupt(e.to_string()))?;
-            // Written after the snapshot; absent in checkpoints of releases without spilling.
-            let savepoint: Option<u64> = if rest.is_empty() { None } else { postcard::from_bytes(rest).map_err(|e| corrupt(e.to_string()))? };
-            let text = self.install(snap, savepoint, base)?;
-            serde_json::from_str(&text).map_err(|e| corrupt(format!("source position: {e}")))?
-        } else if MAGIC_OLD.iter().any(|m| body.starts_with(*m)) {
+        if MAGIC_OLD.iter().any(|m| body.starts_with(*m)) {
             return Err(corrupt(format!("written by an earlier aiwatch, layout {}", String::from_utf8_lossy(&body[..8]))));
-        } else {
-            return Err(corrupt("bad magic".into()));
-        };
-        Ok(Some(position))
-    }
-
-    /// The state as written, borrowed.
-    fn snapshot<P>(&self, live: Vec<u64>, position: P) -> SnapshotRef<'_, P> {
-        SnapshotRef {
-            max_seen: self.state().max_seen,
-            watermark: self.state().watermark,
-            seen: &self.state().seen,
-            requests: &self.state().requests,
-            artifacts: &self.state().artifacts,
-            emitted: self.emitted.iter().map(|((i, subject), at)| (self.rules[*i].rule.id.as_str(), subject.as_str(), *at)).collect(),
-            segments: live,
-            next_segment: self.state().history.next_segment_id(),
-            conversations: self.state().history.conversation_summaries(),
-            position,
         }
+        let Some(body) = body.strip_prefix(MAGIC) else { return Err(corrupt("bad magic".into())) };
+        let manifest: Manifest<String> = postcard::from_bytes(body).map_err(|e| corrupt(e.to_string()))?;
+        let text = self.install(manifest, base).map_err(corrupt)?;
+        serde_json::from_str(&text).map(Some).map_err(|e| corrupt(format!("source position: {e}")))
     }
 
-    /// Puts a read snapshot in place (history segments from their files) and returns its position.
-    fn install<P>(&mut self, snap: Snapshot<P>, savepoint: Option<u64>, path: &Path) -> Result<P, CheckpointError> {
-        let corrupt = |why: String| CheckpointError::Corrupt { path: path.display().to_string(), why };
-        // The spill store goes back to what this checkpoint saw.
+    /// Puts a read manifest's state in place (shards from their chains,
+    /// history segments from their files) and returns its position.
+    fn install<P>(&mut self, m: Manifest<P>, path: &Path) -> Result<P, String> {
+        let dir = shards_dir(path);
+        let (watermark, lateness) = (m.watermark, self.state().lateness);
+        let n = m.chains.shards.len();
+        if !(1..=super::state::MAX_SHARDS).contains(&n) {
+            return Err(format!("it names {n} shards"));
+        }
         let state = self.state_mut();
-        let store = state.spill_config.path.clone();
-        let spilled = match (savepoint, state.spill.take(), store) {
-            (None, _, None) => (0, 0),
-            (None, spill, Some(file)) => {
-                drop(spill);
-                // Written after this checkpoint: nothing in it belongs to the state restored.
-                match std::fs::remove_file(&file) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(corrupt(format!("spill store {}: {e}", file.display()))),
-                }
-                (0, 0)
-            }
-            (Some(_), _, None) => return Err(corrupt("it names a spill store, and this engine has none configured".into())),
-            (Some(id), spill, Some(file)) => {
-                let mut spill = match spill {
-                    Some(s) => s,
-                    None => Spill::open(Some(&file), false).map_err(|e| corrupt(e.to_string()))?,
-                };
-                let counts = spill.restore(Some(id)).map_err(|e| corrupt(e.to_string()))?;
-                state.spill = Some(spill);
-                counts
-            }
-        };
-        let dir = segment_dir(path);
-        let mut segments = Vec::with_capacity(snap.segments.len());
-        for id in &snap.segments {
-            let file = segment_file(&dir, *id);
-            let f = File::open(&file).map_err(|e| corrupt(format!("history segment {}: {e}", file.display())))?;
-            for b in StreamReader::try_new(BufReader::new(f), None).map_err(|e| corrupt(e.to_string()))? {
-                segments.push((*id, b.map_err(|e| corrupt(e.to_string()))?));
+        if n != state.shard_count() {
+            tracing::info!(checkpoint = m.chains.shards.len(), configured = state.shard_count(), "the state keeps the shard count of its checkpoint");
+        }
+        state.reshard(m.chains.shards.len());
+        let refs = &m.chains.shards;
+        let restored: Vec<Result<(), String>> =
+            each_shard(&mut state.shards, true, |i, shard| restore_shard(shard, &dir, (i, n), &refs[i], watermark, lateness), || ()).0;
+        restored.into_iter().collect::<Result<Vec<()>, String>>()?;
+
+        let segment_dir = segment_dir(path);
+        let mut segments = Vec::with_capacity(m.segments.len());
+        for id in &m.segments {
+            let file = segment_file(&segment_dir, *id);
+            let f = File::open(&file).map_err(|e| format!("history segment {}: {e}", file.display()))?;
+            for b in StreamReader::try_new(BufReader::new(f), None).map_err(|e| e.to_string())? {
+                segments.push((*id, b.map_err(|e| e.to_string())?));
             }
         }
-        self.state_mut().max_seen = snap.max_seen;
-        self.state_mut().watermark = snap.watermark;
-        self.state_mut().seen = snap.seen;
-        self.state_mut().requests = snap.requests;
-        self.state_mut().requests.reindex();
-        self.state_mut().artifacts = snap.artifacts;
-        self.state_mut().artifacts.reindex();
-        self.state_mut().requests.spilled = spilled.0;
-        self.state_mut().artifacts.spilled = spilled.1;
-        self.state_mut().history.restore(segments, snap.next_segment, snap.conversations);
-        self.persisted_segments = snap.segments.iter().copied().collect();
-        let index: std::collections::HashMap<&str, usize> =
-            self.rules.iter().enumerate().map(|(i, r)| (r.rule.id.as_str(), i)).collect();
-        self.emitted = snap
-            .emitted
-            .into_iter()
-            .filter_map(|(rule, subject, at)| index.get(rule.as_str()).map(|i| ((*i, subject), at)))
-            .collect();
-        Ok(snap.position)
+        let state = self.state_mut();
+        state.max_seen = m.max_seen;
+        state.watermark = m.watermark;
+        state.history.restore(segments, m.next_segment);
+        self.persisted_segments = m.segments.iter().copied().collect();
+        self.previous_segments = self.persisted_segments.clone();
+
+        let index: std::collections::HashMap<&str, usize> = self.rules.iter().enumerate().map(|(i, r)| (r.rule.id.as_str(), i)).collect();
+        let mut emitted = HashMap::default();
+        for (n, f) in m.chains.emitted.files.iter().enumerate() {
+            let bytes = read_part(&dir, "emitted", f)?;
+            let ops: Vec<EmittedOp> = if n == 0 {
+                let all: Vec<(String, String, i64)> = postcard::from_bytes(&bytes).map_err(|e| format!("emitted violations: {e}"))?;
+                all.into_iter().map(|(r, s, at)| EmittedOp::Add(r, s, at)).collect()
+            } else {
+                postcard::from_bytes(&bytes).map_err(|e| format!("emitted violations: {e}"))?
+            };
+            for op in ops {
+                match op {
+                    EmittedOp::Add(rule, subject, at) => {
+                        if let Some(i) = index.get(rule.as_str()) {
+                            emitted.insert((*i, subject), at);
+                        }
+                    }
+                    EmittedOp::Sweep(cutoff) => emitted.retain(|_, at| *at >= cutoff),
+                }
+            }
+        }
+        self.emitted = emitted;
+        self.emitted_swept = m.emitted_swept;
+        self.emitted_log.clear();
+        self.durable = Some(m.chains);
+        Ok(m.position)
     }
+}
+
+/// Rebuilds shard `i` from its chain and rolls its spill store back to the checkpoint's savepoint.
+fn restore_shard(shard: &mut Shard, dir: &Path, (i, n): (usize, usize), r: &ShardRef, watermark: i64, lateness: i64) -> Result<(), String> {
+    let name = shard_name(i);
+    for (n, f) in r.chain.files.iter().enumerate() {
+        let bytes = read_part(dir, &name, f)?;
+        let bad = |e: postcard::Error| format!("{}: {e}", file_name(&name, f));
+        if n == 0 {
+            let base: ShardBase = postcard::from_bytes(&bytes).map_err(bad)?;
+            shard.seen = base.seen;
+            shard.requests = base.requests;
+            shard.requests.reindex();
+            shard.artifacts = base.artifacts;
+            shard.artifacts.reindex();
+            shard.conversations = Conversations::from_map(base.conversations);
+        } else {
+            let delta: ShardDelta = postcard::from_bytes(&bytes).map_err(bad)?;
+            shard.seen = delta.seen;
+            shard.requests.apply(delta.requests);
+            shard.artifacts.apply(delta.artifacts);
+            for (k, c) in delta.conversations {
+                shard.conversations.put(k, c);
+            }
+        }
+    }
+    shard.requests.reindex();
+    shard.artifacts.reindex();
+    shard.conversations.reindex();
+
+    // The spill store goes back to what this checkpoint saw.
+    let spill = shard.spill.take();
+    let (requests, artifacts) = match (r.savepoint, spill, shard.spill_path.clone()) {
+        (None, _, None) => (0, 0),
+        (None, spill, Some(file)) => {
+            drop(spill);
+            // Written after this checkpoint: nothing in it belongs to the state restored.
+            match std::fs::remove_file(&file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("spill store {}: {e}", file.display())),
+            }
+            (0, 0)
+        }
+        (Some(_), _, None) => return Err("it names a spill store, and this engine has none configured".into()),
+        (Some(id), spill, Some(file)) => {
+            let mut spill = match spill {
+                Some(s) => s,
+                None => Spill::open(Some(&file), false, n).map_err(|e| e.to_string())?,
+            };
+            let counts = spill.restore(Some(id)).map_err(|e| e.to_string())?;
+            shard.spill = Some(spill);
+            counts
+        }
+    };
+    shard.requests.spilled = requests;
+    shard.artifacts.spilled = artifacts;
+    // Expiry is a function of the watermark: what the live state had dropped goes again.
+    shard.expire(watermark, lateness);
+    shard.clear_changes();
+    Ok(())
+}
+
+/// Writes one chain file (`PART_MAGIC`, postcard, checksum trailer) atomically.
+fn write_part<T: Serialize>(dir: &Path, part: &str, seq: u64, base: bool, value: &T) -> std::io::Result<FileRef> {
+    let mut f = FileRef { seq, base, bytes: 0 };
+    let path = dir.join(file_name(part, &f));
+    write_summed(&path, None, PART_MAGIC, value)?;
+    f.bytes = std::fs::metadata(&path)?.len();
+    Ok(f)
+}
+
+/// The body of a chain file, its checksum verified.
+fn read_part(dir: &Path, part: &str, f: &FileRef) -> Result<Vec<u8>, String> {
+    let path = dir.join(file_name(part, f));
+    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let body = verified(&bytes).map_err(|why| format!("{}: {why}", path.display()))?;
+    let body = body.strip_prefix(PART_MAGIC).ok_or_else(|| format!("{}: bad magic", path.display()))?;
+    Ok(body.to_vec())
+}
+
+/// Writes `magic`, `value` in postcard and the checksum trailer to `path`,
+/// atomically, streamed through the checksum (no copy of the state in memory).
+fn write_summed<T: Serialize>(path: &Path, keep: Option<&Path>, magic: &[u8; 8], value: &T) -> std::io::Result<()> {
+    write_atomically(path, keep, |w| {
+        let mut summed = Summed { inner: w, hash: Sha256::new() };
+        summed.write_all(magic)?;
+        postcard::to_io(value, &mut summed).map_err(std::io::Error::other)?;
+        let digest = summed.hash.finalize();
+        w.write_all(SUM_TAG)?;
+        w.write_all(&digest)
+    })
+}
+
+fn shards_dir(checkpoint: &Path) -> PathBuf {
+    let mut name = checkpoint.file_name().unwrap_or_default().to_os_string();
+    name.push(".shards");
+    checkpoint.with_file_name(name)
 }
 
 fn segment_dir(checkpoint: &Path) -> PathBuf {

@@ -55,11 +55,13 @@ pub struct EngineConfig {
     pub memory_limit_bytes: usize,
     /// When the event-time state spills open obligations to disk, and where.
     pub spill: SpillConfig,
+    /// Key-hash shards of the state (a checkpoint keeps its own count).
+    pub shards: usize,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { lateness_seconds: 60, memory_limit_bytes: 1 << 30, spill: SpillConfig::default() }
+        EngineConfig { lateness_seconds: 60, memory_limit_bytes: 1 << 30, spill: SpillConfig::default(), shards: state::DEFAULT_SHARDS }
     }
 }
 
@@ -252,8 +254,14 @@ pub struct Engine {
     /// Violations already emitted in this run, with their event time.
     emitted: HashMap<(usize, String), i64>,
     emitted_swept: i64,
+    /// Changes to `emitted` since the last checkpoint.
+    emitted_log: Vec<checkpoint::EmittedOp>,
     /// History segments already written by a checkpoint (they never change).
     persisted_segments: HashSet<u64>,
+    /// The live segments of the checkpoint before the latest (their files are kept).
+    previous_segments: HashSet<u64>,
+    /// The files of the latest durable checkpoint.
+    durable: Option<checkpoint::Chains>,
 }
 
 /// How long an emitted violation is remembered to suppress repeats (7 days of event time).
@@ -334,12 +342,15 @@ impl Engine {
             task_ctx,
             rules: compiled,
             live,
-            state: Some(State::new(config.lateness_seconds, &policy, &history_columns, horizon, config.spill.clone())),
+            state: Some(State::new(config.lateness_seconds, &policy, &history_columns, horizon, config.spill.clone(), config.shards)),
             pending: None,
             policy,
             emitted: HashMap::default(),
             emitted_swept: i64::MIN,
+            emitted_log: Vec::new(),
             persisted_segments: HashSet::default(),
+            previous_segments: HashSet::default(),
+            durable: None,
         })
     }
 
@@ -546,6 +557,7 @@ impl Engine {
             // Remembered by the violation's own event time: the watermark may not exist yet.
             let at = if time.is_null(row) { max_seen.unwrap_or(i64::MAX) } else { time.value(row) };
             self.emitted.insert(key, at);
+            self.emitted_log.push(checkpoint::EmittedOp::Add(rule.id.clone(), subj.to_string(), at));
             let event_ids: Vec<String> = match (&ids_list, &ids_one) {
                 (Some(l), _) => {
                     let l = l.as_list::<i32>();
@@ -595,6 +607,7 @@ impl Engine {
         if cutoff.saturating_sub(self.emitted_swept) >= 3600 * state::NANOS_PER_SEC {
             self.emitted.retain(|_, at| *at >= cutoff);
             self.emitted_swept = cutoff;
+            self.emitted_log.push(checkpoint::EmittedOp::Sweep(cutoff));
         }
     }
 }

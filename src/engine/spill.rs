@@ -30,12 +30,36 @@ use redb::{Database, Durability, ReadableTable as _, ReadableTableMetadata as _,
 
 use super::state::{Key, Obligation};
 
-/// The store's file name in `state_dir`, beside the checkpoint.
+/// The stores' file name in `state_dir`, beside the checkpoint: each shard's
+/// store is named after it (`spill-000.redb`, see [`shard_file`]).
 pub const SPILL_FILE: &str = "spill.redb";
 
-/// Memory the store may use to cache its pages (redb's default is 1 GiB, more
-/// than the state it relieves).
+/// Memory the stores together may use to cache their pages (redb's default is
+/// 1 GiB a store, more than the state they relieve).
 const CACHE_BYTES: usize = 64 << 20;
+
+/// The store of shard `i`, named after `base` (`spill.redb` -> `spill-003.redb`).
+pub fn shard_file(base: &Path, i: usize) -> PathBuf {
+    let stem = base.file_stem().map_or_else(|| "spill".into(), |s| s.to_string_lossy().into_owned());
+    let ext = base.extension().map_or_else(|| "redb".into(), |s| s.to_string_lossy().into_owned());
+    base.with_file_name(format!("{stem}-{i:03}.{ext}"))
+}
+
+/// Bytes the shards' stores named after `base` take on disk.
+pub fn stores_bytes(base: &Path) -> u64 {
+    let (Some(dir), Some(stem)) = (base.parent(), base.file_stem().and_then(|s| s.to_str())) else { return 0 };
+    let prefix = format!("{stem}-");
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".redb")))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
 
 /// Which obligations a pair of tables holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,8 +119,9 @@ impl Drop for Spill {
 impl Spill {
     /// Opens the store at `path`, or a scratch store in the temporary folder for
     /// `None`. `fresh` starts it empty: a store left by a run that crashed
-    /// before its first checkpoint holds nothing of the state.
-    pub fn open(path: Option<&Path>, fresh: bool) -> Result<Spill, SpillError> {
+    /// before its first checkpoint holds nothing of the state. `stores`: how
+    /// many stores share the page cache (one a shard).
+    pub fn open(path: Option<&Path>, fresh: bool, stores: usize) -> Result<Spill, SpillError> {
         static SCRATCH: AtomicU64 = AtomicU64::new(0);
         let (path, scratch) = match path {
             Some(p) => (p.to_path_buf(), false),
@@ -112,7 +137,7 @@ impl Spill {
                 Err(e) => return Err(SpillError { path: path.display().to_string(), message: e.to_string() }),
             }
         }
-        let db = Database::builder().set_cache_size(CACHE_BYTES).create(&path).map_err(|e| SpillError {
+        let db = Database::builder().set_cache_size(CACHE_BYTES / stores.max(1)).create(&path).map_err(|e| SpillError {
             path: path.display().to_string(),
             message: format!("{e}; check that the folder is writable and has free space"),
         })?;

@@ -98,13 +98,30 @@ pub(crate) struct TimedKeys {
     set: HashSet<Key>,
     buckets: BTreeMap<i64, Vec<Key>>,
     width: i64,
+    /// What changed since the last checkpoint, in order (see [`super::checkpoint`]).
+    #[serde(skip)]
+    log: Vec<KeysOp>,
+}
+
+/// A change to [`TimedKeys`], replayed in order on restore.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub(crate) enum KeysOp {
+    Insert(i64, Key),
+    Expire(i64),
 }
 
 impl TimedKeys {
     /// `width` is the expiry granularity: a key lives until the cutoff passes
     /// its time, and at most one `width` longer.
     fn new(width: i64) -> TimedKeys {
-        TimedKeys { set: HashSet::default(), buckets: BTreeMap::new(), width: width.max(1) }
+        TimedKeys { set: HashSet::default(), buckets: BTreeMap::new(), width: width.max(1), log: Vec::new() }
+    }
+
+    pub(crate) fn apply(&mut self, op: KeysOp) {
+        match op {
+            KeysOp::Insert(t, k) => self.insert(t, k),
+            KeysOp::Expire(cutoff) => self.expire(cutoff),
+        }
     }
 
     fn contains(&self, k: Key) -> bool {
@@ -114,11 +131,13 @@ impl TimedKeys {
     fn insert(&mut self, t: i64, k: Key) {
         if self.set.insert(k) {
             self.buckets.entry(t.div_euclid(self.width)).or_default().push(k);
+            self.log.push(KeysOp::Insert(t, k));
         }
     }
 
     /// Forgets every key whose time is before `cutoff` (whole buckets only).
     fn expire(&mut self, cutoff: i64) {
+        let mut any = false;
         while let Some((&b, _)) = self.buckets.first_key_value() {
             if b.saturating_add(1).saturating_mul(self.width) > cutoff {
                 break;
@@ -126,6 +145,10 @@ impl TimedKeys {
             for k in self.buckets.pop_first().expect("peeked").1 {
                 self.set.remove(&k);
             }
+            any = true;
+        }
+        if any {
+            self.log.push(KeysOp::Expire(cutoff));
         }
     }
 
@@ -134,7 +157,9 @@ impl TimedKeys {
     }
 
     fn bytes(&self) -> usize {
-        self.set.capacity() * (size_of::<Key>() + 1) + self.buckets.values().map(|v| v.capacity() * size_of::<Key>() + 48).sum::<usize>()
+        self.set.capacity() * (size_of::<Key>() + 1)
+            + self.buckets.values().map(|v| v.capacity() * size_of::<Key>() + 48).sum::<usize>()
+            + self.log.capacity() * size_of::<KeysOp>()
     }
 
     fn reindex(&mut self) {
@@ -151,11 +176,14 @@ pub(crate) struct TimedMap<V> {
     #[serde(skip)]
     buckets: BTreeMap<i64, Vec<Key>>,
     width: i64,
+    /// Keys inserted or removed since the last checkpoint (expiry is replayed from the watermark).
+    #[serde(skip)]
+    dirty: HashSet<Key>,
 }
 
 impl<V> TimedMap<V> {
     fn new(width: i64) -> TimedMap<V> {
-        TimedMap { map: HashMap::default(), buckets: BTreeMap::new(), width: width.max(1) }
+        TimedMap { map: HashMap::default(), buckets: BTreeMap::new(), width: width.max(1), dirty: HashSet::default() }
     }
 
     /// Keeps the entry with the earliest time for `k`.
@@ -167,11 +195,33 @@ impl<V> TimedMap<V> {
                 self.map.insert(k, (t, v()));
             }
         }
+        self.dirty.insert(k);
         self.buckets.entry(t.div_euclid(self.width)).or_default().push(k);
     }
 
     fn remove(&mut self, k: Key) -> Option<(i64, V)> {
-        self.map.remove(&k)
+        let v = self.map.remove(&k);
+        if v.is_some() {
+            self.dirty.insert(k);
+        }
+        v
+    }
+
+    /// Sets `k` to what a checkpoint recorded (`None`: absent).
+    pub(crate) fn put(&mut self, k: Key, v: Option<(i64, V)>) {
+        match v {
+            Some(v) => {
+                self.map.insert(k, v);
+            }
+            None => {
+                self.map.remove(&k);
+            }
+        }
+    }
+
+    /// The changed keys with their values (`None`: removed).
+    pub(crate) fn changes(&self) -> impl Iterator<Item = (Key, Option<&(i64, V)>)> {
+        self.dirty.iter().map(|k| (*k, self.map.get(k)))
     }
 
     fn expire(&mut self, cutoff: i64) {
@@ -241,6 +291,25 @@ pub struct Deadlines {
     /// The keys that may be in the spill store, so most events never read it.
     #[serde(skip)]
     maybe_spilled: Bloom,
+    /// Keys of `open` changed since the last checkpoint (see [`super::checkpoint`]).
+    #[serde(skip)]
+    dirty: HashSet<Key>,
+}
+
+/// What changed in a [`Deadlines`] since the last checkpoint.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct DeadlinesChangesRef<'a> {
+    open: Vec<(Key, Option<&'a Obligation>)>,
+    early: Vec<(Key, Option<&'a (i64, (String, Origin))>)>,
+    closed: &'a [KeysOp],
+}
+
+/// [`DeadlinesChangesRef`] as read back.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct DeadlinesChanges {
+    open: Vec<(Key, Option<Obligation>)>,
+    early: Vec<(Key, Option<(i64, (String, Origin))>)>,
+    closed: Vec<KeysOp>,
 }
 
 /// A Bloom filter of 128-bit keys (already uniform hashes): about 10 bits a
@@ -321,7 +390,52 @@ impl Deadlines {
             text: 0,
             spilled: 0,
             maybe_spilled: Bloom::default(),
+            dirty: HashSet::default(),
         }
+    }
+
+    /// Whether anything changed since the last checkpoint.
+    pub(crate) fn changed(&self) -> bool {
+        !self.dirty.is_empty() || !self.early.dirty.is_empty() || !self.closed.log.is_empty()
+    }
+
+    /// What changed since the last checkpoint, to write.
+    pub(crate) fn changes(&self) -> DeadlinesChangesRef<'_> {
+        DeadlinesChangesRef {
+            open: self.dirty.iter().map(|k| (*k, self.open.get(k).map(|o| &**o))).collect(),
+            early: self.early.changes().collect(),
+            closed: &self.closed.log,
+        }
+    }
+
+    /// Forgets what changed: a checkpoint holds it now.
+    pub(crate) fn clear_changes(&mut self) {
+        self.dirty = HashSet::default();
+        self.early.dirty = HashSet::default();
+        self.closed.log = Vec::new();
+    }
+
+    /// Applies changes read back from a checkpoint, after [`Deadlines::reindex`]
+    /// of its base; reindex again after the last.
+    pub(crate) fn apply(&mut self, changes: DeadlinesChanges) {
+        for (k, o) in changes.open {
+            match o {
+                Some(o) => {
+                    self.open.insert(k, Box::new(o));
+                }
+                None => {
+                    self.open.remove(&k);
+                }
+            }
+        }
+        for (k, v) in changes.early {
+            self.early.put(k, v);
+        }
+        // The decided keys' index is current (the base was reindexed), so their ops replay exactly.
+        for op in changes.closed {
+            self.closed.apply(op);
+        }
+        self.closed.log.clear();
     }
 
     /// Rebuilds the filter of spilled keys from the store when it needs it
@@ -348,6 +462,7 @@ impl Deadlines {
                 self.queue.push(Reverse((o.deadline, k)));
                 self.text = (self.text + text_bytes(&o)).saturating_sub(text_bytes(cur));
                 **cur = o;
+                self.dirty.insert(k);
             }
             return;
         }
@@ -374,6 +489,7 @@ impl Deadlines {
         self.queue.push(Reverse((o.deadline, k)));
         self.text += text_bytes(&o);
         self.open.insert(k, Box::new(o));
+        self.dirty.insert(k);
     }
 
     /// Records a fulfilling event (a response, a deletion) at time `t`.
@@ -383,6 +499,7 @@ impl Deadlines {
                 self.text = self.text.saturating_sub(o.met.as_ref().map_or(0, |m| m.1.capacity())) + event_id.len();
                 o.met = Some((t, event_id.to_string()));
                 o.met_origin = Some(origin());
+                self.dirty.insert(k);
             }
             return;
         }
@@ -406,7 +523,7 @@ impl Deadlines {
     /// `inclusive`: the end of a finite input, after which nothing more arrives).
     /// While streaming, an event exactly at the watermark is still on time, so a
     /// deadline equal to the watermark can still be met and must wait.
-    fn due(&mut self, watermark: i64, inclusive: bool, disk: Option<&mut Tables<'_>>) -> Vec<Obligation> {
+    fn due(&mut self, watermark: i64, inclusive: bool, disk: Option<&mut Tables<'_>>) -> Vec<(Key, Obligation)> {
         let mut out = Vec::new();
         while let Some(Reverse((deadline, _))) = self.queue.peek() {
             if *deadline > watermark || (*deadline == watermark && !inclusive) {
@@ -416,11 +533,12 @@ impl Deadlines {
             // Entries superseded by an earlier start are skipped here.
             if self.open.get(&k).is_some_and(|o| o.deadline == deadline) {
                 let o = self.open.remove(&k).expect("present");
+                self.dirty.insert(k);
                 self.text = self.text.saturating_sub(text_bytes(&o));
                 // Remembered from its earliest event: a key opened again within
                 // `memory` of that is the same request or artifact.
                 self.closed.insert(o.start, k);
-                out.push(*o);
+                out.push((k, *o));
             }
         }
         if let Some(d) = disk {
@@ -429,10 +547,10 @@ impl Deadlines {
                 self.spilled -= spilled.len();
                 for (k, o) in spilled {
                     self.closed.insert(o.start, k);
-                    out.push(o);
+                    out.push((k, o));
                 }
                 // The order an all-in-memory state releases them in.
-                out.sort_by_cached_key(|o| (o.deadline, key(&o.key)));
+                out.sort_by_key(|(k, o)| (o.deadline, *k));
             }
         }
         out
@@ -447,6 +565,7 @@ impl Deadlines {
                 d.put(k, &o);
                 self.maybe_spilled.insert(k);
                 self.spilled += 1;
+                self.dirty.insert(k);
             } else {
                 kept.insert(k, o);
             }
@@ -488,6 +607,7 @@ impl Deadlines {
             + self.early.map.capacity() * (size_of::<(Key, (i64, (String, Origin)))>() + 1)
             + self.closed.bytes()
             + self.maybe_spilled.bytes()
+            + (self.dirty.capacity() + self.early.dirty.capacity()) * (size_of::<Key>() + 1)
     }
 
     /// The deadline queue and the text bytes, from `open`.
@@ -550,20 +670,171 @@ pub(crate) struct Conversation {
 /// Conversations are listed by the hour of their newest request, for expiry.
 const CONVERSATION_BUCKET: i64 = 3600 * NANOS_PER_SEC;
 
-/// Recent requests and responses, and a summary of recent conversations.
-///
-/// - `history`: requests and responses that have a `request_id`, kept for
-///   the longest `horizon` of the loaded rules that read `history` (24 h when
-///   one declares none) and only the columns those rules read (found in their
-///   plans) plus [`HISTORY_KEY_COLUMNS`]; indexed by `request_id`, so each
-///   step's `history` table holds the retained rows sharing a `request_id`
-///   with its events.
-/// - `conversations`: a summary, not every request. Per conversation and
-///   tenant, requests are kept so that no three kept ones lie within 48 h: a
-///   request between two kept ones at most 48 h apart adds nothing, since any
-///   time within 24 h of it is within 24 h of one of them. Whether two tenants
-///   used a conversation within 24 h of each other is unchanged, and a
-///   conversation costs O(tenants), however many requests share it.
+/// A summary of recent conversations, not every request. Per conversation and
+/// tenant, requests are kept so that no three kept ones lie within 48 h: a
+/// request between two kept ones at most 48 h apart adds nothing, since any
+/// time within 24 h of it is within 24 h of one of them. Whether two tenants
+/// used a conversation within 24 h of each other is unchanged, and a
+/// conversation costs O(tenants), however many requests share it.
+#[derive(Debug, Default)]
+pub(crate) struct Conversations {
+    map: HashMap<Key, Conversation>,
+    /// Conversation keys by the hour of their newest request.
+    buckets: BTreeMap<i64, Vec<Key>>,
+    /// Requests older than this no longer stand for a conversation.
+    cutoff: i64,
+    reps: usize,
+    /// Conversations changed since the last checkpoint (expiry is replayed from the watermark).
+    dirty: HashSet<Key>,
+}
+
+impl Conversations {
+    fn new() -> Conversations {
+        Conversations { cutoff: i64::MIN, ..Default::default() }
+    }
+
+    /// Adds a request to its conversation `k` (`id`).
+    fn add(&mut self, k: Key, id: &str, rep: Rep) {
+        let bucket = rep.time.div_euclid(CONVERSATION_BUCKET);
+        let conversation = self.map.entry(k).or_insert_with(|| Conversation { id: id.into(), reps: Vec::new(), listed: i64::MIN });
+        conversation.reps.push(rep);
+        self.reps += 1;
+        if bucket > conversation.listed {
+            conversation.listed = bucket;
+            self.buckets.entry(bucket).or_default().push(k);
+        }
+        self.dirty.insert(k);
+    }
+
+    /// Brings a conversation the step touched to its summary.
+    fn summarise(&mut self, k: Key) {
+        let cutoff = self.cutoff;
+        let conversation = self.map.get_mut(&k).expect("touched");
+        let before = conversation.reps.len();
+        conversation.reps.retain(|r| r.time >= cutoff);
+        summarise(&mut conversation.reps);
+        self.reps -= before - conversation.reps.len();
+    }
+
+    /// The summaries of `touched` (sorted) as `conversations` table rows, and where each one's rows are.
+    fn rows(&self, touched: &[Key]) -> Option<(RecordBatch, Vec<(Key, usize, usize)>)> {
+        if touched.is_empty() {
+            return None;
+        }
+        let mut conversation_id = StringBuilder::new();
+        let mut tenant = StringBuilder::new();
+        let mut time = TimestampNanosecondBuilder::new().with_timezone("UTC");
+        let mut event = StringBuilder::new();
+        let mut source = StringBuilder::new();
+        let mut partition = Int32Builder::new();
+        let mut position = Int64Builder::new();
+        let mut spans = Vec::with_capacity(touched.len());
+        let mut at = 0;
+        for k in touched {
+            let conversation = &self.map[k];
+            spans.push((*k, at, conversation.reps.len()));
+            at += conversation.reps.len();
+            for r in &conversation.reps {
+                conversation_id.append_value(&conversation.id);
+                tenant.append_option(r.tenant_id.as_deref());
+                time.append_value(r.time);
+                event.append_value(&r.event_id);
+                let (s, p, q) = r.origin.columns();
+                source.append_value(s);
+                partition.append_option(p);
+                position.append_value(q);
+            }
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(conversation_id.finish()),
+            Arc::new(tenant.finish()),
+            Arc::new(time.finish()),
+            Arc::new(event.finish()),
+            Arc::new(source.finish()),
+            Arc::new(partition.finish()),
+            Arc::new(position.finish()),
+        ];
+        Some((RecordBatch::try_new(conversations_schema(), columns).expect("conversation columns"), spans))
+    }
+
+    /// Forgets requests older than 24 h behind `watermark`.
+    fn expire(&mut self, watermark: i64) {
+        let cutoff = watermark.saturating_sub(HISTORY_HORIZON);
+        self.cutoff = self.cutoff.max(cutoff);
+        while let Some((&bucket, _)) = self.buckets.first_key_value() {
+            if (bucket + 1).saturating_mul(CONVERSATION_BUCKET) > cutoff {
+                break;
+            }
+            for k in self.buckets.pop_first().expect("peeked").1 {
+                let Some(conversation) = self.map.get_mut(&k) else { continue };
+                let before = conversation.reps.len();
+                conversation.reps.retain(|r| r.time >= cutoff);
+                self.reps -= before - conversation.reps.len();
+                // Listed in a later bucket too when it has newer requests; gone when it has none.
+                if conversation.reps.is_empty() {
+                    self.map.remove(&k);
+                }
+            }
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.map.capacity() * (size_of::<(Key, Conversation)>() + 1)
+            + self.reps * (size_of::<Rep>() + 40)
+            + self.dirty.capacity() * (size_of::<Key>() + 1)
+    }
+
+    /// Every summary, for a checkpoint's base.
+    pub(crate) fn all(&self) -> &HashMap<Key, Conversation> {
+        &self.map
+    }
+
+    /// The summaries changed since the last checkpoint (`None`: gone).
+    pub(crate) fn changes(&self) -> Vec<(Key, Option<&Conversation>)> {
+        self.dirty.iter().map(|k| (*k, self.map.get(k))).collect()
+    }
+
+    pub(crate) fn clear_changes(&mut self) {
+        self.dirty = HashSet::default();
+    }
+
+    /// Sets a summary to what a checkpoint recorded; [`Conversations::reindex`] after the last.
+    pub(crate) fn put(&mut self, k: Key, c: Option<Conversation>) {
+        match c {
+            Some(c) => {
+                self.map.insert(k, c);
+            }
+            None => {
+                self.map.remove(&k);
+            }
+        }
+    }
+
+    /// Rebuilds the expiry buckets and counts from the summaries.
+    pub(crate) fn reindex(&mut self) {
+        self.buckets.clear();
+        self.reps = 0;
+        for (k, conversation) in &mut self.map {
+            let newest = conversation.reps.iter().map(|r| r.time).max().unwrap_or(i64::MIN);
+            conversation.listed = newest.div_euclid(CONVERSATION_BUCKET);
+            self.buckets.entry(conversation.listed).or_default().push(*k);
+            self.reps += conversation.reps.len();
+        }
+    }
+
+    pub(crate) fn from_map(map: HashMap<Key, Conversation>) -> Conversations {
+        let mut c = Conversations { map, ..Conversations::new() };
+        c.reindex();
+        c
+    }
+}
+
+/// Recent requests and responses that have a `request_id`, kept for the
+/// longest `horizon` of the loaded rules that read `history` (24 h when one
+/// declares none) and only the columns those rules read (found in their plans)
+/// plus [`HISTORY_KEY_COLUMNS`]; indexed by `request_id`, so each step's
+/// `history` table holds the retained rows sharing a `request_id` with its
+/// events. Rows are immutable segments, each checkpointed once.
 #[derive(Debug)]
 pub struct History {
     segments: BTreeMap<u64, Segment>,
@@ -573,18 +844,12 @@ pub struct History {
     small: Vec<u64>,
     next_id: u64,
     by_request: HashMap<Key, SmallVec<[RowRef; 2]>>,
-    conversations: HashMap<Key, Conversation>,
-    /// Conversation keys by the hour of their newest request.
-    conversation_buckets: BTreeMap<i64, Vec<Key>>,
-    /// Requests older than this no longer stand for a conversation.
-    conversation_cutoff: i64,
     /// Events-schema columns kept, ascending; `schema` is their projection.
     columns: Vec<usize>,
     schema: SchemaRef,
     /// How long rows are kept for `history` (event time behind the watermark).
     horizon: i64,
     rows: usize,
-    reps: usize,
     /// Bytes of the retained segments' arrays.
     batch_bytes: usize,
 }
@@ -651,14 +916,10 @@ impl History {
             small: Vec::new(),
             next_id: 0,
             by_request: HashMap::default(),
-            conversations: HashMap::default(),
-            conversation_buckets: BTreeMap::new(),
-            conversation_cutoff: i64::MIN,
             columns,
             schema,
             horizon: horizon.clamp(0, HISTORY_HORIZON),
             rows: 0,
-            reps: 0,
             batch_bytes: 0,
         }
     }
@@ -681,9 +942,9 @@ impl History {
         Some(filter_record_batch(&narrowed, &mask).expect("mask fits batch"))
     }
 
-    /// Takes a step's new events in and returns its `history` and `conversations` tables.
-    fn step(&mut self, events: &RecordBatch, origins: &mut Origins) -> (Option<RecordBatch>, Option<RecordBatch>) {
-        let history = self.relevant(events).and_then(|rows| {
+    /// Takes a step's new events in and returns its `history` table.
+    fn step(&mut self, events: &RecordBatch) -> Option<RecordBatch> {
+        self.relevant(events).and_then(|rows| {
             let touched = self.insert(rows, true);
             let mut refs: Vec<RowRef> = touched.iter().flat_map(|k| self.by_request[k].iter().copied()).collect();
             refs.sort_unstable();
@@ -691,79 +952,7 @@ impl History {
             let history = self.gather(&refs).map(|b| self.widen(&b));
             self.merge_small();
             history
-        });
-        (history, self.conversations_step(events, origins))
-    }
-
-    /// Adds the step's requests to their conversations' summaries and returns the summaries they touched.
-    fn conversations_step(&mut self, events: &RecordBatch, origins: &mut Origins) -> Option<RecordBatch> {
-        let c = Cols::of(events);
-        let mut touched: Vec<Key> = Vec::new();
-        for i in 0..events.num_rows() {
-            if c.event_type.value(i) != "ai.request" || !c.conversation_id.is_valid(i) {
-                continue;
-            }
-            let (id, t) = (c.conversation_id.value(i), c.time.value(i));
-            let k = key(id);
-            let tenant_id = Cols::opt(c.tenant_id, i);
-            let rep = Rep {
-                tenant: tenant_id.map(key),
-                tenant_id: tenant_id.map(Into::into),
-                time: t,
-                event_id: c.event_id.value(i).into(),
-                origin: origins.of(&c, i),
-            };
-            let bucket = t.div_euclid(CONVERSATION_BUCKET);
-            let conversation =
-                self.conversations.entry(k).or_insert_with(|| Conversation { id: id.into(), reps: Vec::new(), listed: i64::MIN });
-            conversation.reps.push(rep);
-            self.reps += 1;
-            if bucket > conversation.listed {
-                conversation.listed = bucket;
-                self.conversation_buckets.entry(bucket).or_default().push(k);
-            }
-            touched.push(k);
-        }
-        touched.sort_unstable();
-        touched.dedup();
-        if touched.is_empty() {
-            return None;
-        }
-        let mut conversation_id = StringBuilder::new();
-        let mut tenant = StringBuilder::new();
-        let mut time = TimestampNanosecondBuilder::new().with_timezone("UTC");
-        let mut event = StringBuilder::new();
-        let mut source = StringBuilder::new();
-        let mut partition = Int32Builder::new();
-        let mut position = Int64Builder::new();
-        let cutoff = self.conversation_cutoff;
-        for k in &touched {
-            let conversation = self.conversations.get_mut(k).expect("touched above");
-            let before = conversation.reps.len();
-            conversation.reps.retain(|r| r.time >= cutoff);
-            summarise(&mut conversation.reps);
-            self.reps -= before - conversation.reps.len();
-            for r in &conversation.reps {
-                conversation_id.append_value(&conversation.id);
-                tenant.append_option(r.tenant_id.as_deref());
-                time.append_value(r.time);
-                event.append_value(&r.event_id);
-                let (s, p, q) = r.origin.columns();
-                source.append_value(s);
-                partition.append_option(p);
-                position.append_value(q);
-            }
-        }
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(conversation_id.finish()),
-            Arc::new(tenant.finish()),
-            Arc::new(time.finish()),
-            Arc::new(event.finish()),
-            Arc::new(source.finish()),
-            Arc::new(partition.finish()),
-            Arc::new(position.finish()),
-        ];
-        Some(RecordBatch::try_new(conversations_schema(), columns).expect("conversation columns"))
+        })
     }
 
     /// Indexes narrowed `rows` as the segment `next_id`; returns the request keys it touched when asked.
@@ -847,9 +1036,7 @@ impl History {
         RecordBatch::try_new(schema, cols).expect("history columns")
     }
 
-    /// Forgets what no on-time event can pair with any more: history rows
-    /// older than the horizon behind `watermark`, conversation requests older
-    /// than 24 h behind it.
+    /// Forgets the rows older than the horizon behind `watermark`: no on-time event can pair with them any more.
     fn expire(&mut self, watermark: i64) {
         let cutoff = watermark.saturating_sub(self.horizon);
         while let Some(Reverse((max_time, id))) = self.by_age.peek().copied() {
@@ -859,23 +1046,6 @@ impl History {
             self.by_age.pop();
             if self.segments.contains_key(&id) {
                 self.drop_segment(id);
-            }
-        }
-        let cutoff = watermark.saturating_sub(HISTORY_HORIZON);
-        self.conversation_cutoff = self.conversation_cutoff.max(cutoff);
-        while let Some((&bucket, _)) = self.conversation_buckets.first_key_value() {
-            if (bucket + 1).saturating_mul(CONVERSATION_BUCKET) > cutoff {
-                break;
-            }
-            for k in self.conversation_buckets.pop_first().expect("peeked").1 {
-                let Some(conversation) = self.conversations.get_mut(&k) else { continue };
-                let before = conversation.reps.len();
-                conversation.reps.retain(|r| r.time >= cutoff);
-                self.reps -= before - conversation.reps.len();
-                // Listed in a later bucket too when it has newer requests; gone when it has none.
-                if conversation.reps.is_empty() {
-                    self.conversations.remove(&k);
-                }
             }
         }
     }
@@ -903,18 +1073,12 @@ impl History {
         self.rows
     }
 
-    /// Requests kept to stand for their conversations.
-    pub fn conversation_reps(&self) -> usize {
-        self.reps
-    }
 
     /// An estimate of the heap bytes held.
     fn bytes(&self) -> usize {
         self.batch_bytes
             + self.by_request.capacity() * (size_of::<(Key, SmallVec<[RowRef; 2]>)>() + 1)
             + (self.rows.saturating_sub(2 * self.by_request.len())) * size_of::<RowRef>()
-            + self.conversations.capacity() * (size_of::<(Key, Conversation)>() + 1)
-            + self.reps * (size_of::<Rep>() + 40)
             + self.segments.len() * 64
     }
 
@@ -927,16 +1091,12 @@ impl History {
         self.next_id
     }
 
-    /// The conversation summaries, for checkpoints.
-    pub(crate) fn conversation_summaries(&self) -> &HashMap<Key, Conversation> {
-        &self.conversations
-    }
 
     /// Restores segments written by [`History::segments`] (keeping their ids)
     /// and the conversation summaries. Segments of another layout (a
     /// different rule set) are brought to this one by column name; a column
     /// they lack reads as NULL.
-    pub(crate) fn restore(&mut self, segments: Vec<(u64, RecordBatch)>, next_id: u64, conversations: HashMap<Key, Conversation>) {
+    pub(crate) fn restore(&mut self, segments: Vec<(u64, RecordBatch)>, next_id: u64) {
         let columns = std::mem::take(&mut self.columns);
         *self = History::new(&columns, self.horizon);
         for (id, b) in segments {
@@ -946,13 +1106,6 @@ impl History {
         }
         self.small.clear();
         self.next_id = self.next_id.max(next_id);
-        for (k, mut conversation) in conversations {
-            let newest = conversation.reps.iter().map(|r| r.time).max().unwrap_or(i64::MIN);
-            conversation.listed = newest.div_euclid(CONVERSATION_BUCKET);
-            self.conversation_buckets.entry(conversation.listed).or_default().push(k);
-            self.reps += conversation.reps.len();
-            self.conversations.insert(k, conversation);
-        }
     }
 
     fn to_layout(&self, b: RecordBatch) -> RecordBatch {
@@ -1007,22 +1160,42 @@ impl StateStats {
 }
 
 /// All event-time state of the engine.
+///
+/// The keyed parts (seen event ids, open obligations, decided and early keys,
+/// conversation summaries) are split into key-hash [`Shard`]s: each id's key
+/// picks its shard, so a step's work on one shard never touches another's.
+/// Large steps run the shards on parallel threads (history beside them), and
+/// each shard is checkpointed on its own and incrementally (see
+/// [`super::checkpoint`]). The answer does not depend on the shard count.
 #[derive(Debug)]
 pub struct State {
     pub(crate) lateness: i64,
     pub(crate) max_seen: Option<i64>,
     pub(crate) watermark: i64,
-    /// Seen event ids by minute of event time: a retry has its original's time.
-    pub(crate) seen: BTreeMap<i64, HashSet<Key>>,
     pub history: History,
-    pub requests: Deadlines,
-    pub artifacts: Deadlines,
-    /// Open obligations moved to disk past the memory limit; opened at the first spill.
-    pub(crate) spill: Option<Spill>,
+    pub(crate) shards: Vec<Shard>,
     pub(crate) spill_config: SpillConfig,
+    /// How long decided and early keys are remembered: (requests, artifacts).
+    memory: (i64, i64),
     over_limit_warned: bool,
     /// While over the limit after a spill, the state bytes at which to try again.
     next_spill_try: usize,
+}
+
+/// One key-hash shard of the keyed state.
+#[derive(Debug)]
+pub(crate) struct Shard {
+    /// Seen event ids by minute of event time: a retry has its original's time.
+    pub(crate) seen: BTreeMap<i64, HashSet<Key>>,
+    pub(crate) requests: Deadlines,
+    pub(crate) artifacts: Deadlines,
+    pub(crate) conversations: Conversations,
+    /// Open obligations moved to disk past the memory limit; opened at the shard's first spill.
+    pub(crate) spill: Option<Spill>,
+    /// The spill store's file; `None` for a scratch file.
+    pub(crate) spill_path: Option<std::path::PathBuf>,
+    /// Whether `seen` changed since the last checkpoint.
+    pub(crate) seen_changed: bool,
 }
 
 /// When and where the state spills open obligations to disk.
@@ -1030,7 +1203,8 @@ pub struct State {
 pub struct SpillConfig {
     /// Estimated state bytes past which open obligations move to disk.
     pub memory_limit: usize,
-    /// The store's file; `None` uses a scratch file in the temporary folder, removed at exit.
+    /// The store's file (each shard's is named after it, see [`super::spill::shard_file`]);
+    /// `None` uses scratch files in the temporary folder, removed at exit.
     pub path: Option<std::path::PathBuf>,
     /// Only obligations due further than this past the watermark spill (event time, nanoseconds).
     pub min_ahead: i64,
@@ -1045,7 +1219,273 @@ impl Default for SpillConfig {
 /// The default `state_memory_limit`: 512 MiB.
 pub const DEFAULT_STATE_MEMORY_LIMIT: usize = 512 << 20;
 
+/// The default number of key-hash shards.
+pub const DEFAULT_SHARDS: usize = 8;
+/// The most shards a state may have.
+pub const MAX_SHARDS: usize = 256;
+
 const SEEN_BUCKET: i64 = 60 * NANOS_PER_SEC;
+
+/// Steps of at least this many events run their shards on parallel threads;
+/// smaller ones cost less than the threads would.
+const PARALLEL_ROWS: usize = 4096;
+
+/// The shard of a key among `n`: its top bits, spread evenly.
+#[inline]
+pub fn shard_of(k: Key, n: usize) -> usize {
+    (((k >> 64) as u64 as u128 * n as u128) >> 64) as usize
+}
+
+/// Runs `f` on every shard and `beside` once, on up to as many threads as the
+/// machine has cores when `parallel`, else one after the other on this thread.
+/// Results come in shard order, whatever ran where.
+pub(crate) fn each_shard<R: Send, S: Send>(
+    shards: &mut [Shard],
+    parallel: bool,
+    f: impl Fn(usize, &mut Shard) -> R + Sync,
+    beside: impl FnOnce() -> S + Send,
+) -> (Vec<R>, S) {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let threads = if parallel { (*CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))).min(shards.len()) } else { 1 };
+    if threads <= 1 {
+        let out = shards.iter_mut().enumerate().map(|(i, s)| f(i, s)).collect();
+        return (out, beside());
+    }
+    let per = shards.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let f = &f;
+        let handles: Vec<_> = shards
+            .chunks_mut(per)
+            .enumerate()
+            .map(|(c, chunk)| scope.spawn(move || chunk.iter_mut().enumerate().map(|(j, s)| f(c * per + j, s)).collect::<Vec<R>>()))
+            .collect();
+        let side = beside();
+        let out = handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect();
+        (out, side)
+    })
+}
+
+/// A row of a step and the key it is routed by.
+type Routed = (u32, Key);
+
+/// What one shard's step gives back.
+struct ShardStep {
+    due_requests: Vec<(Key, Obligation)>,
+    due_artifacts: Vec<(Key, Obligation)>,
+    /// The summaries of the conversations it added requests to, in key order,
+    /// and where each one's rows are: (key, first row, rows).
+    conversations: Option<(RecordBatch, Vec<(Key, usize, usize)>)>,
+}
+
+impl Shard {
+    fn new(memory: (i64, i64), spill_path: Option<std::path::PathBuf>) -> Shard {
+        Shard {
+            seen: BTreeMap::new(),
+            requests: Deadlines::new(memory.0),
+            artifacts: Deadlines::new(memory.1),
+            conversations: Conversations::new(),
+            spill: None,
+            spill_path,
+            seen_changed: false,
+        }
+    }
+
+    /// Records the event ids at `rows`; returns the rows already seen.
+    fn dedup(&mut self, c: &Cols<'_>, rows: &[Routed]) -> Vec<u32> {
+        if !rows.is_empty() {
+            self.seen_changed = true;
+        }
+        rows.iter()
+            .filter(|(i, k)| !self.seen.entry(c.time.value(*i as usize).div_euclid(SEEN_BUCKET)).or_default().insert(*k))
+            .map(|(i, _)| *i)
+            .collect()
+    }
+
+    /// Opens and fulfils the obligations of `ops`, adds the requests of `convs`
+    /// to their conversations, then releases what `watermark` makes due and
+    /// forgets what it makes irrelevant.
+    #[allow(clippy::too_many_arguments)]
+    fn step(&mut self, c: &Cols<'_>, ops: &[Routed], convs: &[Routed], policy: &Policy, watermark: i64, lateness: i64) -> ShardStep {
+        let mut origins = Origins::default();
+        // The spill store's tables, in one transaction for the step, when anything is spilled.
+        let spill = self.spill.take();
+        let txn = spill.as_ref().filter(|_| self.requests.spilled + self.artifacts.spilled > 0).map(Spill::begin);
+        let (due_requests, due_artifacts) = {
+            let open = |kind: Kind, d: &mut Deadlines| match (&spill, &txn) {
+                (Some(s), Some(t)) if d.spilled > 0 => {
+                    let tables = Tables::open(s, t, kind);
+                    d.sharpen(&tables);
+                    Some(tables)
+                }
+                _ => None,
+            };
+            let mut requests = open(Kind::Requests, &mut self.requests);
+            let mut artifacts = open(Kind::Artifacts, &mut self.artifacts);
+            for &(i, k) in ops {
+                self.track_deadlines(c, i as usize, k, policy, &mut origins, requests.as_mut(), artifacts.as_mut());
+            }
+            (self.requests.due(watermark, false, requests.as_mut()), self.artifacts.due(watermark, false, artifacts.as_mut()))
+        };
+        if let (Some(s), Some(t)) = (&spill, txn) {
+            s.commit(t);
+        }
+        self.spill = spill;
+        let mut touched = Vec::with_capacity(convs.len());
+        for &(i, k) in convs {
+            let i = i as usize;
+            let tenant_id = Cols::opt(c.tenant_id, i);
+            let rep = Rep {
+                tenant: tenant_id.map(key),
+                tenant_id: tenant_id.map(Into::into),
+                time: c.time.value(i),
+                event_id: c.event_id.value(i).into(),
+                origin: origins.of(c, i),
+            };
+            self.conversations.add(k, c.conversation_id.value(i), rep);
+            touched.push(k);
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for k in &touched {
+            self.conversations.summarise(*k);
+        }
+        // Built before expiry: a late request still sees its conversation.
+        let conversations = self.conversations.rows(&touched);
+        self.expire(watermark, lateness);
+        ShardStep { due_requests, due_artifacts, conversations }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn track_deadlines(
+        &mut self,
+        c: &Cols<'_>,
+        i: usize,
+        k: Key,
+        policy: &Policy,
+        origins: &mut Origins,
+        spilled_requests: Option<&mut Tables<'_>>,
+        spilled_artifacts: Option<&mut Tables<'_>>,
+    ) {
+        let t = c.time.value(i);
+        let tenant = Cols::opt(c.tenant_id, i);
+        let mut obligation = |key: &str, deadline: i64, kind: Option<&str>| Obligation {
+            key: key.to_string(),
+            start: t,
+            deadline,
+            event_id: c.event_id.value(i).to_string(),
+            tenant_id: tenant.map(str::to_string),
+            kind: kind.map(str::to_string),
+            origin: origins.of(c, i),
+            met: None,
+            met_origin: None,
+        };
+        match c.event_type.value(i) {
+            "ai.request" => {
+                let r = c.request_id.value(i);
+                let deadline = t.saturating_add(policy.response_timeout_seconds.saturating_mul(NANOS_PER_SEC));
+                self.requests.open(k, t, || obligation(r, deadline, None), spilled_requests);
+            }
+            "ai.response" => self.requests.fulfil(k, t, c.event_id.value(i), || origins.of(c, i), spilled_requests),
+            "artifact.stored" => {
+                // Retention is the tenant's: without a tenant (or kind) there is no deadline to miss.
+                let (Some(kind), Some(tenant)) = (Cols::opt(c.artifact_kind, i), tenant) else {
+                    return;
+                };
+                if let Some(secs) = policy.retention_seconds(tenant, kind) {
+                    let a = c.artifact_id.value(i);
+                    let deadline = t.saturating_add(secs.saturating_mul(NANOS_PER_SEC));
+                    self.artifacts.open(k, t, || obligation(a, deadline, Some(kind)), spilled_artifacts);
+                }
+            }
+            "artifact.deleted" => self.artifacts.fulfil(k, t, c.event_id.value(i), || origins.of(c, i), spilled_artifacts),
+            _ => {}
+        }
+    }
+
+    /// The end of a finite input: every obligation due at `watermark`, inclusive.
+    fn finish(&mut self, watermark: i64) -> (Vec<(Key, Obligation)>, Vec<(Key, Obligation)>) {
+        match self.spill.take() {
+            Some(s) => {
+                let txn = s.begin();
+                let due = {
+                    let mut requests = Tables::open(&s, &txn, Kind::Requests);
+                    let mut artifacts = Tables::open(&s, &txn, Kind::Artifacts);
+                    (self.requests.due(watermark, true, Some(&mut requests)), self.artifacts.due(watermark, true, Some(&mut artifacts)))
+                };
+                s.commit(txn);
+                self.spill = Some(s);
+                due
+            }
+            None => (self.requests.due(watermark, true, None), self.artifacts.due(watermark, true, None)),
+        }
+    }
+
+    /// Forgets what no on-time event can still change.
+    pub(crate) fn expire(&mut self, watermark: i64, lateness: i64) {
+        if watermark == i64::MIN {
+            return;
+        }
+        self.requests.expire(watermark);
+        self.artifacts.expire(watermark);
+        self.conversations.expire(watermark);
+        // A retry carries its original's time; once that time is a lateness
+        // behind the watermark, a retry would be late anyway.
+        let seen_cutoff = watermark.saturating_sub(lateness).div_euclid(SEEN_BUCKET);
+        while let Some((&bucket, _)) = self.seen.first_key_value() {
+            if bucket >= seen_cutoff {
+                break;
+            }
+            self.seen.pop_first();
+            self.seen_changed = true;
+        }
+    }
+
+    /// Moves this shard's open obligations due after `cutoff` to its spill
+    /// store: the artifacts', then the requests' when `requests_too` says so
+    /// (given the state's bytes after the artifacts moved).
+    fn spill_due_after(&mut self, cutoff: i64, stores: usize, requests_too: impl FnOnce(&Shard) -> bool) {
+        let spill = match self.spill.take() {
+            Some(s) => s,
+            None => Spill::open(self.spill_path.as_deref(), true, stores).unwrap_or_else(|e| panic!("{e}")),
+        };
+        let txn = spill.begin();
+        {
+            let mut artifacts = Tables::open(&spill, &txn, Kind::Artifacts);
+            self.artifacts.spill_due_after(cutoff, &mut artifacts);
+        }
+        if requests_too(self) {
+            let mut requests = Tables::open(&spill, &txn, Kind::Requests);
+            self.requests.spill_due_after(cutoff, &mut requests);
+        }
+        spill.commit(txn);
+        self.spill = Some(spill);
+    }
+
+    fn seen_len(&self) -> usize {
+        self.seen.values().map(HashSet::len).sum()
+    }
+
+    fn seen_bytes(&self) -> usize {
+        self.seen.values().map(|s| s.capacity() * (size_of::<Key>() + 1) + 64).sum()
+    }
+
+    fn bytes(&self) -> usize {
+        self.requests.bytes() + self.artifacts.bytes() + self.conversations.bytes() + self.seen_bytes()
+    }
+
+    /// Whether anything changed since the last checkpoint.
+    pub(crate) fn changed(&self) -> bool {
+        self.seen_changed || self.requests.changed() || self.artifacts.changed() || !self.conversations.dirty.is_empty()
+    }
+
+    /// Forgets what changed: a checkpoint holds it now.
+    pub(crate) fn clear_changes(&mut self) {
+        self.seen_changed = false;
+        self.requests.clear_changes();
+        self.artifacts.clear_changes();
+        self.conversations.clear_changes();
+    }
+}
 
 impl State {
     /// `history_columns`: the events-schema columns the rules read from `history`.
@@ -1056,21 +1496,40 @@ impl State {
     /// 24 h and the longest retention period.
     ///
     /// `history_horizon`: how long history rows are kept (event time, nanoseconds).
-    pub fn new(lateness_seconds: u64, policy: &Policy, history_columns: &[usize], history_horizon: i64, spill_config: SpillConfig) -> State {
+    /// `shards`: how many key-hash shards (1 to [`MAX_SHARDS`]).
+    pub fn new(
+        lateness_seconds: u64,
+        policy: &Policy,
+        history_columns: &[usize],
+        history_horizon: i64,
+        spill_config: SpillConfig,
+        shards: usize,
+    ) -> State {
         let secs = |s: i64| HISTORY_HORIZON.max(s.saturating_mul(NANOS_PER_SEC));
-        State {
+        let mut state = State {
             lateness: (lateness_seconds as i64).saturating_mul(NANOS_PER_SEC),
             max_seen: None,
             watermark: i64::MIN,
-            seen: BTreeMap::new(),
             history: History::new(history_columns, history_horizon),
-            requests: Deadlines::new(secs(policy.response_timeout_seconds)),
-            artifacts: Deadlines::new(secs(policy.max_retention_seconds())),
-            spill: None,
+            shards: Vec::new(),
             spill_config,
+            memory: (secs(policy.response_timeout_seconds), secs(policy.max_retention_seconds())),
             over_limit_warned: false,
             next_spill_try: 0,
-        }
+        };
+        state.reshard(shards);
+        state
+    }
+
+    /// Empties the keyed state into `n` new shards (a checkpoint of another shard count is restored into them).
+    pub(crate) fn reshard(&mut self, n: usize) {
+        let n = n.clamp(1, MAX_SHARDS);
+        let path = self.spill_config.path.clone();
+        self.shards = (0..n).map(|i| Shard::new(self.memory, path.as_deref().map(|p| super::spill::shard_file(p, i)))).collect();
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
     }
 
     pub fn watermark(&self) -> Option<i64> {
@@ -1088,55 +1547,68 @@ impl State {
     /// the partitions it has not caught up with, so reading one partition's
     /// backlog ahead of another's does not make the other's events late.
     pub fn step(&mut self, batch: RecordBatch, policy: &Policy, hold: Option<i64>) -> StepInput {
-        let (events, duplicates) = self.drop_duplicates(batch);
+        let n = self.shards.len();
+        let parallel = batch.num_rows() >= PARALLEL_ROWS;
+        let (events, duplicates) = self.drop_duplicates(batch, parallel);
         let c = Cols::of(&events);
+
+        // Late events count against the watermark before this step; the new
+        // one follows the step's newest event time.
         let mut late = 0;
-        let mut origins = Origins::default();
-        // The spill store's tables, in one transaction for the step, when anything is spilled.
-        let spill = self.spill.take();
-        let txn = spill.as_ref().filter(|_| self.requests.spilled + self.artifacts.spilled > 0).map(Spill::begin);
-        let (due_requests, due_artifacts, history, conversations) = {
-            let open = |kind: Kind, d: &mut Deadlines| match (&spill, &txn) {
-                (Some(s), Some(t)) if d.spilled > 0 => {
-                    let tables = Tables::open(s, t, kind);
-                    d.sharpen(&tables);
-                    Some(tables)
+        let mut ops: Vec<Vec<Routed>> = vec![Vec::new(); n];
+        let mut convs: Vec<Vec<Routed>> = vec![Vec::new(); n];
+        for i in 0..events.num_rows() {
+            let t = c.time.value(i);
+            late += usize::from(t < self.watermark);
+            self.max_seen = Some(self.max_seen.map_or(t, |m| m.max(t)));
+            let by = match c.event_type.value(i) {
+                "ai.request" => {
+                    if c.conversation_id.is_valid(i) {
+                        let k = key(c.conversation_id.value(i));
+                        convs[shard_of(k, n)].push((i as u32, k));
+                    }
+                    c.request_id
                 }
-                _ => None,
+                "ai.response" => c.request_id,
+                "artifact.stored" | "artifact.deleted" => c.artifact_id,
+                _ => continue,
             };
-            let mut requests = open(Kind::Requests, &mut self.requests);
-            let mut artifacts = open(Kind::Artifacts, &mut self.artifacts);
-            for i in 0..events.num_rows() {
-                let t = c.time.value(i);
-                if t < self.watermark {
-                    late += 1;
-                }
-                self.max_seen = Some(self.max_seen.map_or(t, |m| m.max(t)));
-                self.track_deadlines(&c, i, t, policy, &mut origins, requests.as_mut(), artifacts.as_mut());
+            if by.is_valid(i) {
+                let k = key(by.value(i));
+                ops[shard_of(k, n)].push((i as u32, k));
             }
-
-            let (history, conversations) = self.history.step(&events, &mut origins);
-
-            if let Some(m) = self.max_seen {
-                let bound = hold.map_or(m, |h| m.min(h));
-                self.watermark = self.watermark.max(bound.saturating_sub(self.lateness));
-            }
-            let due_requests = self.requests.due(self.watermark, false, requests.as_mut());
-            let due_artifacts = self.artifacts.due(self.watermark, false, artifacts.as_mut());
-            (due_requests, due_artifacts, history, conversations)
-        };
-        if let (Some(s), Some(t)) = (&spill, txn) {
-            s.commit(t);
         }
-        self.spill = spill;
-        self.expire();
+        if let Some(m) = self.max_seen {
+            let bound = hold.map_or(m, |h| m.min(h));
+            self.watermark = self.watermark.max(bound.saturating_sub(self.lateness));
+        }
+
+        let (watermark, lateness) = (self.watermark, self.lateness);
+        let history = &mut self.history;
+        let (steps, history_table) = each_shard(
+            &mut self.shards,
+            parallel,
+            |s, shard| shard.step(&c, &ops[s], &convs[s], policy, watermark, lateness),
+            || {
+                let table = history.step(&events);
+                history.expire(watermark);
+                table
+            },
+        );
+        let (mut due_requests, mut due_artifacts, mut tables) = (Vec::new(), Vec::new(), Vec::new());
+        for s in steps {
+            due_requests.extend(s.due_requests);
+            due_artifacts.extend(s.due_artifacts);
+            tables.extend(s.conversations);
+        }
+        let conversations = State::conversations_table(tables);
         self.keep_within_limit();
         StepInput {
             events,
-            history,
+            history: history_table,
             conversations,
-            due_requests,
-            due_artifacts,
+            due_requests: in_release_order(due_requests),
+            due_artifacts: in_release_order(due_artifacts),
             duplicates,
             late,
             watermark: self.watermark(),
@@ -1149,27 +1621,18 @@ impl State {
         if let Some(m) = self.max_seen {
             self.watermark = self.watermark.max(m);
         }
-        let spill = self.spill.take();
-        let (due_requests, due_artifacts) = match &spill {
-            Some(s) => {
-                let txn = s.begin();
-                let due = {
-                    let mut requests = Tables::open(s, &txn, Kind::Requests);
-                    let mut artifacts = Tables::open(s, &txn, Kind::Artifacts);
-                    (self.requests.due(self.watermark, true, Some(&mut requests)), self.artifacts.due(self.watermark, true, Some(&mut artifacts)))
-                };
-                s.commit(txn);
-                due
-            }
-            None => (self.requests.due(self.watermark, true, None), self.artifacts.due(self.watermark, true, None)),
-        };
-        self.spill = spill;
+        let watermark = self.watermark;
+        let (mut due_requests, mut due_artifacts) = (Vec::new(), Vec::new());
+        for (r, a) in each_shard(&mut self.shards, false, |_, shard| shard.finish(watermark), || ()).0 {
+            due_requests.extend(r);
+            due_artifacts.extend(a);
+        }
         StepInput {
             events: RecordBatch::new_empty(events_schema()),
             history: None,
             conversations: None,
-            due_requests,
-            due_artifacts,
+            due_requests: in_release_order(due_requests),
+            due_artifacts: in_release_order(due_artifacts),
             duplicates: 0,
             late: 0,
             watermark: self.watermark(),
@@ -1177,96 +1640,43 @@ impl State {
         }
     }
 
-    fn drop_duplicates(&mut self, batch: RecordBatch) -> (RecordBatch, usize) {
+    fn drop_duplicates(&mut self, batch: RecordBatch, parallel: bool) -> (RecordBatch, usize) {
+        let n = self.shards.len();
         let c = Cols::of(&batch);
-        let keep: BooleanArray = (0..batch.num_rows())
-            .map(|i| {
-                let bucket = c.time.value(i).div_euclid(SEEN_BUCKET);
-                Some(self.seen.entry(bucket).or_default().insert(key(c.event_id.value(i))))
-            })
-            .collect();
-        let dropped = keep.len() - keep.true_count();
-        if dropped == 0 {
+        let mut rows: Vec<Vec<Routed>> = vec![Vec::new(); n];
+        for i in 0..batch.num_rows() {
+            let k = key(c.event_id.value(i));
+            rows[shard_of(k, n)].push((i as u32, k));
+        }
+        let repeated: Vec<u32> = each_shard(&mut self.shards, parallel, |s, shard| shard.dedup(&c, &rows[s]), || ()).0.concat();
+        if repeated.is_empty() {
             return (batch, 0);
         }
-        (filter_record_batch(&batch, &keep).expect("mask fits batch"), dropped)
+        let mut keep = vec![true; batch.num_rows()];
+        for i in &repeated {
+            keep[*i as usize] = false;
+        }
+        (filter_record_batch(&batch, &BooleanArray::from(keep)).expect("mask fits batch"), repeated.len())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn track_deadlines(
-        &mut self,
-        c: &Cols<'_>,
-        i: usize,
-        t: i64,
-        policy: &Policy,
-        origins: &mut Origins,
-        spilled_requests: Option<&mut Tables<'_>>,
-        spilled_artifacts: Option<&mut Tables<'_>>,
-    ) {
-        let tenant = Cols::opt(c.tenant_id, i);
-        let mut obligation = |key: &str, deadline: i64, kind: Option<&str>| Obligation {
-            key: key.to_string(),
-            start: t,
-            deadline,
-            event_id: c.event_id.value(i).to_string(),
-            tenant_id: tenant.map(str::to_string),
-            kind: kind.map(str::to_string),
-            origin: origins.of(c, i),
-            met: None,
-            met_origin: None,
-        };
-        match c.event_type.value(i) {
-            "ai.request" => {
-                if let Some(r) = Cols::opt(c.request_id, i) {
-                    let deadline = t.saturating_add(policy.response_timeout_seconds.saturating_mul(NANOS_PER_SEC));
-                    self.requests.open(key(r), t, || obligation(r, deadline, None), spilled_requests);
-                }
-            }
-            "ai.response" => {
-                if let Some(r) = Cols::opt(c.request_id, i) {
-                    self.requests.fulfil(key(r), t, c.event_id.value(i), || origins.of(c, i), spilled_requests);
-                }
-            }
-            "artifact.stored" => {
-                // Retention is the tenant's: without a tenant (or kind) there is no deadline to miss.
-                let (Some(a), Some(kind), Some(tenant)) = (Cols::opt(c.artifact_id, i), Cols::opt(c.artifact_kind, i), tenant) else {
-                    return;
-                };
-                if let Some(secs) = policy.retention_seconds(tenant, kind) {
-                    let deadline = t.saturating_add(secs.saturating_mul(NANOS_PER_SEC));
-                    self.artifacts.open(key(a), t, || obligation(a, deadline, Some(kind)), spilled_artifacts);
-                }
-            }
-            "artifact.deleted" => {
-                if let Some(a) = Cols::opt(c.artifact_id, i) {
-                    self.artifacts.fulfil(key(a), t, c.event_id.value(i), || origins.of(c, i), spilled_artifacts);
-                }
-            }
-            _ => {}
+    /// The `conversations` table: the summaries the shards' steps touched, in key order.
+    fn conversations_table(parts: Vec<(RecordBatch, Vec<(Key, usize, usize)>)>) -> Option<RecordBatch> {
+        let mut spans: Vec<(Key, usize, usize, usize)> =
+            parts.iter().enumerate().flat_map(|(p, (_, spans))| spans.iter().map(move |&(k, at, n)| (k, p, at, n))).collect();
+        if spans.is_empty() {
+            return None;
         }
-    }
-
-    /// Forgets what no on-time event can still change.
-    fn expire(&mut self) {
-        if self.watermark == i64::MIN {
-            return;
+        if parts.len() == 1 {
+            return parts.into_iter().next().map(|p| p.0);
         }
-        self.history.expire(self.watermark);
-        self.requests.expire(self.watermark);
-        self.artifacts.expire(self.watermark);
-        // A retry carries its original's time; once that time is a lateness
-        // behind the watermark, a retry would be late anyway.
-        let seen_cutoff = self.watermark.saturating_sub(self.lateness).div_euclid(SEEN_BUCKET);
-        while let Some((&bucket, _)) = self.seen.first_key_value() {
-            if bucket >= seen_cutoff {
-                break;
-            }
-            self.seen.pop_first();
-        }
+        spans.sort_unstable();
+        let indices: Vec<(usize, usize)> = spans.iter().flat_map(|&(_, p, at, n)| (at..at + n).map(move |r| (p, r))).collect();
+        let batches: Vec<&RecordBatch> = parts.iter().map(|p| &p.0).collect();
+        Some(interleave_record_batch(&batches, &indices).expect("conversation tables share one layout"))
     }
 
     /// Past the memory limit, moves the open obligations in memory to the
-    /// spill store: the artifacts' (the longest lived) first, then the
+    /// spill stores: the artifacts' (the longest lived) first, then the
     /// requests' if the state is still over.
     ///
     /// Only obligations due more than `min_ahead` past the watermark move: one
@@ -1281,21 +1691,15 @@ impl State {
             return;
         }
         let cutoff = self.watermark.saturating_add(self.spill_config.min_ahead);
-        let spill = match self.spill.take() {
-            Some(s) => s,
-            None => Spill::open(self.spill_config.path.as_deref(), true).unwrap_or_else(|e| panic!("{e}")),
-        };
-        let txn = spill.begin();
-        {
-            let mut artifacts = Tables::open(&spill, &txn, Kind::Artifacts);
-            self.artifacts.spill_due_after(cutoff, &mut artifacts);
+        // The other parts' bytes, so each shard can tell whether the state is still over after its artifacts moved.
+        let history = self.history.bytes();
+        let n = self.shards.len();
+        let mut shard_bytes: Vec<usize> = self.shards.iter().map(Shard::bytes).collect();
+        for s in 0..n {
+            let others: usize = history + shard_bytes.iter().enumerate().filter(|(j, _)| *j != s).map(|(_, b)| b).sum::<usize>();
+            self.shards[s].spill_due_after(cutoff, n, |shard| others + shard.bytes() > limit);
+            shard_bytes[s] = self.shards[s].bytes();
         }
-        if self.bytes() > limit {
-            let mut requests = Tables::open(&spill, &txn, Kind::Requests);
-            self.requests.spill_due_after(cutoff, &mut requests);
-        }
-        spill.commit(txn);
-        self.spill = Some(spill);
         let after = self.bytes();
         if after > limit {
             self.next_spill_try = after.saturating_add(limit / 8);
@@ -1319,37 +1723,35 @@ impl State {
         }
     }
 
-    fn seen_bytes(&self) -> usize {
-        self.seen.values().map(|s| s.capacity() * (size_of::<Key>() + 1) + 64).sum()
-    }
-
     /// The estimated heap bytes of the state (what `state_memory_limit` bounds).
     pub fn bytes(&self) -> usize {
-        self.history.bytes() + self.requests.bytes() + self.artifacts.bytes() + self.seen_bytes()
+        self.history.bytes() + self.shards.iter().map(Shard::bytes).sum::<usize>()
     }
 
     /// Entries held by kind and an estimate of their bytes.
     pub fn stats(&self) -> StateStats {
-        let seen: usize = self.seen.values().map(HashSet::len).sum();
-        let seen_bytes = self.seen_bytes();
+        let sum = |f: &dyn Fn(&Shard) -> usize| self.shards.iter().map(f).sum::<usize>();
+        let (requests, artifacts) = (sum(&|s| s.requests.bytes()), sum(&|s| s.artifacts.bytes()));
+        let (seen, conversations) = (sum(&|s| s.seen_bytes()), sum(&|s| s.conversations.bytes()));
         StateStats {
             entries: vec![
                 ("history_rows", self.history.rows()),
-                ("conversation_reps", self.history.conversation_reps()),
-                ("open_requests", self.requests.open_len()),
-                ("open_artifacts", self.artifacts.open_len()),
-                ("decided_requests", self.requests.closed_len()),
-                ("decided_artifacts", self.artifacts.closed_len()),
-                ("early_fulfilments", self.requests.early_len() + self.artifacts.early_len()),
-                ("seen_ids", seen),
-                ("spilled_obligations", self.requests.spilled + self.artifacts.spilled),
+                ("conversation_reps", sum(&|s| s.conversations.reps)),
+                ("open_requests", sum(&|s| s.requests.open_len())),
+                ("open_artifacts", sum(&|s| s.artifacts.open_len())),
+                ("decided_requests", sum(&|s| s.requests.closed_len())),
+                ("decided_artifacts", sum(&|s| s.artifacts.closed_len())),
+                ("early_fulfilments", sum(&|s| s.requests.early_len() + s.artifacts.early_len())),
+                ("seen_ids", sum(&|s| s.seen_len())),
+                ("spilled_obligations", sum(&|s| s.requests.spilled + s.artifacts.spilled)),
             ],
-            bytes: self.history.bytes() + self.requests.bytes() + self.artifacts.bytes() + seen_bytes,
+            bytes: self.bytes(),
             parts: vec![
                 ("history", self.history.bytes()),
-                ("requests", self.requests.bytes()),
-                ("artifacts", self.artifacts.bytes()),
-                ("seen", seen_bytes),
+                ("conversations", conversations),
+                ("requests", requests),
+                ("artifacts", artifacts),
+                ("seen", seen),
             ],
         }
     }
@@ -1358,6 +1760,13 @@ impl State {
     pub fn size(&self) -> usize {
         self.stats().total()
     }
+}
+
+/// Due obligations from every shard, in the order one shard would release
+/// them: by deadline, then key.
+fn in_release_order(mut due: Vec<(Key, Obligation)>) -> Vec<Obligation> {
+    due.sort_unstable_by_key(|(k, o)| (o.deadline, *k));
+    due.into_iter().map(|(_, o)| o).collect()
 }
 
 /// Origins built for one step, sharing one allocation per source name.
@@ -1417,7 +1826,7 @@ mod tests {
         d.fulfil(key("b"), 16, "r", || Origin::Generated { seq: 1 }, None);
         assert!(d.due(14, true, None).is_empty());
         assert!(d.due(15, false, None).is_empty(), "a deadline equal to the watermark can still be met");
-        let due: Vec<_> = d.due(18, true, None).into_iter().map(|o| (o.key, o.deadline, o.met.map(|m| m.0))).collect();
+        let due: Vec<_> = d.due(18, true, None).into_iter().map(|(_, o)| (o.key, o.deadline, o.met.map(|m| m.0))).collect();
         assert_eq!(due, vec![("b".into(), 15, Some(16)), ("a".into(), 18, None)]);
         assert!(d.due(100, true, None).is_empty(), "the superseded entry of `a` is skipped");
         open(&mut d, "a", 30, 40);
@@ -1430,7 +1839,7 @@ mod tests {
         d.fulfil(key("x"), 3, "resp", || Origin::Generated { seq: 2 }, None);
         d.fulfil(key("x"), 2, "resp0", || Origin::Generated { seq: 3 }, None);
         open(&mut d, "x", 5, 9);
-        assert_eq!(d.due(9, true, None)[0].met, Some((2, "resp0".into())));
+        assert_eq!(d.due(9, true, None)[0].1.met, Some((2, "resp0".into())));
     }
 
     #[test]

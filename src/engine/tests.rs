@@ -27,6 +27,12 @@ async fn spilling(lateness_seconds: u64, store: Option<&std::path::Path>) -> Eng
     Engine::new(policy, crate::rules::builtin(), &config).await.unwrap()
 }
 
+async fn sharded(lateness_seconds: u64, shards: usize) -> Engine {
+    let policy = Arc::new(Policy::parse(DEMO_POLICY, "demo").unwrap());
+    let config = EngineConfig { lateness_seconds, shards, ..Default::default() };
+    Engine::new(policy, crate::rules::builtin(), &config).await.unwrap()
+}
+
 async fn spill_everything(lateness_seconds: u64) -> Engine {
     let policy = Arc::new(Policy::parse(DEMO_POLICY, "demo").unwrap());
     let mut config = EngineConfig { lateness_seconds, ..Default::default() };
@@ -212,4 +218,114 @@ async fn checkpoints_at_random_cut_points(spill: bool) {
         }
         assert_eq!(found, expected, "seed {seed}, cuts {cuts:?}");
     }
+}
+
+/// Steps of 5,000 events run the shards on parallel threads; smaller ones one after the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_shard_and_many_give_the_same_alerts() {
+    for seed in [2, 9] {
+        let lines = generated(12_000, seed);
+        let expected = scan(&mut sharded(60, 1).await, &lines, &[5_000]).await;
+        assert!(expected.iter().any(|(r, _)| r == "logging.missing_response") && expected.iter().any(|(r, _)| r == "retention.expired"));
+        for (shards, sizes) in [(2, vec![5_000]), (7, vec![5_000, 1, 300]), (64, vec![12_000])] {
+            assert_eq!(scan(&mut sharded(60, shards).await, &lines, &sizes).await, expected, "seed {seed}, {shards} shards, batches {sizes:?}");
+        }
+        let (lines, expected) = conversations(seed, 2 * HOUR);
+        for shards in [1, 5] {
+            let found: BTreeSet<String> = scan(&mut sharded(2 * HOUR as u64, shards).await, &lines, &[5_000, 17])
+                .await
+                .into_iter()
+                .filter(|(r, _)| r == "xtenant.conversation")
+                .map(|(_, s)| s)
+                .collect();
+            assert_eq!(found, expected, "seed {seed}, {shards} shards");
+        }
+    }
+}
+
+/// One engine checkpoints after every step, so each shard's chain grows
+/// deltas and is folded into new bases; a restore from any of those
+/// checkpoints, with the work after it lost, gives the alerts of one scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_of_incremental_checkpoints_restores_at_any_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = generated(16_000, 21);
+    let expected = scan(&mut engine(60).await, &lines, &[100]).await;
+    let path = dir.path().join("ckpt");
+    let mut e = sharded(60, 3).await;
+    let mut d = Decoder::new();
+    let mut before = Violations::new();
+    let mut rng = Rng(21);
+    // Past 64 deltas a chain is folded into a new base, whatever the sizes.
+    let stop = 70 + (rng.next() % 80) as usize;
+    let mut found_at_stop = Violations::new();
+    let mut bases = BTreeSet::new();
+    let mut entries_at_stop = Vec::new();
+    for (n, chunk) in lines.chunks(100).enumerate() {
+        let mut raw = RawBatch::default();
+        for l in chunk {
+            raw.push(l.as_bytes(), Origin::Generated { seq: 0 });
+        }
+        let r = e.step(d.decode(&raw).events).await.unwrap();
+        before.extend(r.alerts.into_iter().map(|a| (a.rule_id, a.subject)));
+        if n <= stop {
+            e.write_checkpoint(&path, serde_json::json!((n + 1) * 100)).unwrap();
+            let names = std::fs::read_dir(dir.path().join("ckpt.shards")).unwrap().flatten().map(|f| f.file_name().to_string_lossy().into_owned());
+            bases.extend(names.filter(|n| n.ends_with(".base")));
+        }
+        if n == stop {
+            found_at_stop = before.clone();
+            entries_at_stop = e.state_stats().entries;
+        }
+    }
+    assert!(bases.len() > 4, "shards were rewritten whole: {bases:?}");
+    let files = std::fs::read_dir(dir.path().join("ckpt.shards")).unwrap().count();
+    assert!(files <= 2 * (3 * 66 + 2), "files no checkpoint names are deleted ({files})");
+    let mut e = sharded(60, 1).await;
+    let at = e.restore_checkpoint(&path).unwrap().unwrap().as_u64().unwrap() as usize;
+    assert_eq!(at, (stop + 1) * 100);
+    assert_eq!(e.state().shard_count(), 3, "the state keeps its checkpoint's shard count");
+    let mut entries = e.state_stats().entries;
+    entries.retain(|(k, _)| *k != "emitted_violations");
+    entries_at_stop.retain(|(k, _)| *k != "emitted_violations");
+    assert_eq!(entries, entries_at_stop, "the restored state holds what the live one held");
+    let mut found = found_at_stop;
+    found.extend(scan(&mut e, &lines[at..], &[100]).await);
+    assert_eq!(found, expected);
+}
+
+/// A checkpoint after a small step writes what the step changed, not the state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_costs_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = generated(40_000, 4);
+    let path = dir.path().join("ckpt");
+    let mut e = sharded(60, 4).await;
+    let mut d = Decoder::new();
+    let feed = |lines: &[String]| {
+        let mut raw = RawBatch::default();
+        for l in lines {
+            raw.push(l.as_bytes(), Origin::Generated { seq: 0 });
+        }
+        raw
+    };
+    e.step(d.decode(&feed(&lines[..39_900])).events).await.unwrap();
+    e.write_checkpoint(&path, serde_json::json!(1)).unwrap();
+    let shards = dir.path().join("ckpt.shards");
+    let sizes = || -> std::collections::BTreeMap<String, u64> {
+        std::fs::read_dir(&shards).unwrap().flatten().map(|f| (f.file_name().to_string_lossy().into_owned(), f.metadata().unwrap().len())).collect()
+    };
+    let first = sizes();
+    let whole: u64 = first.values().sum();
+    e.step(d.decode(&feed(&lines[39_900..])).events).await.unwrap();
+    e.write_checkpoint(&path, serde_json::json!(2)).unwrap();
+    let added: u64 = sizes().iter().filter(|(name, _)| !first.contains_key(*name)).map(|(_, b)| b).sum();
+    assert!(added > 0 && added * 10 < whole, "a checkpoint of 100 events wrote {added} bytes against a state of {whole}");
+    // Nothing changed: no shard file at all.
+    let before = sizes();
+    e.write_checkpoint(&path, serde_json::json!(3)).unwrap();
+    assert!(sizes().keys().all(|name| before.contains_key(name)), "an unchanged state writes only its manifest");
+    let mut restored = sharded(60, 4).await;
+    assert_eq!(restored.restore_checkpoint(&path).unwrap(), Some(serde_json::json!(3)));
+    assert_eq!(restored.state_stats().entries, e.state_stats().entries);
 }

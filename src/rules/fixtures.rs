@@ -191,11 +191,11 @@ fn raw_of(lines: &[(u64, &str)], file: &str) -> RawBatch {
 }
 
 /// How a case is fed: its name, the lines in arrival order, the batch size,
-/// and whether every step spills the open obligations to disk.
-type Run<'a> = (String, Vec<(u64, &'a str)>, usize, bool);
+/// whether every step spills the open obligations to disk, and the state's shards.
+type Run<'a> = (String, Vec<(u64, &'a str)>, usize, bool, usize);
 
-async fn fire(rule: &Rule, policy: &Arc<Policy>, (_, lines, batch, spill): &Run<'_>, lateness: u64, file: &str, formats: &Formats) -> Result<BTreeSet<String>, String> {
-    let mut config = EngineConfig { lateness_seconds: lateness, ..Default::default() };
+async fn fire(rule: &Rule, policy: &Arc<Policy>, (_, lines, batch, spill, shards): &Run<'_>, lateness: u64, file: &str, formats: &Formats) -> Result<BTreeSet<String>, String> {
+    let mut config = EngineConfig { lateness_seconds: lateness, shards: *shards, ..Default::default() };
     if *spill {
         config.spill.memory_limit = 0;
         config.spill.min_ahead = 0;
@@ -222,10 +222,12 @@ async fn run_case(rule: &Rule, policy: &Arc<Policy>, case: &Case, file: &str, fo
         case.events.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| (i as u64 + 1, l)).collect();
     let expected: BTreeSet<String> = case.fires.iter().cloned().collect();
     let lateness = case.lateness.unwrap_or(60);
+    let shards = crate::engine::state::DEFAULT_SHARDS;
     let mut runs: Vec<Run<'_>> = vec![
-        ("one batch".into(), lines.clone(), lines.len(), false),
-        ("batches of one event".into(), lines.clone(), 1, false),
-        ("batches of one event, open obligations spilled to disk at every step".into(), lines.clone(), 1, true),
+        ("one batch".into(), lines.clone(), lines.len(), false, shards),
+        ("one batch, the state in a single shard".into(), lines.clone(), lines.len(), false, 1),
+        ("batches of one event".into(), lines.clone(), 1, false, shards),
+        ("batches of one event, open obligations spilled to disk at every step".into(), lines.clone(), 1, true, 3),
     ];
     // Reversed arrival is a legal order only when the whole case fits in the lateness.
     let mapped = Decoder::with_formats(DecodeOptions::default(), formats.clone()).decode(&raw_of(&lines, file));
@@ -234,7 +236,7 @@ async fn run_case(rule: &Rule, policy: &Arc<Policy>, case: &Case, file: &str, fo
         if hi - lo <= lateness as i64 * 1_000_000_000 {
             let mut rev = lines.clone();
             rev.reverse();
-            runs.push(("reversed, one event per batch".into(), rev, 1, false));
+            runs.push(("reversed, one event per batch".into(), rev, 1, false, shards));
         }
     }
     for run in runs {
