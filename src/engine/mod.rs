@@ -182,14 +182,14 @@ fn due_batch(schema: &SchemaRef, due: &[Obligation], with_kind: bool) -> RecordB
     let mut part = Int32Builder::new();
     let mut pos = Int64Builder::new();
     for o in due {
-        key.append_value(&o.key);
-        tenant.append_option(o.tenant_id.as_deref());
-        kind.append_option(o.kind.as_deref());
-        event.append_value(&o.event_id);
+        key.append_value(o.key());
+        tenant.append_option(o.tenant_id());
+        kind.append_option(o.kind());
+        event.append_value(o.event_id());
         start.append_value(o.start);
         deadline.append_value(o.deadline);
         met.append_option(o.met.as_ref().map(|m| m.0));
-        met_event.append_option(o.met.as_ref().map(|m| m.1.as_str()));
+        met_event.append_option(o.met.as_ref().map(|m| &*m.1));
         let (s, p, q) = o.origin.columns();
         src.append_value(s);
         part.append_option(p);
@@ -637,7 +637,7 @@ fn rule_error_alert(rule: &Rule, error: &datafusion::error::DataFusionError, inp
         .collect();
     if place.is_empty() {
         // A step with no new events: deadlines that came due.
-        let due: Vec<&str> = input.due_requests.iter().chain(&input.due_artifacts).map(|o| o.event_id.as_str()).take(5).collect();
+        let due: Vec<&str> = input.due_requests.iter().chain(&input.due_artifacts).map(|o| o.event_id()).take(5).collect();
         place.push(format!("deadlines due at watermark {} (events {})", input.watermark.map_or("none".into(), alert::format_time), due.join(", ")));
     }
     let place = place.join(", ");
@@ -732,12 +732,12 @@ impl OriginIndex {
             }
         }
         for o in due.into_iter().flatten() {
-            if wanted.contains(o.event_id.as_str()) {
-                map.entry(o.event_id.clone()).or_insert_with(|| o.origin.clone());
+            if wanted.contains(o.event_id()) {
+                map.entry(o.event_id().to_string()).or_insert_with(|| o.origin.clone());
             }
             if let (Some((_, id)), Some(origin)) = (&o.met, &o.met_origin) {
-                if wanted.contains(id.as_str()) {
-                    map.entry(id.clone()).or_insert_with(|| origin.clone());
+                if wanted.contains(&**id) {
+                    map.entry(id.to_string()).or_insert_with(|| origin.clone());
                 }
             }
         }

@@ -250,21 +250,73 @@ impl<V> TimedMap<V> {
 }
 
 /// What is still owed for one key: a response to a request, or a deletion of an artifact.
+///
+/// Its strings (the id, the opening event's id, the tenant, the artifact
+/// kind) share one allocation, made when it opens.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Obligation {
-    pub key: String,
+    text: Box<str>,
+    /// Where the id, the event id and the tenant end in `text` (the kind is the rest).
+    ends: [u32; 3],
+    /// Bit 0: it has a tenant; bit 1: a kind.
+    has: u8,
     /// Event time of the earliest event that opened it.
     pub start: i64,
     pub deadline: i64,
-    pub event_id: String,
-    pub tenant_id: Option<String>,
-    /// `artifact_kind` for artifacts.
-    pub kind: Option<String>,
     pub origin: Origin,
     /// The earliest fulfilling event seen so far (time, event id).
-    pub met: Option<(i64, String)>,
+    pub met: Option<(i64, Box<str>)>,
     /// Where the fulfilling event came from, for the alert's evidence.
     pub met_origin: Option<Origin>,
+}
+
+impl Obligation {
+    /// An obligation for `key` opened by event `event_id` at `start`, due at `deadline`; `kind` for artifacts.
+    pub fn new(key: &str, event_id: &str, tenant: Option<&str>, kind: Option<&str>, (start, deadline): (i64, i64), origin: Origin) -> Obligation {
+        let (tenant_text, kind_text) = (tenant.unwrap_or_default(), kind.unwrap_or_default());
+        let mut text = String::with_capacity(key.len() + event_id.len() + tenant_text.len() + kind_text.len());
+        let mut ends = [0u32; 3];
+        for (i, part) in [key, event_id, tenant_text].into_iter().enumerate() {
+            text.push_str(part);
+            ends[i] = text.len() as u32;
+        }
+        text.push_str(kind_text);
+        Obligation {
+            text: text.into_boxed_str(),
+            ends,
+            has: u8::from(tenant.is_some()) | (u8::from(kind.is_some()) << 1),
+            start,
+            deadline,
+            origin,
+            met: None,
+            met_origin: None,
+        }
+    }
+
+    fn part(&self, i: usize) -> &str {
+        let from = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        let to = if i == 3 { self.text.len() } else { self.ends[i] as usize };
+        &self.text[from..to]
+    }
+
+    /// The request or artifact id.
+    pub fn key(&self) -> &str {
+        self.part(0)
+    }
+
+    /// The event that opened it.
+    pub fn event_id(&self) -> &str {
+        self.part(1)
+    }
+
+    pub fn tenant_id(&self) -> Option<&str> {
+        (self.has & 1 != 0).then(|| self.part(2))
+    }
+
+    /// The artifact kind, for artifacts.
+    pub fn kind(&self) -> Option<&str> {
+        (self.has & 2 != 0).then(|| self.part(3))
+    }
 }
 
 /// Open obligations keyed by id, released in deadline order.
@@ -277,7 +329,7 @@ pub struct Deadlines {
     #[serde(skip)]
     queue: BinaryHeap<Reverse<(i64, Key)>>,
     /// Fulfilments that came before anything opened their key: (event id, origin).
-    early: TimedMap<(String, Origin)>,
+    early: TimedMap<(Box<str>, Origin)>,
     /// Keys already decided, so a retry after the verdict does not reopen them.
     closed: TimedKeys,
     /// How long early fulfilments and decided keys are remembered (event time).
@@ -300,7 +352,7 @@ pub struct Deadlines {
 #[derive(Debug, serde::Serialize)]
 pub(crate) struct DeadlinesChangesRef<'a> {
     open: Vec<(Key, Option<&'a Obligation>)>,
-    early: Vec<(Key, Option<&'a (i64, (String, Origin))>)>,
+    early: Vec<(Key, Option<&'a (i64, (Box<str>, Origin))>)>,
     closed: &'a [KeysOp],
 }
 
@@ -308,7 +360,7 @@ pub(crate) struct DeadlinesChangesRef<'a> {
 #[derive(Debug, serde::Deserialize)]
 pub(crate) struct DeadlinesChanges {
     open: Vec<(Key, Option<Obligation>)>,
-    early: Vec<(Key, Option<(i64, (String, Origin))>)>,
+    early: Vec<(Key, Option<(i64, (Box<str>, Origin))>)>,
     closed: Vec<KeysOp>,
 }
 
@@ -366,11 +418,7 @@ impl Bloom {
 }
 
 fn text_bytes(o: &Obligation) -> usize {
-    o.key.capacity()
-        + o.event_id.capacity()
-        + o.tenant_id.as_ref().map_or(0, String::capacity)
-        + o.kind.as_ref().map_or(0, String::capacity)
-        + o.met.as_ref().map_or(0, |m| m.1.capacity())
+    o.text.len() + o.met.as_ref().map_or(0, |m| m.1.len())
 }
 
 /// Expiry granularity of a memory: an eighth of it, so a key is kept at most 12.5 % longer.
@@ -496,8 +544,8 @@ impl Deadlines {
     fn fulfil(&mut self, k: Key, t: i64, event_id: &str, origin: impl FnOnce() -> Origin, disk: Option<&mut Tables<'_>>) {
         if let Some(o) = self.open.get_mut(&k) {
             if o.met.as_ref().is_none_or(|(m, _)| t < *m) {
-                self.text = self.text.saturating_sub(o.met.as_ref().map_or(0, |m| m.1.capacity())) + event_id.len();
-                o.met = Some((t, event_id.to_string()));
+                self.text = self.text.saturating_sub(o.met.as_ref().map_or(0, |m| m.1.len())) + event_id.len();
+                o.met = Some((t, event_id.into()));
                 o.met_origin = Some(origin());
                 self.dirty.insert(k);
             }
@@ -509,14 +557,14 @@ impl Deadlines {
         if let Some(d) = disk.filter(|_| self.maybe_spilled.may_contain(k)) {
             if let Some(mut o) = d.get(k) {
                 if o.met.as_ref().is_none_or(|(m, _)| t < *m) {
-                    o.met = Some((t, event_id.to_string()));
+                    o.met = Some((t, event_id.into()));
                     o.met_origin = Some(origin());
                     d.update(k, &o);
                 }
                 return;
             }
         }
-        self.early.insert_earliest(k, t, || (event_id.to_string(), origin()));
+        self.early.insert_earliest(k, t, || (event_id.into(), origin()));
     }
 
     /// Takes every obligation whose deadline is before `watermark` (or at it, when
@@ -604,7 +652,7 @@ impl Deadlines {
             + self.open.len() * size_of::<Obligation>()
             + self.text
             + self.queue.capacity() * size_of::<(i64, Key)>()
-            + self.early.map.capacity() * (size_of::<(Key, (i64, (String, Origin)))>() + 1)
+            + self.early.map.capacity() * (size_of::<(Key, (i64, (Box<str>, Origin)))>() + 1)
             + self.closed.bytes()
             + self.maybe_spilled.bytes()
             + (self.dirty.capacity() + self.early.dirty.capacity()) * (size_of::<Key>() + 1)
@@ -1368,17 +1416,8 @@ impl Shard {
     ) {
         let t = c.time.value(i);
         let tenant = Cols::opt(c.tenant_id, i);
-        let mut obligation = |key: &str, deadline: i64, kind: Option<&str>| Obligation {
-            key: key.to_string(),
-            start: t,
-            deadline,
-            event_id: c.event_id.value(i).to_string(),
-            tenant_id: tenant.map(str::to_string),
-            kind: kind.map(str::to_string),
-            origin: origins.of(c, i),
-            met: None,
-            met_origin: None,
-        };
+        let mut obligation =
+            |key: &str, deadline: i64, kind: Option<&str>| Obligation::new(key, c.event_id.value(i), tenant, kind, (t, deadline), origins.of(c, i));
         match c.event_type.value(i) {
             "ai.request" => {
                 let r = c.request_id.value(i);
@@ -1800,17 +1839,7 @@ mod tests {
     use super::*;
 
     fn ob(k: &str, start: i64, deadline: i64) -> Obligation {
-        Obligation {
-            key: k.into(),
-            start,
-            deadline,
-            event_id: format!("e-{start}"),
-            tenant_id: None,
-            kind: None,
-            origin: Origin::Generated { seq: 0 },
-            met: None,
-            met_origin: None,
-        }
+        Obligation::new(k, &format!("e-{start}"), None, None, (start, deadline), Origin::Generated { seq: 0 })
     }
 
     fn open(d: &mut Deadlines, k: &str, start: i64, deadline: i64) {
@@ -1826,7 +1855,7 @@ mod tests {
         d.fulfil(key("b"), 16, "r", || Origin::Generated { seq: 1 }, None);
         assert!(d.due(14, true, None).is_empty());
         assert!(d.due(15, false, None).is_empty(), "a deadline equal to the watermark can still be met");
-        let due: Vec<_> = d.due(18, true, None).into_iter().map(|(_, o)| (o.key, o.deadline, o.met.map(|m| m.0))).collect();
+        let due: Vec<_> = d.due(18, true, None).into_iter().map(|(_, o)| (o.key().to_string(), o.deadline, o.met.map(|m| m.0))).collect();
         assert_eq!(due, vec![("b".into(), 15, Some(16)), ("a".into(), 18, None)]);
         assert!(d.due(100, true, None).is_empty(), "the superseded entry of `a` is skipped");
         open(&mut d, "a", 30, 40);
