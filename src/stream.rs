@@ -294,9 +294,10 @@ impl Loop {
     }
 }
 
-/// When the next checkpoint is due. A checkpoint writes the whole state; with
-/// a large state they are spaced so that writing takes at most a tenth of the
-/// time (a restart then re-reads more).
+/// When the next checkpoint is due. A checkpoint writes what changed since
+/// the last one, and rewrites at most one shard whole; when even that takes
+/// long (a large state on a slow disk), they are spaced so that writing takes
+/// at most a tenth of the time (a restart then re-reads more).
 struct Schedule {
     every: Duration,
     last: Instant,

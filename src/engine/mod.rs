@@ -557,7 +557,9 @@ impl Engine {
             // Remembered by the violation's own event time: the watermark may not exist yet.
             let at = if time.is_null(row) { max_seen.unwrap_or(i64::MAX) } else { time.value(row) };
             self.emitted.insert(key, at);
-            self.emitted_log.push(checkpoint::EmittedOp::Add(rule.id.clone(), subj.to_string(), at));
+            if self.durable.is_some() {
+                self.emitted_log.push(checkpoint::EmittedOp::Add(rule.id.clone(), subj.to_string(), at));
+            }
             let event_ids: Vec<String> = match (&ids_list, &ids_one) {
                 (Some(l), _) => {
                     let l = l.as_list::<i32>();
@@ -607,7 +609,9 @@ impl Engine {
         if cutoff.saturating_sub(self.emitted_swept) >= 3600 * state::NANOS_PER_SEC {
             self.emitted.retain(|_, at| *at >= cutoff);
             self.emitted_swept = cutoff;
-            self.emitted_log.push(checkpoint::EmittedOp::Sweep(cutoff));
+            if self.durable.is_some() {
+                self.emitted_log.push(checkpoint::EmittedOp::Sweep(cutoff));
+            }
         }
     }
 }

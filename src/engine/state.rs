@@ -101,6 +101,9 @@ pub(crate) struct TimedKeys {
     /// What changed since the last checkpoint, in order (see [`super::checkpoint`]).
     #[serde(skip)]
     log: Vec<KeysOp>,
+    /// Whether changes are logged: from the first checkpoint on.
+    #[serde(skip)]
+    track: bool,
 }
 
 /// A change to [`TimedKeys`], replayed in order on restore.
@@ -114,7 +117,7 @@ impl TimedKeys {
     /// `width` is the expiry granularity: a key lives until the cutoff passes
     /// its time, and at most one `width` longer.
     fn new(width: i64) -> TimedKeys {
-        TimedKeys { set: HashSet::default(), buckets: BTreeMap::new(), width: width.max(1), log: Vec::new() }
+        TimedKeys { set: HashSet::default(), buckets: BTreeMap::new(), width: width.max(1), log: Vec::new(), track: false }
     }
 
     pub(crate) fn apply(&mut self, op: KeysOp) {
@@ -131,7 +134,9 @@ impl TimedKeys {
     fn insert(&mut self, t: i64, k: Key) {
         if self.set.insert(k) {
             self.buckets.entry(t.div_euclid(self.width)).or_default().push(k);
-            self.log.push(KeysOp::Insert(t, k));
+            if self.track {
+                self.log.push(KeysOp::Insert(t, k));
+            }
         }
     }
 
@@ -147,7 +152,7 @@ impl TimedKeys {
             }
             any = true;
         }
-        if any {
+        if any && self.track {
             self.log.push(KeysOp::Expire(cutoff));
         }
     }
@@ -179,11 +184,14 @@ pub(crate) struct TimedMap<V> {
     /// Keys inserted or removed since the last checkpoint (expiry is replayed from the watermark).
     #[serde(skip)]
     dirty: HashSet<Key>,
+    /// Whether changes are noted: from the first checkpoint on.
+    #[serde(skip)]
+    track: bool,
 }
 
 impl<V> TimedMap<V> {
     fn new(width: i64) -> TimedMap<V> {
-        TimedMap { map: HashMap::default(), buckets: BTreeMap::new(), width: width.max(1), dirty: HashSet::default() }
+        TimedMap { map: HashMap::default(), buckets: BTreeMap::new(), width: width.max(1), dirty: HashSet::default(), track: false }
     }
 
     /// Keeps the entry with the earliest time for `k`.
@@ -195,14 +203,18 @@ impl<V> TimedMap<V> {
                 self.map.insert(k, (t, v()));
             }
         }
-        self.dirty.insert(k);
+        if self.track {
+            self.dirty.insert(k);
+        }
         self.buckets.entry(t.div_euclid(self.width)).or_default().push(k);
     }
 
     fn remove(&mut self, k: Key) -> Option<(i64, V)> {
         let v = self.map.remove(&k);
         if v.is_some() {
-            self.dirty.insert(k);
+            if self.track {
+                self.dirty.insert(k);
+            }
         }
         v
     }
@@ -346,6 +358,9 @@ pub struct Deadlines {
     /// Keys of `open` changed since the last checkpoint (see [`super::checkpoint`]).
     #[serde(skip)]
     dirty: HashSet<Key>,
+    /// Whether changes are noted: from the first checkpoint on (a scan writes none).
+    #[serde(skip)]
+    track: bool,
 }
 
 /// What changed in a [`Deadlines`] since the last checkpoint.
@@ -439,7 +454,15 @@ impl Deadlines {
             spilled: 0,
             maybe_spilled: Bloom::default(),
             dirty: HashSet::default(),
+            track: false,
         }
+    }
+
+    /// Notes changes from now on, for the checkpoints that follow.
+    pub(crate) fn track_changes(&mut self) {
+        self.track = true;
+        self.early.track = true;
+        self.closed.track = true;
     }
 
     /// Whether anything changed since the last checkpoint.
@@ -510,7 +533,9 @@ impl Deadlines {
                 self.queue.push(Reverse((o.deadline, k)));
                 self.text = (self.text + text_bytes(&o)).saturating_sub(text_bytes(cur));
                 **cur = o;
-                self.dirty.insert(k);
+                if self.track {
+                    self.dirty.insert(k);
+                }
             }
             return;
         }
@@ -537,7 +562,9 @@ impl Deadlines {
         self.queue.push(Reverse((o.deadline, k)));
         self.text += text_bytes(&o);
         self.open.insert(k, Box::new(o));
-        self.dirty.insert(k);
+        if self.track {
+            self.dirty.insert(k);
+        }
     }
 
     /// Records a fulfilling event (a response, a deletion) at time `t`.
@@ -547,7 +574,9 @@ impl Deadlines {
                 self.text = self.text.saturating_sub(o.met.as_ref().map_or(0, |m| m.1.len())) + event_id.len();
                 o.met = Some((t, event_id.into()));
                 o.met_origin = Some(origin());
-                self.dirty.insert(k);
+                if self.track {
+                    self.dirty.insert(k);
+                }
             }
             return;
         }
@@ -581,7 +610,9 @@ impl Deadlines {
             // Entries superseded by an earlier start are skipped here.
             if self.open.get(&k).is_some_and(|o| o.deadline == deadline) {
                 let o = self.open.remove(&k).expect("present");
-                self.dirty.insert(k);
+                if self.track {
+                    self.dirty.insert(k);
+                }
                 self.text = self.text.saturating_sub(text_bytes(&o));
                 // Remembered from its earliest event: a key opened again within
                 // `memory` of that is the same request or artifact.
@@ -613,7 +644,9 @@ impl Deadlines {
                 d.put(k, &o);
                 self.maybe_spilled.insert(k);
                 self.spilled += 1;
-                self.dirty.insert(k);
+                if self.track {
+                    self.dirty.insert(k);
+                }
             } else {
                 kept.insert(k, o);
             }
@@ -734,6 +767,8 @@ pub(crate) struct Conversations {
     reps: usize,
     /// Conversations changed since the last checkpoint (expiry is replayed from the watermark).
     dirty: HashSet<Key>,
+    /// Whether changes are noted: from the first checkpoint on.
+    pub(crate) track: bool,
 }
 
 impl Conversations {
@@ -751,7 +786,9 @@ impl Conversations {
             conversation.listed = bucket;
             self.buckets.entry(bucket).or_default().push(k);
         }
-        self.dirty.insert(k);
+        if self.track {
+            self.dirty.insert(k);
+        }
     }
 
     /// Brings a conversation the step touched to its summary.
@@ -1517,8 +1554,12 @@ impl Shard {
         self.seen_changed || self.requests.changed() || self.artifacts.changed() || !self.conversations.dirty.is_empty()
     }
 
-    /// Forgets what changed: a checkpoint holds it now.
+    /// Forgets what changed: a checkpoint holds it now. Changes are noted from
+    /// the first checkpoint on (before it, the first base holds everything).
     pub(crate) fn clear_changes(&mut self) {
+        self.requests.track_changes();
+        self.artifacts.track_changes();
+        self.conversations.track = true;
         self.seen_changed = false;
         self.requests.clear_changes();
         self.artifacts.clear_changes();
