@@ -10,19 +10,23 @@
 //! then (1) drains it with a bare rdkafka consumer that only counts messages
 //! and bytes, (2) drains it with a consumer that parses each message into a
 //! typed struct with serde_json (what a hand-written consumer does before any
-//! logic), and (3) runs the whole `aiwatch run --until-end` path (consume,
-//! decode, state, 13 rules, alerts to a file, checkpoint, commit) in-process.
-//! Figures go to docs/benchmarks.md. No assertions.
+//! logic), (3) runs the whole `aiwatch run --until-end` path (consume,
+//! decode, state, 13 rules, alerts to a file, checkpoint, commit) in-process,
+//! and (4) scans the same events from a file (the scan benchmark's stream,
+//! which is what the topic holds), so `run` and `scan` are compared in the
+//! same process under the same load. Figures go to docs/benchmarks.md. No
+//! assertions.
 //!
 //! `AIWATCH_BENCH_TOPIC=NAME` fills the topic NAME only if it does not exist
-//! yet and keeps it afterwards, so repeated runs (and profiles) skip the fill.
+//! yet and keeps it afterwards, so repeated runs (and profiles) skip the fill;
+//! `AIWATCH_BENCH_ONLY_RUN=1` measures `run` alone (for profiles).
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use aiwatch::config::RunConfig;
-use aiwatch::generate::{Generator, GeneratorConfig, DEMO_POLICY};
+use aiwatch::generate::DEMO_POLICY;
 use aiwatch::stream::{run, RunOptions};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::config::ClientConfig;
@@ -33,6 +37,8 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 #[path = "common/typed.rs"]
 mod typed;
+#[path = "common/stream.rs"]
+mod stream;
 use typed::TypedEvent;
 
 const PARTITIONS: i32 = 4;
@@ -62,6 +68,12 @@ fn main() -> anyhow::Result<()> {
     }
     let run_id = std::process::id();
     // (1) The raw consume rate: count messages until every partition's end.
+    if std::env::var_os("AIWATCH_BENCH_ONLY_RUN").is_some() {
+        let dir = tempfile::tempdir()?;
+        let (totals, secs) = run_once(&runtime, dir.path(), &bootstrap, &topic, run_id)?;
+        println!("aiwatch run --until-end: {} messages in {secs:.2} s: {:.0} msg/s", totals.records, totals.records as f64 / secs);
+        return Ok(());
+    }
     let (n, raw_secs, bytes) = raw_consume(&bootstrap, &topic, run_id)?;
     let raw_rate = n as f64 / raw_secs;
     println!("raw consume: {n} messages, {:.0} MB in {raw_secs:.2} s: {raw_rate:.0} msg/s", bytes as f64 / 1e6);
@@ -72,8 +84,46 @@ fn main() -> anyhow::Result<()> {
 
     // (3) aiwatch run --until-end over the same topic.
     let dir = tempfile::tempdir()?;
-    std::fs::write(dir.path().join("policy.toml"), DEMO_POLICY)?;
-    let config_path = dir.path().join("aiwatch.toml");
+    let (totals, secs) = run_once(&runtime, dir.path(), &bootstrap, &topic, run_id)?;
+    let rate = totals.records as f64 / secs;
+    println!(
+        "aiwatch run --until-end: {} messages, {} events, {} alerts in {secs:.2} s: {rate:.0} msg/s ({:.2} x the typed consumer's rate, {:.0} % of raw)",
+        totals.records,
+        totals.events,
+        totals.alerts(),
+        rate / typed_rate,
+        100.0 * rate / raw_rate
+    );
+
+    // (4) aiwatch scan of the same events, from a file.
+    let lines = dir.path().join("events.jsonl");
+    stream::write_scan_stream(&lines, events)?;
+    let scanned = runtime.block_on(async {
+        let policy = std::sync::Arc::new(aiwatch::policy::Policy::parse(DEMO_POLICY, "demo").map_err(|e| anyhow::anyhow!(e))?);
+        let mut engine = aiwatch::engine::Engine::new(policy, aiwatch::rules::builtin(), &aiwatch::engine::EngineConfig::default()).await?;
+        let mut dead = aiwatch::pipeline::DeadLetterSink::File(aiwatch::outputs::JsonLines::create(Some(&dir.path().join("scan-dead.jsonl")))?);
+        let mut alerts = aiwatch::outputs::JsonLines::create(Some(&dir.path().join("scan-alerts.jsonl")))?;
+        let inputs = aiwatch::pipeline::ScanInputs::new(vec![lines.display().to_string()], 65_536);
+        aiwatch::pipeline::scan(&mut engine, inputs, &mut dead, |a| Ok(alerts.write_alerts(a)?), |_| {}).await
+    })?;
+    let scan_rate = scanned.records as f64 / scanned.elapsed.as_secs_f64();
+    println!(
+        "aiwatch scan of the same events: {} lines, {} alerts in {:.2} s: {scan_rate:.0} events/s; run / scan = {:.2}",
+        scanned.records,
+        scanned.alerts(),
+        scanned.elapsed.as_secs_f64(),
+        rate / scan_rate
+    );
+    if kept_topic.is_none() {
+        let _ = runtime.block_on(admin.delete_topics(&[&topic], &AdminOptions::new()));
+    }
+    Ok(())
+}
+
+/// `aiwatch run --until-end` over `topic` in a fresh group, state in `dir`: its totals and wall seconds.
+fn run_once(runtime: &tokio::runtime::Runtime, dir: &std::path::Path, bootstrap: &str, topic: &str, run_id: u32) -> anyhow::Result<(aiwatch::pipeline::Totals, f64)> {
+    std::fs::write(dir.join("policy.toml"), DEMO_POLICY)?;
+    let config_path = dir.join("aiwatch.toml");
     let mut f = std::fs::File::create(&config_path)?;
     write!(
         f,
@@ -90,20 +140,7 @@ fn main() -> anyhow::Result<()> {
     }
     let started = Instant::now();
     let totals = runtime.block_on(run(config, RunOptions { until_end: true }))?;
-    let secs = started.elapsed().as_secs_f64();
-    let rate = totals.records as f64 / secs;
-    println!(
-        "aiwatch run --until-end: {} messages, {} events, {} alerts in {secs:.2} s: {rate:.0} msg/s ({:.2} x the typed consumer's rate, {:.0} % of raw)",
-        totals.records,
-        totals.events,
-        totals.alerts(),
-        rate / typed_rate,
-        100.0 * rate / raw_rate
-    );
-    if kept_topic.is_none() {
-        let _ = runtime.block_on(admin.delete_topics(&[&topic], &AdminOptions::new()));
-    }
-    Ok(())
+    Ok((totals, started.elapsed().as_secs_f64()))
 }
 
 /// Fills `topic` with `events` generated events, spread evenly over its partitions.
@@ -115,7 +152,8 @@ fn fill(bootstrap: &str, topic: &str, events: u64) -> anyhow::Result<()> {
         .set("compression.type", "lz4")
         .set("queue.buffering.max.messages", "1000000")
         .create()?;
-    let mut g = Generator::new(GeneratorConfig { events_per_second: 200.0, max_disorder_seconds: 5.0, ..Default::default() });
+    // The scan benchmark's stream, so `scan` of the same events can be compared.
+    let mut g = stream::scan_stream_generator();
     let mut line = Vec::with_capacity(1024);
     let started = Instant::now();
     for i in 0..events {

@@ -201,7 +201,7 @@ impl Loop {
 
     async fn step(&mut self, step: DecodedStep) -> anyhow::Result<()> {
         let started = Instant::now();
-        let DecodedStep { decoded, next, newest } = step;
+        let DecodedStep { decoded, next, newest, .. } = step;
         let now = Instant::now();
         {
             let mut offsets = self.offsets.lock().expect("offsets lock");
@@ -317,6 +317,8 @@ struct DecodedStep {
     next: Vec<(TopicPartition, i64)>,
     /// Newest event time per partition in this batch.
     newest: Vec<(TopicPartition, i64)>,
+    /// The batch was full: there is a backlog, and the next one is coming.
+    full: bool,
 }
 
 /// Decodes raw batches on a thread of its own, so decoding batch N+1 overlaps
@@ -328,6 +330,7 @@ fn spawn_decoder(
     mut raw_rx: mpsc::Receiver<RawBatch>,
     decoded_tx: mpsc::Sender<DecodedStep>,
     pool: mpsc::UnboundedSender<RawBatch>,
+    batch_size: usize,
 ) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("aiwatch-decoder".into())
@@ -335,23 +338,20 @@ fn spawn_decoder(
             let mut decoder = Decoder::with_formats(options, formats);
             while let Some(raw) = raw_rx.blocking_recv() {
                 let decoded = decoder.decode(&raw);
-                let mut next: HashMap<(&str, i32), i64> = HashMap::new();
+                let mut next = PerPartition::default();
                 for (_, origin) in raw.iter() {
                     if let Origin::Kafka { topic, partition, offset } = origin {
-                        let e = next.entry((&**topic, *partition)).or_insert(0);
-                        *e = (*e).max(offset + 1);
+                        next.max(topic, *partition, offset + 1);
                     }
                 }
                 let c = crate::engine::state::Cols::of(&decoded.events);
-                let mut newest: HashMap<(&str, i32), i64> = HashMap::new();
+                let mut newest = PerPartition::default();
                 for i in 0..decoded.events.num_rows() {
                     if c.origin_partition.is_valid(i) {
-                        let e = newest.entry((c.origin_source.value(i), c.origin_partition.value(i))).or_insert(i64::MIN);
-                        *e = (*e).max(c.time.value(i));
+                        newest.max(c.origin_source.value(i), c.origin_partition.value(i), c.time.value(i));
                     }
                 }
-                let owned = |m: HashMap<(&str, i32), i64>| m.into_iter().map(|((t, p), v)| ((t.to_string(), p), v)).collect();
-                let step = DecodedStep { next: owned(next), newest: owned(newest), decoded };
+                let step = DecodedStep { next: next.owned(), newest: newest.owned(), decoded, full: raw.len() >= batch_size };
                 if decoded_tx.blocking_send(step).is_err() {
                     return;
                 }
@@ -361,6 +361,36 @@ fn spawn_decoder(
             }
         })
         .expect("spawn decoder thread")
+}
+
+/// The largest value seen per partition of a batch. A batch holds few
+/// partitions, mostly in runs, so a short list with the last hit first costs
+/// less per message than a hash map.
+#[derive(Default)]
+struct PerPartition<'a> {
+    seen: Vec<((&'a str, i32), i64)>,
+    last: usize,
+}
+
+impl<'a> PerPartition<'a> {
+    fn max(&mut self, topic: &'a str, partition: i32, value: i64) {
+        let hit = |e: &((&str, i32), i64)| e.0 .1 == partition && e.0 .0 == topic;
+        if !self.seen.get(self.last).is_some_and(hit) {
+            match self.seen.iter().position(hit) {
+                Some(i) => self.last = i,
+                None => {
+                    self.seen.push(((topic, partition), value));
+                    self.last = self.seen.len() - 1;
+                }
+            }
+        }
+        let e = &mut self.seen[self.last].1;
+        *e = (*e).max(value);
+    }
+
+    fn owned(self) -> Vec<(TopicPartition, i64)> {
+        self.seen.into_iter().map(|((t, p), v)| ((t.to_string(), p), v)).collect()
+    }
 }
 
 /// How far `run --until-end` is: records processed of those between where
@@ -537,7 +567,7 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
     for _ in 0..3 {
         let _ = pool_tx.send(RawBatch::with_capacity(batch_size, batch_size * 512));
     }
-    let decoder = spawn_decoder(config.decode_options(), config.formats(), raw_rx, decoded_tx, pool_tx);
+    let decoder = spawn_decoder(config.decode_options(), config.formats(), raw_rx, decoded_tx, pool_tx, batch_size);
     let intake = tokio::spawn(kafka::intake_loop(
         consumer.clone(),
         Intake::new(&covered, &remaining, offsets.clone()),
@@ -545,13 +575,24 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
     ));
 
     let mut schedule = Schedule { every: checkpoint_every, last: Instant::now(), took: Duration::ZERO };
+    let mut backlog = false;
     loop {
-        // Under load the next batch is already decoded and the engine stays
-        // pipelined; when none is waiting, the last step is evaluated and its
+        // Under load (the last batch was full) the next batch is on its way and
+        // the engine stays pipelined: the state of one step overlaps the rules
+        // of the one before, as in `scan`. When caught up, or when no batch
+        // comes within the batch wait, the last step is evaluated and its
         // alerts delivered now rather than when the next batch comes. A quiet
         // stream still checkpoints (and commits) what it processed once the
         // interval passes, and retries a checkpoint that failed.
-        let step = match decoded_rx.try_recv() {
+        let ready = match decoded_rx.try_recv() {
+            Err(mpsc::error::TryRecvError::Empty) if backlog => match tokio::time::timeout(wait, decoded_rx.recv()).await {
+                Ok(Some(step)) => Ok(step),
+                Ok(None) => Err(mpsc::error::TryRecvError::Disconnected),
+                Err(_) => Err(mpsc::error::TryRecvError::Empty),
+            },
+            other => other,
+        };
+        let step = match ready {
             Ok(step) => Some(step),
             Err(mpsc::error::TryRecvError::Empty) => {
                 lp.flush().await?;
@@ -566,6 +607,7 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
             Err(mpsc::error::TryRecvError::Disconnected) => break,
         };
         if let Some(step) = step {
+            backlog = step.full;
             lp.step(step).await?;
             if let Some(p) = &mut progress {
                 p.update(&lp.processed);

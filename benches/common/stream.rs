@@ -8,17 +8,23 @@ use std::time::Instant;
 
 use aiwatch::generate::{Generator, GeneratorConfig};
 
-/// Writes `events` lines to `path`; returns its size in bytes.
-pub fn write_scan_stream(path: &Path, events: u64) -> anyhow::Result<u64> {
-    let started = Instant::now();
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
-    let mut g = Generator::new(GeneratorConfig {
+/// The generator of the scan stream (also what the Kafka benchmark produces to its topic).
+pub fn scan_stream_generator() -> Generator {
+    Generator::new(GeneratorConfig {
         events_per_second: 200.0,
         max_disorder_seconds: 20.0,
         duplicate_rate: 0.001,
         malformed_rate: 0.0005,
         ..Default::default()
-    });
+    })
+}
+
+/// Writes `events` lines to `path`; returns its size in bytes.
+#[allow(dead_code)] // not every bench that includes this module writes the file
+pub fn write_scan_stream(path: &Path, events: u64) -> anyhow::Result<u64> {
+    let started = Instant::now();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    let mut g = scan_stream_generator();
     let mut line = Vec::with_capacity(1024);
     for _ in 0..events {
         line.clear();

@@ -301,6 +301,9 @@ pub fn commit(consumer: &StreamConsumer<Context>, offsets: &Mutex<Offsets>, mode
     Ok(tpl.count())
 }
 
+/// Maps looked up for every message: a fast keyed hash (topic names are not secret).
+type Fast<K, V> = crate::engine::state::HashMap<K, V>;
+
 /// Turns consumed messages into raw records, skipping what a restored
 /// checkpoint already covers (and what this process took before a partition
 /// was revoked and assigned back), and notes where each partition ends.
@@ -312,17 +315,17 @@ pub fn commit(consumer: &StreamConsumer<Context>, offsets: &Mutex<Offsets>, mode
 /// skips and is never handed, so the last message taken can end one short of
 /// the high watermark for ever.
 pub(crate) struct Intake {
-    topics: HashMap<String, Arc<str>>,
+    topics: Fast<String, Arc<str>>,
     /// Per partition, the offset below which messages are already in the
     /// engine: the restored checkpoint's, then raised to what was taken when a
     /// partition is revoked (see [`Intake::forget_revoked`]).
-    covered: HashMap<String, HashMap<i32, i64>>,
+    covered: Fast<String, Fast<i32, i64>>,
     /// `--until-end`: partitions not read to their end offset at start yet.
-    remaining: HashMap<String, HashMap<i32, i64>>,
+    remaining: Fast<String, Fast<i32, i64>>,
     /// Next offset after the last message taken, per partition.
-    taken: HashMap<String, HashMap<i32, i64>>,
+    taken: Fast<String, Fast<i32, i64>>,
     /// Partitions at their end (EOF) with no message since; mirrored in [`Offsets::at_end`].
-    at_end: HashMap<String, HashSet<i32>>,
+    at_end: Fast<String, HashSet<i32>>,
     offsets: Arc<Mutex<Offsets>>,
     /// [`Context::revokes`] when the intake last forgot revoked partitions.
     revokes: u64,
@@ -331,18 +334,18 @@ pub(crate) struct Intake {
 impl Intake {
     pub(crate) fn new(covered: &HashMap<TopicPartition, i64>, remaining: &HashMap<TopicPartition, i64>, offsets: Arc<Mutex<Offsets>>) -> Intake {
         let nest = |m: &HashMap<TopicPartition, i64>| {
-            let mut out: HashMap<String, HashMap<i32, i64>> = HashMap::new();
+            let mut out: Fast<String, Fast<i32, i64>> = Fast::default();
             for ((t, p), o) in m {
                 out.entry(t.clone()).or_default().insert(*p, *o);
             }
             out
         };
         Intake {
-            topics: HashMap::new(),
+            topics: Fast::default(),
             covered: nest(covered),
             remaining: nest(remaining),
-            taken: HashMap::new(),
-            at_end: HashMap::new(),
+            taken: Fast::default(),
+            at_end: Fast::default(),
             offsets,
             revokes: 0,
         }
