@@ -12,7 +12,10 @@
 //! The stream is `aiwatch generate --events 4000000 --rate 15 --disorder 20`
 //! (3 days of event time; `AIWATCH_SOAK_EVENTS` and `AIWATCH_SOAK_RATE` change
 //! it; `AIWATCH_SOAK_STATE_LIMIT` sets the scan's `state_memory_limit` in
-//! bytes). It is scanned twice: with the demo policy (`generate --print-policy`,
+//! bytes; `AIWATCH_SOAK_CHECKPOINT=1` writes a checkpoint after every step of
+//! the scan path, as `run` does at each interval, and reports per hour the
+//! bytes a checkpoint wrote, its time and the checkpoint's size on disk). It
+//! is scanned twice: with the demo policy (`generate --print-policy`,
 //! whose longest retention is 30 days) and with the same policy cut to a
 //! longest retention of 1 day, where memory must be flat after day 1.
 //! For each, a table gives per hour of event time: RSS, state entries, the
@@ -54,13 +57,40 @@ struct Sample {
     /// Entries by kind and bytes by part (scan path only).
     kinds: Vec<(&'static str, usize)>,
     parts: Vec<(&'static str, usize)>,
+    /// With checkpoints: the mean bytes written and milliseconds of this hour's checkpoints, and the files' total on disk.
+    checkpoints: Option<(f64, f64, u64)>,
+}
+
+/// Bytes of each file under a checkpoint's folders, and the manifest.
+fn checkpoint_files(path: &std::path::Path) -> std::collections::HashMap<std::path::PathBuf, u64> {
+    let mut files = std::collections::HashMap::new();
+    for suffix in ["", ".shards", ".history"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let p = std::path::PathBuf::from(p);
+        if suffix.is_empty() {
+            if let Ok(m) = std::fs::metadata(&p) {
+                files.insert(p, m.len());
+            }
+        } else if let Ok(dir) = std::fs::read_dir(&p) {
+            for e in dir.flatten() {
+                files.insert(e.path(), e.metadata().map_or(0, |m| m.len()));
+            }
+        }
+    }
+    files
 }
 
 fn print_table(title: &str, samples: &[Sample], peak_mib: f64, secs: f64, events: u64) {
     println!("\n{title}: {events} events in {secs:.1} s ({:.0} events/s), peak RSS {peak_mib:.0} MiB", events as f64 / secs);
-    println!("{:>5} {:>9} {:>12} {:>10} {:>11}", "hour", "RSS MiB", "entries", "state MiB", "bytes/entry");
+    let with_checkpoints = samples.iter().any(|s| s.checkpoints.is_some());
+    print!("{:>5} {:>9} {:>12} {:>10} {:>11}", "hour", "RSS MiB", "entries", "state MiB", "bytes/entry");
+    if with_checkpoints {
+        print!(" {:>14} {:>8} {:>12}", "ckpt KB/write", "ckpt ms", "on disk MiB");
+    }
+    println!();
     for s in samples {
-        println!(
+        print!(
             "{:>5} {:>9.0} {:>12} {:>10.1} {:>11.0}",
             s.hour,
             s.rss_mib,
@@ -68,6 +98,10 @@ fn print_table(title: &str, samples: &[Sample], peak_mib: f64, secs: f64, events
             s.bytes as f64 / (1 << 20) as f64,
             s.bytes as f64 / s.entries.max(1) as f64
         );
+        if let Some((bytes, ms, disk)) = s.checkpoints {
+            print!(" {:>14.0} {:>8.1} {:>12.1}", bytes / 1024.0, ms, disk as f64 / (1 << 20) as f64);
+        }
+        println!();
     }
     for s in samples.iter().filter(|s| s.hour % 12 == 0 && !s.kinds.is_empty()) {
         let kinds: Vec<String> = s.kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
@@ -106,6 +140,10 @@ fn soak_scan(policy_text: &str, events: u64, rate: f64) -> anyhow::Result<(Vec<S
         let mut line = Vec::with_capacity(1024);
         let mut samples = Vec::new();
         let (mut first, mut next_hour) = (None::<i64>, 0);
+        let checkpoint_dir = tempfile::tempdir()?;
+        let checkpoint = std::env::var_os("AIWATCH_SOAK_CHECKPOINT").map(|_| checkpoint_dir.path().join("checkpoint.aiwatch"));
+        // This hour's checkpoints: (count, bytes written, seconds).
+        let mut hour_checkpoints = (0u32, 0u64, 0f64);
         let mut seq = 0u64;
         let batch = 8192;
         while seq < events {
@@ -117,12 +155,34 @@ fn soak_scan(policy_text: &str, events: u64, rate: f64) -> anyhow::Result<(Vec<S
                 raw.push(&line, Origin::Generated { seq });
             }
             engine.step(decoder.decode(&raw).events).await?;
+            if let Some(path) = &checkpoint {
+                let before = checkpoint_files(path);
+                let started = Instant::now();
+                engine.write_checkpoint(path, serde_json::json!(seq))?;
+                let took = started.elapsed().as_secs_f64();
+                // New files, and the manifest (rewritten each time).
+                let written: u64 = checkpoint_files(path).iter().filter(|(f, _)| !before.contains_key(*f) || **f == *path).map(|(_, b)| b).sum();
+                hour_checkpoints = (hour_checkpoints.0 + 1, hour_checkpoints.1 + written, hour_checkpoints.2 + took);
+            }
             let Some(newest) = engine.state().max_seen() else { continue };
             let start = *first.get_or_insert(newest);
             let hour = (newest - start) / HOUR_NS;
             if hour >= next_hour {
                 let s = engine.state_stats();
-                samples.push(Sample { hour, rss_mib: status_mib("VmRSS:"), entries: s.total(), bytes: s.bytes, kinds: s.entries.clone(), parts: s.parts.clone() });
+                let checkpoints = checkpoint.as_ref().map(|path| {
+                    let (n, bytes, secs) = std::mem::take(&mut hour_checkpoints);
+                    let n = f64::from(n.max(1));
+                    (bytes as f64 / n, 1000.0 * secs / n, checkpoint_files(path).values().sum())
+                });
+                samples.push(Sample {
+                    hour,
+                    rss_mib: status_mib("VmRSS:"),
+                    entries: s.total(),
+                    bytes: s.bytes,
+                    kinds: s.entries.clone(),
+                    parts: s.parts.clone(),
+                    checkpoints,
+                });
                 next_hour = hour + 1;
             }
         }
@@ -241,7 +301,7 @@ fn soak_kafka(bootstrap: &str, policy_text: &str, events: u64, rate: f64) -> any
                 let hour = ((watermark - start) / 3600.0) as i64;
                 if hour >= next_hour {
                     let bytes = metric(&page, "aiwatch_state_bytes").unwrap_or(0.0) as usize;
-                    samples.lock().unwrap().push(Sample { hour, rss_mib: status_mib("VmRSS:"), entries: entries as usize, bytes, kinds: Vec::new(), parts: Vec::new() });
+                    samples.lock().unwrap().push(Sample { hour, rss_mib: status_mib("VmRSS:"), entries: entries as usize, bytes, kinds: Vec::new(), parts: Vec::new(), checkpoints: None });
                     next_hour = hour + 1;
                 }
             }
