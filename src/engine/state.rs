@@ -728,14 +728,33 @@ const HISTORY_KEY_COLUMNS: [usize; 8] = [
     col::ORIGIN_POSITION,
 ];
 
-/// A request that stands for its conversation (see [`History`]).
+/// A request that stands for its conversation (see [`Conversations`]).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Rep {
     tenant: Option<Key>,
-    tenant_id: Option<Box<str>>,
+    /// The event id, then the tenant id: one allocation.
+    text: Box<str>,
+    /// Where the event id ends in `text`.
+    split: u32,
     time: i64,
-    event_id: Box<str>,
     origin: Origin,
+}
+
+impl Rep {
+    fn new(event_id: &str, tenant_id: Option<&str>, time: i64, origin: Origin) -> Rep {
+        let mut text = String::with_capacity(event_id.len() + tenant_id.map_or(0, str::len));
+        text.push_str(event_id);
+        text.push_str(tenant_id.unwrap_or_default());
+        Rep { tenant: tenant_id.map(key), text: text.into_boxed_str(), split: event_id.len() as u32, time, origin }
+    }
+
+    fn event_id(&self) -> &str {
+        &self.text[..self.split as usize]
+    }
+
+    fn tenant_id(&self) -> Option<&str> {
+        self.tenant.map(|_| &self.text[self.split as usize..])
+    }
 }
 
 /// One conversation's summary.
@@ -821,9 +840,9 @@ impl Conversations {
             at += conversation.reps.len();
             for r in &conversation.reps {
                 conversation_id.append_value(&conversation.id);
-                tenant.append_option(r.tenant_id.as_deref());
+                tenant.append_option(r.tenant_id());
                 time.append_value(r.time);
-                event.append_value(&r.event_id);
+                event.append_value(r.event_id());
                 let (s, p, q) = r.origin.columns();
                 source.append_value(s);
                 partition.append_option(p);
@@ -949,7 +968,7 @@ fn keeps_history(event_type: &str) -> bool {
 
 /// Per tenant, drops requests that lie between two kept ones at most `2 * HISTORY_HORIZON` apart.
 fn summarise(reps: &mut Vec<Rep>) {
-    reps.sort_unstable_by(|a, b| (a.tenant, a.time, &a.event_id).cmp(&(b.tenant, b.time, &b.event_id)));
+    reps.sort_unstable_by(|a, b| (a.tenant, a.time, a.event_id()).cmp(&(b.tenant, b.time, b.event_id())));
     let mut kept: Vec<Rep> = Vec::with_capacity(reps.len());
     for r in reps.drain(..) {
         let n = kept.len();
@@ -1418,14 +1437,7 @@ impl Shard {
         let mut touched = Vec::with_capacity(convs.len());
         for &(i, k) in convs {
             let i = i as usize;
-            let tenant_id = Cols::opt(c.tenant_id, i);
-            let rep = Rep {
-                tenant: tenant_id.map(key),
-                tenant_id: tenant_id.map(Into::into),
-                time: c.time.value(i),
-                event_id: c.event_id.value(i).into(),
-                origin: origins.of(c, i),
-            };
+            let rep = Rep::new(c.event_id.value(i), Cols::opt(c.tenant_id, i), c.time.value(i), origins.of(c, i));
             self.conversations.add(k, c.conversation_id.value(i), rep);
             touched.push(k);
         }
@@ -1942,7 +1954,7 @@ mod tests {
     }
 
     fn rep(tenant: u8, hours: i64, row: u32) -> Rep {
-        Rep { tenant: Some(tenant as Key), tenant_id: None, time: hours * 3600 * NANOS_PER_SEC, event_id: row.to_string().into(), origin: Origin::Generated { seq: 0 } }
+        Rep { tenant: Some(tenant as Key), text: row.to_string().into(), split: row.to_string().len() as u32, time: hours * 3600 * NANOS_PER_SEC, origin: Origin::Generated { seq: 0 } }
     }
 
     /// Whether two tenants' requests lie within 24 h of each other.
