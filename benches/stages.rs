@@ -85,7 +85,7 @@ fn main() -> anyhow::Result<()> {
     let policy = Arc::new(Policy::parse(DEMO_POLICY, "demo").map_err(|e| anyhow::anyhow!(e))?);
     let started = Instant::now();
     // The built-in pack reads `history` for 1 h (xtenant.response's horizon).
-    let mut state = State::new(EngineConfig::default().lateness_seconds, &policy, &[], 3600 * aiwatch::engine::state::NANOS_PER_SEC, Default::default());
+    let mut state = State::new(EngineConfig::default().lateness_seconds, &policy, &[], 3600 * aiwatch::engine::state::NANOS_PER_SEC, Default::default(), aiwatch::engine::state::DEFAULT_SHARDS);
     for b in &batches {
         std::hint::black_box(state.step(b.clone(), &policy, None));
     }

@@ -307,7 +307,7 @@ impl Engine {
             shard.clear_changes();
         }
         self.emitted_log.clear();
-        let previous = std::mem::replace(&mut self.durable, Some(chains));
+        let previous = self.durable.replace(chains);
         self.forget_files(path, &segments, previous);
         Ok(())
     }

@@ -211,10 +211,8 @@ impl<V> TimedMap<V> {
 
     fn remove(&mut self, k: Key) -> Option<(i64, V)> {
         let v = self.map.remove(&k);
-        if v.is_some() {
-            if self.track {
-                self.dirty.insert(k);
-            }
+        if v.is_some() && self.track {
+            self.dirty.insert(k);
         }
         v
     }
@@ -331,6 +329,15 @@ impl Obligation {
     }
 }
 
+/// An early fulfilment: its time, event id and origin.
+pub(crate) type Early = (i64, (Box<str>, Origin));
+
+/// A shard's `conversations` rows and where each conversation's are: (key, first row, rows).
+type ConversationRows = (RecordBatch, Vec<(Key, usize, usize)>);
+
+/// Obligations come due, with their keys.
+type Due = Vec<(Key, Obligation)>;
+
 /// Open obligations keyed by id, released in deadline order.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Deadlines {
@@ -367,7 +374,7 @@ pub struct Deadlines {
 #[derive(Debug, serde::Serialize)]
 pub(crate) struct DeadlinesChangesRef<'a> {
     open: Vec<(Key, Option<&'a Obligation>)>,
-    early: Vec<(Key, Option<&'a (i64, (Box<str>, Origin))>)>,
+    early: Vec<(Key, Option<&'a Early>)>,
     closed: &'a [KeysOp],
 }
 
@@ -375,7 +382,7 @@ pub(crate) struct DeadlinesChangesRef<'a> {
 #[derive(Debug, serde::Deserialize)]
 pub(crate) struct DeadlinesChanges {
     open: Vec<(Key, Option<Obligation>)>,
-    early: Vec<(Key, Option<(i64, (Box<str>, Origin))>)>,
+    early: Vec<(Key, Option<Early>)>,
     closed: Vec<KeysOp>,
 }
 
@@ -821,7 +828,7 @@ impl Conversations {
     }
 
     /// The summaries of `touched` (sorted) as `conversations` table rows, and where each one's rows are.
-    fn rows(&self, touched: &[Key]) -> Option<(RecordBatch, Vec<(Key, usize, usize)>)> {
+    fn rows(&self, touched: &[Key]) -> Option<ConversationRows> {
         if touched.is_empty() {
             return None;
         }
@@ -1378,7 +1385,7 @@ struct ShardStep {
     due_artifacts: Vec<(Key, Obligation)>,
     /// The summaries of the conversations it added requests to, in key order,
     /// and where each one's rows are: (key, first row, rows).
-    conversations: Option<(RecordBatch, Vec<(Key, usize, usize)>)>,
+    conversations: Option<ConversationRows>,
 }
 
 impl Shard {
@@ -1491,7 +1498,7 @@ impl Shard {
     }
 
     /// The end of a finite input: every obligation due at `watermark`, inclusive.
-    fn finish(&mut self, watermark: i64) -> (Vec<(Key, Obligation)>, Vec<(Key, Obligation)>) {
+    fn finish(&mut self, watermark: i64) -> (Due, Due) {
         match self.spill.take() {
             Some(s) => {
                 let txn = s.begin();
@@ -1752,7 +1759,7 @@ impl State {
     }
 
     /// The `conversations` table: the summaries the shards' steps touched, in key order.
-    fn conversations_table(parts: Vec<(RecordBatch, Vec<(Key, usize, usize)>)>) -> Option<RecordBatch> {
+    fn conversations_table(parts: Vec<ConversationRows>) -> Option<RecordBatch> {
         let mut spans: Vec<(Key, usize, usize, usize)> =
             parts.iter().enumerate().flat_map(|(p, (_, spans))| spans.iter().map(move |&(k, at, n)| (k, p, at, n))).collect();
         if spans.is_empty() {
