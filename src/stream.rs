@@ -560,7 +560,7 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
     let checkpoint_every = Duration::from_secs(config.checkpoint_interval_seconds.max(1));
     let consumer = Arc::new(consumer);
 
-    // intake (this runtime) -> decoder (its own thread) -> engine (below), bounded at each hop.
+    // intake (its own thread) -> decoder (its own thread) -> engine (below), bounded at each hop.
     let (raw_tx, raw_rx) = mpsc::channel::<RawBatch>(1);
     let (decoded_tx, mut decoded_rx) = mpsc::channel::<DecodedStep>(1);
     let (pool_tx, pool_rx) = mpsc::unbounded_channel::<RawBatch>();
@@ -568,11 +568,11 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
         let _ = pool_tx.send(RawBatch::with_capacity(batch_size, batch_size * 512));
     }
     let decoder = spawn_decoder(config.decode_options(), config.formats(), raw_rx, decoded_tx, pool_tx, batch_size);
-    let intake = tokio::spawn(kafka::intake_loop(
+    let intake = kafka::spawn_intake(
         consumer.clone(),
         Intake::new(&covered, &remaining, offsets.clone()),
         IntakeLoop { batch_size, wait, until_end: options.until_end, stop: stop.clone(), raw_tx, pool: pool_rx },
-    ));
+    );
 
     let mut schedule = Schedule { every: checkpoint_every, last: Instant::now(), took: Duration::ZERO };
     let mut backlog = false;
@@ -625,7 +625,7 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
             schedule.last = Instant::now();
         }
     }
-    intake.await.context("the Kafka intake task failed")?;
+    intake.join().map_err(|_| anyhow::anyhow!("the Kafka intake thread panicked"))?;
     decoder.join().map_err(|_| anyhow::anyhow!("the decoder thread panicked"))?;
     if let Some(p) = progress {
         p.finish();

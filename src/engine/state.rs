@@ -1347,33 +1347,22 @@ pub fn shard_of(k: Key, n: usize) -> usize {
     (((k >> 64) as u64 as u128 * n as u128) >> 64) as usize
 }
 
-/// Runs `f` on every shard and `beside` once, on up to as many threads as the
-/// machine has cores when `parallel`, else one after the other on this thread.
-/// Results come in shard order, whatever ran where.
+/// Runs `f` on every shard and `beside` once, on rayon's pool (one thread a
+/// core, kept for the life of the process) when `parallel`, else one after
+/// the other on this thread. Results come in shard order, whatever ran where.
 pub(crate) fn each_shard<R: Send, S: Send>(
     shards: &mut [Shard],
     parallel: bool,
-    f: impl Fn(usize, &mut Shard) -> R + Sync,
+    f: impl Fn(usize, &mut Shard) -> R + Sync + Send,
     beside: impl FnOnce() -> S + Send,
 ) -> (Vec<R>, S) {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let threads = if parallel { (*CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))).min(shards.len()) } else { 1 };
-    if threads <= 1 {
+    use rayon::prelude::*;
+    if !parallel {
         let out = shards.iter_mut().enumerate().map(|(i, s)| f(i, s)).collect();
         return (out, beside());
     }
-    let per = shards.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let f = &f;
-        let handles: Vec<_> = shards
-            .chunks_mut(per)
-            .enumerate()
-            .map(|(c, chunk)| scope.spawn(move || chunk.iter_mut().enumerate().map(|(j, s)| f(c * per + j, s)).collect::<Vec<R>>()))
-            .collect();
-        let side = beside();
-        let out = handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect();
-        (out, side)
-    })
+    let (out, side) = rayon::join(|| shards.par_iter_mut().enumerate().map(|(i, s)| f(i, s)).collect::<Vec<R>>(), beside);
+    (out, side)
 }
 
 /// A row of a step and the key it is routed by.

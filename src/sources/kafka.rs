@@ -468,6 +468,19 @@ pub(crate) struct IntakeLoop {
     pub pool: mpsc::UnboundedReceiver<RawBatch>,
 }
 
+/// Runs [`intake_loop`] on a thread of its own (with a runtime of its own), so
+/// consuming goes on while the rules of a step keep the main runtime's
+/// workers busy, as `scan`'s reader thread does.
+pub(crate) fn spawn_intake(consumer: Arc<StreamConsumer<Context>>, intake: Intake, l: IntakeLoop) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("aiwatch-intake".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime for the Kafka intake");
+            runtime.block_on(intake_loop(consumer, intake, l));
+        })
+        .expect("spawn the Kafka intake thread")
+}
+
 /// Takes messages into raw batches and hands a batch on when it is full or
 /// the batch wait passes; ends on shutdown or, with `--until-end`, at the end
 /// offsets. Dropping its sender is what ends the decoder and the engine loop.
