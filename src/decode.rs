@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 
-use crate::event::{Columns, Event, Origin, RawBatch};
+use crate::event::{Columns, Event, Origin, RawBatch, Value};
 use crate::formats::{self, Adapter, Format};
 
 pub use crate::formats::aiwatch::parse_time;
@@ -196,13 +196,15 @@ impl Out<'_> {
     /// The limits on sizes and times, for one mapped event whose id and type are set.
     pub fn check(&self, w: &Event<'_>, time: i64) -> Result<(), Verdict> {
         let max = self.options.max_field_bytes;
-        for (name, v) in w.strings() {
-            if let Some(v) = v.filter(|v| v.len() > max) {
+        let fields = w.fields();
+        for (name, v) in fields {
+            let Value::Str(Some(v)) = v else { continue };
+            if v.len() > max {
                 return Err(("field_too_long", format!("field `{name}` is {} bytes, over the limit of {max} (max_field_bytes)", v.len())));
             }
         }
-        for (name, list) in w.lists() {
-            let Some(items) = list else { continue };
+        for (name, v) in fields {
+            let Value::List(Some(items)) = v else { continue };
             if items.len() > self.options.max_list_items {
                 return Err((
                     "list_too_long",
@@ -232,9 +234,7 @@ impl Out<'_> {
 
     /// Appends one event that passed [`Out::check`]; `w.event_id` and `w.event_type` must be set.
     pub fn append(&mut self, w: &Event<'_>, time: i64, origin: &Origin) {
-        let id = w.event_id.as_deref().unwrap_or_default();
-        let ty = w.event_type.as_deref().unwrap_or_default();
-        self.columns.append(w, id, ty, time, origin);
+        self.columns.append(w, time, origin);
     }
 
     /// A dead letter carrying `record`: the record's own bytes, or an adapter's redacted copy.
