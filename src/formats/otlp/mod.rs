@@ -24,6 +24,8 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
 
+mod json;
+
 use crate::decode::{out_of_range, Out, Verdict};
 use crate::event::{Event, Item, List, Origin};
 use crate::formats::aiwatch::{strip_values, syntax_class};
@@ -46,14 +48,38 @@ pub fn decode_proto(bytes: &[u8], origin: &Origin, adapter: &Adapter, out: &mut 
     }
 }
 
-/// Decodes one record of `otlp_json`.
+/// Decodes one record of `otlp_json`: with the borrowed reader, or, for what
+/// it leaves to them, with the crate's types.
 pub fn decode_json(bytes: &[u8], origin: &Origin, adapter: &Adapter, out: &mut Out<'_>) {
-    match parse_json(bytes) {
-        Ok(req) => map_request(&req, Format::OtlpJson, origin, adapter, out),
-        Err(verdict) => {
-            let redacted = redact_json(bytes);
-            out.dead(origin, verdict, redacted.as_deref().unwrap_or(bytes));
+    match serde_json::from_slice::<json::Request<'_>>(bytes) {
+        Ok(req) if !req.resource_spans.is_empty() => {
+            let redact = || redact_json(bytes).unwrap_or_default();
+            let mut m = Mapper { origin, adapter, format: Format::OtlpJson, redact: &redact, redacted: None };
+            for rs in &req.resource_spans {
+                let resource = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+                for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
+                    if m.skips(&span.attributes, out) {
+                        continue;
+                    }
+                    let view = SpanView {
+                        trace_id: span.trace_id.lower(),
+                        span_id: span.span_id.lower(),
+                        start: span.start_time_unix_nano.0,
+                        end: span.end_time_unix_nano.0,
+                        error_status: span.status.as_ref().is_some_and(|s| s.code.0 == StatusCode::Error as i32),
+                        attributes: &span.attributes,
+                    };
+                    m.span(view, resource, out);
+                }
+            }
         }
+        _ => match parse_json(bytes) {
+            Ok(req) => map_request(&req, Format::OtlpJson, origin, adapter, out),
+            Err(verdict) => {
+                let redacted = redact_json(bytes);
+                out.dead(origin, verdict, redacted.as_deref().unwrap_or(bytes));
+            }
+        },
     }
 }
 
@@ -103,43 +129,110 @@ fn enum_names_to_numbers(v: &mut serde_json::Value) {
     }
 }
 
-/// A span's attributes, then its resource's.
-struct Attrs<'a> {
-    span: &'a [KeyValue],
-    resource: &'a [KeyValue],
+/// What the mapping reads of an attribute value, whichever reader gave it.
+enum Val<'a> {
+    Str(&'a str),
+    Int(i64),
+    /// An array's strings; `None` when it holds a non-string.
+    Array(Option<List<'a>>),
+    /// Another type, by name.
+    Other(&'static str),
 }
 
-fn value_of<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a Value> {
-    attrs.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()).and_then(|v| v.value.as_ref())
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::StringValue(_) => "a string",
-        Value::BoolValue(_) => "a boolean",
-        Value::IntValue(_) => "an integer",
-        Value::DoubleValue(_) => "a double",
-        Value::ArrayValue(_) => "an array",
-        Value::KvlistValue(_) => "a key-value list",
-        Value::BytesValue(_) => "bytes",
-        Value::StringValueStrindex(_) => "a string table index",
+impl Val<'_> {
+    fn type_name(&self) -> &'static str {
+        match self {
+            Val::Str(_) => "a string",
+            Val::Int(_) => "an integer",
+            Val::Array(_) => "an array",
+            Val::Other(name) => name,
+        }
     }
 }
 
-fn wrong(key: &str, want: &str, v: &Value) -> Verdict {
-    ("wrong_type", format!("attribute `{key}` must be {want}, found {}", type_name(v)))
+/// An attribute, of the crate's types or of the borrowed OTLP/JSON reader.
+trait Attr {
+    fn key(&self) -> &str;
+    /// The value; `None` when the attribute has none (or an empty one).
+    fn val(&self) -> Option<Val<'_>>;
 }
 
-impl<'a> Attrs<'a> {
-    fn get(&self, key: &str) -> Option<&'a Value> {
+impl Attr for KeyValue {
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn val(&self) -> Option<Val<'_>> {
+        Some(match self.value.as_ref()?.value.as_ref()? {
+            Value::StringValue(s) => Val::Str(s),
+            Value::IntValue(i) => Val::Int(*i),
+            Value::ArrayValue(a) => Val::Array(
+                a.values
+                    .iter()
+                    .map(|v| match &v.value {
+                        Some(Value::StringValue(s)) => Some(Item(Cow::Borrowed(s.as_str()))),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            Value::BoolValue(_) => Val::Other("a boolean"),
+            Value::DoubleValue(_) => Val::Other("a double"),
+            Value::KvlistValue(_) => Val::Other("a key-value list"),
+            Value::BytesValue(_) => Val::Other("bytes"),
+            Value::StringValueStrindex(_) => Val::Other("a string table index"),
+        })
+    }
+}
+
+impl Attr for json::KeyValue<'_> {
+    fn key(&self) -> &str {
+        &self.key.0
+    }
+
+    fn val(&self) -> Option<Val<'_>> {
+        Some(match self.value.as_ref()?.0.as_ref()? {
+            json::Value::String(s) => Val::Str(s),
+            json::Value::Int(i) => Val::Int(*i),
+            json::Value::Array(items) => Val::Array(
+                items
+                    .iter()
+                    .map(|v| match &v.0 {
+                        Some(json::Value::String(s)) => Some(Item(Cow::Borrowed(&**s))),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            json::Value::Bool => Val::Other("a boolean"),
+            json::Value::Double => Val::Other("a double"),
+            json::Value::Kvlist => Val::Other("a key-value list"),
+        })
+    }
+}
+
+fn value_of<'a, A: Attr>(attrs: &'a [A], key: &str) -> Option<Val<'a>> {
+    attrs.iter().find(|kv| kv.key() == key).and_then(Attr::val)
+}
+
+fn wrong(key: &str, want: &str, v: &Val<'_>) -> Verdict {
+    ("wrong_type", format!("attribute `{key}` must be {want}, found {}", v.type_name()))
+}
+
+/// A span's attributes, then its resource's.
+struct Attrs<'a, A> {
+    span: &'a [A],
+    resource: &'a [A],
+}
+
+impl<'a, A: Attr> Attrs<'a, A> {
+    fn get(&self, key: &str) -> Option<Val<'a>> {
         value_of(self.span, key).or_else(|| value_of(self.resource, key))
     }
 
     fn string(&self, key: &str) -> Result<Option<&'a str>, Verdict> {
         match self.get(key) {
             None => Ok(None),
-            Some(Value::StringValue(s)) => Ok(Some(s)),
-            Some(v) => Err(wrong(key, "a string", v)),
+            Some(Val::Str(s)) => Ok(Some(s)),
+            Some(v) => Err(wrong(key, "a string", &v)),
         }
     }
 
@@ -150,9 +243,9 @@ impl<'a> Attrs<'a> {
             for attrs in [self.span, self.resource] {
                 match value_of(attrs, key) {
                     None => {}
-                    Some(Value::StringValue(s)) if s.is_empty() => {}
-                    Some(Value::StringValue(s)) => return Ok(Some(s)),
-                    Some(v) => return Err(wrong(key, "a string", v)),
+                    Some(Val::Str("")) => {}
+                    Some(Val::Str(s)) => return Ok(Some(s)),
+                    Some(v) => return Err(wrong(key, "a string", &v)),
                 }
             }
         }
@@ -162,26 +255,33 @@ impl<'a> Attrs<'a> {
     fn int(&self, key: &str) -> Result<Option<i64>, Verdict> {
         match self.get(key) {
             None => Ok(None),
-            Some(Value::IntValue(i)) => Ok(Some(*i)),
-            Some(v) => Err(wrong(key, "an integer (intValue)", v)),
+            Some(Val::Int(i)) => Ok(Some(i)),
+            Some(v) => Err(wrong(key, "an integer (intValue)", &v)),
         }
     }
 
     fn strings(&self, key: &str) -> Result<Option<List<'a>>, Verdict> {
         match self.get(key) {
             None => Ok(None),
-            Some(Value::ArrayValue(a)) => a
-                .values
-                .iter()
-                .map(|v| match &v.value {
-                    Some(Value::StringValue(s)) => Ok(Item(Cow::Borrowed(s.as_str()))),
-                    _ => Err(("wrong_type", format!("attribute `{key}` must be an array of strings, found an array holding a non-string"))),
-                })
-                .collect::<Result<List<'a>, Verdict>>()
-                .map(Some),
-            Some(v) => Err(wrong(key, "an array of strings", v)),
+            Some(Val::Array(Some(items))) => Ok(Some(items)),
+            Some(Val::Array(None)) => {
+                Err(("wrong_type", format!("attribute `{key}` must be an array of strings, found an array holding a non-string")))
+            }
+            Some(v) => Err(wrong(key, "an array of strings", &v)),
         }
     }
+}
+
+/// What the mapping reads of a span, whichever reader gave it.
+struct SpanView<'a, A> {
+    /// Lowercase hex; empty when absent.
+    trace_id: Cow<'a, str>,
+    span_id: Cow<'a, str>,
+    start: u64,
+    end: u64,
+    /// The status code is ERROR.
+    error_status: bool,
+    attributes: &'a [A],
 }
 
 /// The two events of one span, with their times.
@@ -199,23 +299,21 @@ fn nanos(t: u64, name: &str) -> Result<i64, Verdict> {
     i64::try_from(t).map_err(|_| out_of_range())
 }
 
-fn map_span<'a>(span: &'a Span, attrs: &Attrs<'a>, adapter: &Adapter) -> Result<Mapped<'a>, Verdict> {
+fn map_span<'a, A: Attr>(span: &SpanView<'a, A>, attrs: &Attrs<'a, A>, adapter: &Adapter) -> Result<Mapped<'a>, Verdict> {
     if span.trace_id.is_empty() {
         return Err(("missing_field", "required field `traceId` is missing or empty".into()));
     }
     if span.span_id.is_empty() {
         return Err(("missing_field", "required field `spanId` is missing or empty".into()));
     }
-    let (trace, id) = (hex(&span.trace_id), hex(&span.span_id));
-    let requested_at = nanos(span.start_time_unix_nano, "startTimeUnixNano")?;
-    let responded_at = nanos(span.end_time_unix_nano, "endTimeUnixNano")?;
+    let requested_at = nanos(span.start, "startTimeUnixNano")?;
+    let responded_at = nanos(span.end, "endTimeUnixNano")?;
     let owned = |s: Option<&'a str>| s.map(Cow::Borrowed);
 
-    let request_id = format!("{trace}:{id}");
+    let request_id = format!("{}:{}", span.trace_id, span.span_id);
     let tenant_id = owned(attrs.first_string(&adapter.otel_tenant_keys)?);
     let actor_id = owned(attrs.first_string(&adapter.otel_actor_keys)?);
-    let provider = attrs.first_string(&["gen_ai.provider.name", "gen_ai.system"])?.map(|p| Cow::Borrowed(adapter.provider(p)));
-    let provider = provider.map(|p| Cow::Owned(p.into_owned()));
+    let provider = attrs.first_string(&["gen_ai.provider.name", "gen_ai.system"])?.map(|p| Cow::Owned(adapter.provider(p).to_string()));
     let model = owned(attrs.string("gen_ai.request.model")?);
     let operation = owned(attrs.string("gen_ai.operation.name")?);
     let vendor_region = match attrs.string("cloud.region")? {
@@ -224,7 +322,7 @@ fn map_span<'a>(span: &'a Span, attrs: &Attrs<'a>, adapter: &Adapter) -> Result<
     };
     let environment = owned(attrs.first_string(&["deployment.environment.name", "deployment.environment"])?);
     let source = owned(attrs.string("service.name")?);
-    let failed = span.status.as_ref().is_some_and(|s| s.code == StatusCode::Error as i32) || attrs.get("error.type").is_some();
+    let failed = span.error_status || attrs.get("error.type").is_some();
 
     let request = Event {
         event_id: Some(Cow::Owned(format!("otel:{request_id}:request"))),
@@ -262,34 +360,68 @@ fn map_span<'a>(span: &'a Span, attrs: &Attrs<'a>, adapter: &Adapter) -> Result<
     Ok(Mapped { request, requested_at, response, responded_at })
 }
 
+/// Maps the spans of one request, whichever reader gave them.
+struct Mapper<'r> {
+    origin: &'r Origin,
+    adapter: &'r Adapter,
+    format: Format,
+    /// Makes the request's dead-letter record (its text hashed), once, should a span need it.
+    redact: &'r dyn Fn() -> Vec<u8>,
+    redacted: Option<Vec<u8>>,
+}
+
+impl Mapper<'_> {
+    /// Whether a span with these attributes is not a GenAI span: then it is skipped, and counted.
+    fn skips<A: Attr>(&self, attributes: &[A], out: &mut Out<'_>) -> bool {
+        let skip = !attributes.iter().any(|kv| kv.key() == "gen_ai.operation.name");
+        if skip {
+            out.skip(self.format.name(), "not_genai_span");
+        }
+        skip
+    }
+
+    /// A GenAI span maps to two events, or is one dead letter.
+    fn span<'a, A: Attr>(&mut self, span: SpanView<'a, A>, resource: &'a [A], out: &mut Out<'_>) {
+        let attrs = Attrs { span: span.attributes, resource };
+        let mapped = map_span(&span, &attrs, self.adapter).and_then(|m| {
+            out.check(&m.request, m.requested_at)?;
+            out.check(&m.response, m.responded_at)?;
+            Ok(m)
+        });
+        match mapped {
+            Ok(m) => {
+                out.append(&m.request, m.requested_at, self.origin);
+                out.append(&m.response, m.responded_at, self.origin);
+            }
+            Err((kind, reason)) => {
+                let record = self.redacted.get_or_insert_with(self.redact);
+                let id = |s: &str| if s.is_empty() { "(empty)".to_string() } else { s.to_string() };
+                let reason = format!("span {} of trace {}: {reason}", id(&span.span_id), id(&span.trace_id));
+                out.dead(self.origin, (kind, reason), record);
+            }
+        }
+    }
+}
+
+/// Maps a request of the crate's types (`otlp_proto`, and what the borrowed JSON reader leaves to them).
 fn map_request(req: &ExportTraceServiceRequest, format: Format, origin: &Origin, adapter: &Adapter, out: &mut Out<'_>) {
-    // The redacted request, made once for all the dead letters it may carry.
-    let mut redacted: Option<Vec<u8>> = None;
+    let redact = || encode(&redacted_request(req), format);
+    let mut m = Mapper { origin, adapter, format, redact: &redact, redacted: None };
     for rs in &req.resource_spans {
         let resource = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
         for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
-            if !span.attributes.iter().any(|kv| kv.key == "gen_ai.operation.name") {
-                out.skip(format.name(), "not_genai_span");
+            if m.skips(&span.attributes, out) {
                 continue;
             }
-            let attrs = Attrs { span: &span.attributes, resource };
-            let mapped = map_span(span, &attrs, adapter).and_then(|m| {
-                out.check(&m.request, m.requested_at)?;
-                out.check(&m.response, m.responded_at)?;
-                Ok(m)
-            });
-            match mapped {
-                Ok(m) => {
-                    out.append(&m.request, m.requested_at, origin);
-                    out.append(&m.response, m.responded_at, origin);
-                }
-                Err((kind, reason)) => {
-                    let record = redacted.get_or_insert_with(|| encode(&redacted_request(req), format));
-                    let id = |b: &[u8]| if b.is_empty() { "(empty)".to_string() } else { hex(b) };
-                    let reason = format!("span {} of trace {}: {reason}", id(&span.span_id), id(&span.trace_id));
-                    out.dead(origin, (kind, reason), record);
-                }
-            }
+            let view = SpanView {
+                trace_id: Cow::Owned(hex(&span.trace_id)),
+                span_id: Cow::Owned(hex(&span.span_id)),
+                start: span.start_time_unix_nano,
+                end: span.end_time_unix_nano,
+                error_status: span.status.as_ref().is_some_and(|s| s.code == StatusCode::Error as i32),
+                attributes: &span.attributes,
+            };
+            m.span(view, resource, out);
         }
     }
 }
@@ -385,6 +517,11 @@ mod tests {
     use opentelemetry_proto::tonic::trace::v1::{span::Event as SpanEvent, ResourceSpans, ScopeSpans, Status};
 
     const CANARY: &str = "AIWATCH-CANARY-PROMPT-7f3c";
+
+    /// The value of the first attribute named `key`, of the crate's types.
+    fn crate_value<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a Value> {
+        attrs.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()).and_then(|v| v.value.as_ref())
+    }
 
     fn kv(key: &str, value: Value) -> KeyValue {
         KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }), ..Default::default() }
@@ -523,9 +660,9 @@ mod tests {
                 };
                 assert_eq!(back.resource_spans[0].scope_spans[0].spans.len(), 5, "the whole request");
                 let span = &back.resource_spans[0].scope_spans[0].spans[0];
-                let msg = value_of(&span.attributes, "gen_ai.input.messages").unwrap();
+                let msg = crate_value(&span.attributes, "gen_ai.input.messages").unwrap();
                 assert!(matches!(msg, Value::StringValue(h) if h.len() == 64));
-                assert_eq!(value_of(&span.attributes, "gen_ai.request.model"), Some(&s("gpt-4o")), "other attributes stay");
+                assert_eq!(crate_value(&span.attributes, "gen_ai.request.model"), Some(&s("gpt-4o")), "other attributes stay");
             }
         }
     }
