@@ -282,6 +282,11 @@ impl Decoder {
 
     /// Decodes every record of `raw`; never fails: what is not an event becomes a dead letter.
     pub fn decode(&mut self, raw: &RawBatch) -> Decoded {
+        self.decode_with(raw, formats::decode)
+    }
+
+    /// [`Decoder::decode`] with another function for one record (tests: a format's other reader).
+    pub(crate) fn decode_with(&mut self, raw: &RawBatch, decode: fn(Format, &[u8], &Origin, &Adapter, &mut Out<'_>)) -> Decoded {
         let mut dead_letters = Vec::new();
         let mut skipped = BTreeMap::new();
         let (mut blank, mut records) = (0, 0);
@@ -307,7 +312,7 @@ impl Decoder {
                 out.dead(origin, verdict, redacted.as_deref().unwrap_or(bytes));
                 continue;
             }
-            formats::decode(format, bytes, origin, &self.formats.adapter, &mut out);
+            decode(format, bytes, origin, &self.formats.adapter, &mut out);
         }
         Decoded { events: self.columns.finish(), dead_letters, blank, records, skipped, bytes: raw.byte_len() }
     }

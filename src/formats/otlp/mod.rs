@@ -73,13 +73,18 @@ pub fn decode_json(bytes: &[u8], origin: &Origin, adapter: &Adapter, out: &mut O
                 }
             }
         }
-        _ => match parse_json(bytes) {
-            Ok(req) => map_request(&req, Format::OtlpJson, origin, adapter, out),
-            Err(verdict) => {
-                let redacted = redact_json(bytes);
-                out.dead(origin, verdict, redacted.as_deref().unwrap_or(bytes));
-            }
-        },
+        _ => decode_json_with_crate(bytes, origin, adapter, out),
+    }
+}
+
+/// Decodes one record of `otlp_json` with the crate's types.
+fn decode_json_with_crate(bytes: &[u8], origin: &Origin, adapter: &Adapter, out: &mut Out<'_>) {
+    match parse_json(bytes) {
+        Ok(req) => map_request(&req, Format::OtlpJson, origin, adapter, out),
+        Err(verdict) => {
+            let redacted = redact_json(bytes);
+            out.dead(origin, verdict, redacted.as_deref().unwrap_or(bytes));
+        }
     }
 }
 
@@ -687,6 +692,42 @@ mod tests {
         let kept = String::from_utf8(d.dead_letters[0].bytes.clone().unwrap()).unwrap();
         assert!(!kept.contains(CANARY) && kept.contains("gen_ai.prompt"), "{kept}");
         assert!(!d.dead_letters[0].reason.contains(CANARY));
+    }
+
+    /// Every fixture record and test request read by the borrowed reader (or
+    /// by the crate's types where it leaves them the record) decodes exactly
+    /// as the crate's types alone decode it.
+    #[test]
+    fn the_borrowed_json_reader_decodes_as_the_crate_types_do() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/formats/otlp");
+        let mut records: Vec<Vec<u8>> = Vec::new();
+        for file in ["requests.otlp_json.jsonl", "malformed.jsonl"] {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap();
+            records.extend(text.lines().filter(|l| !l.trim().is_empty()).map(|l| l.as_bytes().to_vec()));
+        }
+        let bad = genai_span(3, vec![kv("gen_ai.usage.input_tokens", Value::DoubleValue(1.5))]);
+        let mut odd = genai_span(4, vec![kv("nested", Value::KvlistValue(Default::default())), kv("error.type", Value::BoolValue(true))]);
+        odd.status = Some(Status { code: StatusCode::Error as i32, ..Default::default() });
+        odd.trace_id = vec![0xAB, 0xCD];
+        let mixed = serde_json::to_vec(&request(vec![genai_span(1, vec![]), bad, odd, plain_span(9)])).unwrap();
+        let upper = String::from_utf8(mixed.clone()).unwrap().replace("abcd", "ABcD").into_bytes();
+        let bytes_value = serde_json::to_vec(&request(vec![genai_span(5, vec![kv("blob", Value::BytesValue(vec![1, 2]))])])).unwrap();
+        for r in [&records[0], &mixed, &upper] {
+            assert!(serde_json::from_slice::<json::Request<'_>>(r).is_ok(), "the borrowed reader reads {}", String::from_utf8_lossy(r));
+        }
+        records.extend([mixed, upper, bytes_value]);
+        records.push(br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"0xab","spanId":"01","startTimeUnixNano":1,"endTimeUnixNano":2,"attributes":[{"key":"gen_ai.operation.name","value":{"stringValue":"chat"}}]}]}]}]}"#.to_vec());
+        let mut raw = RawBatch::default();
+        for (i, r) in records.iter().enumerate() {
+            raw.push(r, Origin::Kafka { topic: "spans".into(), partition: 0, offset: i as i64 });
+        }
+        let decoder = || Decoder::with_formats(DecodeOptions::default(), Formats::one(Format::OtlpJson, Adapter::default()));
+        let fast = decoder().decode(&raw);
+        let with_crate = decoder().decode_with(&raw, |_, bytes, origin, adapter, out| decode_json_with_crate(bytes, origin, adapter, out));
+        assert_eq!(fast.events, with_crate.events);
+        assert_eq!(fast.dead_letters, with_crate.dead_letters);
+        assert_eq!(fast.skipped, with_crate.skipped);
+        assert!(fast.events.num_rows() > 20 && fast.dead_letters.len() > 10, "{} {}", fast.events.num_rows(), fast.dead_letters.len());
     }
 
     #[test]
