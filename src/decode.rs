@@ -190,6 +190,7 @@ pub struct Out<'a> {
     options: &'a DecodeOptions,
     /// The latest event time accepted (`max_future_seconds`), read once per batch.
     latest: Option<i64>,
+    state: &'a mut formats::State,
 }
 
 impl Out<'_> {
@@ -242,6 +243,11 @@ impl Out<'_> {
         self.dead_letters.push(DeadLetter::new(origin.clone(), verdict, record, self.options));
     }
 
+    /// What the formats keep from record to record.
+    pub(crate) fn formats_state(&mut self) -> &mut formats::State {
+        self.state
+    }
+
     /// Counts a record, or a part of one, the format skips as not its own.
     pub fn skip(&mut self, format: &'static str, reason: &'static str) {
         *self.skipped.entry((format, reason)).or_default() += 1;
@@ -253,6 +259,7 @@ pub struct Decoder {
     columns: Columns,
     options: DecodeOptions,
     formats: Formats,
+    state: formats::State,
 }
 
 impl Default for Decoder {
@@ -273,7 +280,7 @@ impl Decoder {
     }
 
     pub fn with_formats(options: DecodeOptions, formats: Formats) -> Decoder {
-        Decoder { columns: Columns::new(), options, formats }
+        Decoder { columns: Columns::new(), options, formats, state: formats::State::default() }
     }
 
     pub fn options(&self) -> &DecodeOptions {
@@ -295,7 +302,14 @@ impl Decoder {
             let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
             now.saturating_add((s.min(i64::MAX as u64 / 1_000_000_000) as i64) * 1_000_000_000)
         });
-        let mut out = Out { columns: &mut self.columns, dead_letters: &mut dead_letters, skipped: &mut skipped, options: &self.options, latest };
+        let mut out = Out {
+            columns: &mut self.columns,
+            dead_letters: &mut dead_letters,
+            skipped: &mut skipped,
+            options: &self.options,
+            latest,
+            state: &mut self.state,
+        };
         for (bytes, origin) in raw.iter() {
             let format = self.formats.of(origin);
             if format.is_text() && bytes.iter().all(u8::is_ascii_whitespace) {

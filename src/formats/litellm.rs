@@ -5,7 +5,10 @@
 //!
 //! A payload is read as an object whose values stay unparsed ([`Obj`]): the
 //! prompt and the response, most of a payload's bytes, are only scanned,
-//! never copied, and only the fields the mapping names are parsed. The unit
+//! never copied, and only the fields the mapping names are parsed. A large
+//! value a decoder has met before, byte for byte (LiteLLM's cost-map entry for
+//! the model, in every payload), is recognised by comparison instead of
+//! scanned again ([`Repeats`]). The unit
 //! of mapping is the payload: a payload that cannot be mapped is one dead
 //! letter (its text fields replaced by hashes), and the other payloads of the
 //! same array map as usual.
@@ -26,9 +29,9 @@ const FORMAT: &str = "litellm";
 /// The payload fields that hold prompt or response text: never copied, hashed in dead letters.
 pub const TEXT_FIELDS: [&str; 2] = ["messages", "response"];
 
-/// A JSON object whose values are left unparsed until asked for. Keys are
-/// borrowed from the record unless they hold escapes.
-struct Obj<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+/// A JSON object whose values are left unparsed (their JSON text) until
+/// asked for. Keys are borrowed from the record unless they hold escapes.
+struct Obj<'a>(Vec<(Cow<'a, str>, &'a str)>);
 
 impl<'de> Deserialize<'de> for Obj<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -43,7 +46,7 @@ impl<'de> Deserialize<'de> for Obj<'de> {
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Obj<'de>, M::Error> {
                 let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(48));
                 while let Some(Item(key)) = map.next_key::<Item<'de>>()? {
-                    entries.push((key, map.next_value::<&'de RawValue>()?));
+                    entries.push((key, map.next_value::<&'de RawValue>()?.get()));
                 }
                 Ok(Obj(entries))
             }
@@ -54,8 +57,109 @@ impl<'de> Deserialize<'de> for Obj<'de> {
 
 impl<'a> Obj<'a> {
     /// The first value of `key` that is not `null`.
-    fn get(&self, key: &str) -> Option<&'a RawValue> {
-        self.0.iter().find(|(k, v)| k == key && v.get() != "null").map(|(_, v)| *v)
+    fn get(&self, key: &str) -> Option<&'a str> {
+        self.0.iter().find(|(k, v)| k == key && *v != "null").map(|(_, v)| *v)
+    }
+
+    /// Reads a payload's top-level object as `serde_json` reads an [`Obj`],
+    /// each value scanned by `serde_json` unless `repeats` holds it; `None`
+    /// where the text is not such an object (the caller then asks `serde_json`
+    /// why).
+    fn read_top(text: &'a str, repeats: &mut Repeats) -> Option<Obj<'a>> {
+        /// One JSON value at `*at` (after any whitespace), and `*at` moved past it.
+        fn one<'a, T: Deserialize<'a>>(text: &'a str, at: &mut usize) -> Option<T> {
+            let mut values = serde_json::Deserializer::from_str(&text[*at..]).into_iter::<T>();
+            let value = values.next()?.ok()?;
+            *at += values.byte_offset();
+            Some(value)
+        }
+        let b = text.as_bytes();
+        let ws = |mut i: usize| {
+            while matches!(b.get(i), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+                i += 1;
+            }
+            i
+        };
+        let mut i = ws(0);
+        if b.get(i) != Some(&b'{') {
+            return None;
+        }
+        let mut entries = Vec::with_capacity(64);
+        i = ws(i + 1);
+        if b.get(i) == Some(&b'}') {
+            i += 1;
+        } else {
+            loop {
+                let Item(key) = one::<Item<'a>>(text, &mut i)?;
+                i = ws(i);
+                if b.get(i) != Some(&b':') {
+                    return None;
+                }
+                i = ws(i + 1);
+                let value = match repeats.find(&key, &text[i..]) {
+                    Some(v) => {
+                        i += v.len();
+                        v
+                    }
+                    None => {
+                        let v = one::<&'a RawValue>(text, &mut i)?.get();
+                        repeats.remember(&key, v);
+                        v
+                    }
+                };
+                entries.push((key, value));
+                i = ws(i);
+                match b.get(i) {
+                    Some(b',') => i += 1,
+                    Some(b'}') => {
+                        i += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        (ws(i) == b.len()).then_some(Obj(entries))
+    }
+}
+
+/// Large values a decoder has met before, byte for byte, by the payload key
+/// that held them. LiteLLM writes the same `model_map_information` (its
+/// cost-map entry for the model, 9 KB, most of a payload) in every payload
+/// for a model. An object or array is self-delimiting, so a record whose
+/// text at a value starts with one met before (and checked by `serde_json`
+/// then) holds that same valid value there: a comparison replaces the scan.
+/// Prompt and response text is never held.
+#[derive(Debug, Default)]
+pub struct Repeats {
+    /// (key, value's JSON text, times found again), at most [`Repeats::CAPACITY`].
+    entries: Vec<(Box<str>, Box<str>, u32)>,
+}
+
+impl Repeats {
+    /// Values smaller than this are scanned (a comparison saves little), larger than `MAX` too (memory).
+    const MIN: usize = 2048;
+    const MAX: usize = 64 << 10;
+    const CAPACITY: usize = 16;
+
+    /// The value at the start of `rest` when it is one held for `key`.
+    fn find<'a>(&mut self, key: &str, rest: &'a str) -> Option<&'a str> {
+        let (_, text, hits) = self.entries.iter_mut().find(|(k, t, _)| **k == *key && rest.as_bytes().starts_with(t.as_bytes()))?;
+        *hits += 1;
+        Some(&rest[..text.len()])
+    }
+
+    /// Holds a large object or array scanned under `key`, in place of the held value found again least.
+    fn remember(&mut self, key: &str, value: &str) {
+        if !(Self::MIN..=Self::MAX).contains(&value.len()) || !value.starts_with(['{', '[']) || TEXT_FIELDS.contains(&key) {
+            return;
+        }
+        let entry = (key.into(), value.into(), 0);
+        if self.entries.len() < Self::CAPACITY {
+            self.entries.push(entry);
+        } else if let Some(least) = self.entries.iter_mut().min_by_key(|e| e.2) {
+            *least = entry;
+        }
     }
 }
 
@@ -67,17 +171,17 @@ struct Payload<'a> {
 }
 
 impl<'a> Payload<'a> {
-    fn at(&self, path: &[String]) -> Option<&'a RawValue> {
-        let (first, rest) = path.split_first()?;
-        let mut v = self.top.get(first)?;
-        for key in rest {
+    /// The value at `path` (keys into nested objects), first non-null at each step.
+    fn at<'k>(&self, path: impl IntoIterator<Item = &'k str>) -> Option<&'a str> {
+        let mut path = path.into_iter();
+        let mut v = self.top.get(path.next()?)?;
+        for key in path {
             v = self.child(v, key)?;
         }
         Some(v)
     }
 
-    fn child(&self, v: &'a RawValue, key: &str) -> Option<&'a RawValue> {
-        let text: &'a str = v.get();
+    fn child(&self, text: &'a str, key: &str) -> Option<&'a str> {
         let mut inner = self.inner.borrow_mut();
         if let Some((_, obj)) = inner.iter().find(|(p, _)| *p == text.as_ptr()) {
             return obj.as_ref()?.get(key);
@@ -89,16 +193,15 @@ impl<'a> Payload<'a> {
         found
     }
 
-    fn path(&self, dotted: &str) -> Option<&'a RawValue> {
-        let path: Vec<String> = dotted.split('.').map(str::to_string).collect();
-        self.at(&path)
+    fn path(&self, dotted: &str) -> Option<&'a str> {
+        self.at(dotted.split('.'))
     }
 
     /// The first of `paths` holding a non-empty string.
     fn first_string(&self, paths: &[Vec<String>]) -> Result<Option<Cow<'a, str>>, Verdict> {
         for p in paths {
-            if let Some(v) = self.at(p) {
-                let s = string(v, &p.join("."))?;
+            if let Some(v) = self.at(p.iter().map(String::as_str)) {
+                let s = string(v, &Dotted(p))?;
                 if !s.is_empty() {
                     return Ok(Some(s));
                 }
@@ -121,9 +224,18 @@ impl<'a> Payload<'a> {
     }
 }
 
+/// A path split at its dots, written back with them (only for a reason).
+struct Dotted<'p>(&'p [String]);
+
+impl std::fmt::Display for Dotted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join("."))
+    }
+}
+
 /// What a JSON value is, from its first character, for a reason that names no value.
-fn found(v: &RawValue) -> &'static str {
-    match v.get().as_bytes().first() {
+fn found(v: &str) -> &'static str {
+    match v.as_bytes().first() {
         Some(b'{') => "an object",
         Some(b'[') => "an array",
         Some(b'"') => "a string",
@@ -132,27 +244,27 @@ fn found(v: &RawValue) -> &'static str {
     }
 }
 
-fn wrong(name: &str, want: &str, v: &RawValue) -> Verdict {
+fn wrong(name: &dyn std::fmt::Display, want: &str, v: &str) -> Verdict {
     ("wrong_type", format!("field `{name}` must be {want}, found {}", found(v)))
 }
 
-fn string<'a>(v: &'a RawValue, name: &str) -> Result<Cow<'a, str>, Verdict> {
-    serde_json::from_str::<Item<'a>>(v.get()).map(|i| i.0).map_err(|_| wrong(name, "a string", v))
+fn string<'a>(v: &'a str, name: &dyn std::fmt::Display) -> Result<Cow<'a, str>, Verdict> {
+    serde_json::from_str::<Item<'a>>(v).map(|i| i.0).map_err(|_| wrong(name, "a string", v))
 }
 
-fn strings<'a>(v: &'a RawValue, name: &str) -> Result<List<'a>, Verdict> {
-    serde_json::from_str::<List<'a>>(v.get()).map_err(|_| wrong(name, "an array of strings", v))
+fn strings<'a>(v: &'a str, name: &str) -> Result<List<'a>, Verdict> {
+    serde_json::from_str::<List<'a>>(v).map_err(|_| wrong(&name, "an array of strings", v))
 }
 
-fn number(v: &RawValue, name: &str) -> Result<f64, Verdict> {
-    serde_json::from_str::<f64>(v.get()).map_err(|_| wrong(name, "a number", v))
+fn number(v: &str, name: &str) -> Result<f64, Verdict> {
+    serde_json::from_str::<f64>(v).map_err(|_| wrong(&name, "a number", v))
 }
 
-fn integer(v: &RawValue, name: &str) -> Result<i64, Verdict> {
-    serde_json::from_str::<i64>(v.get()).map_err(|_| wrong(name, "an integer", v))
+fn integer(v: &str, name: &str) -> Result<i64, Verdict> {
+    serde_json::from_str::<i64>(v).map_err(|_| wrong(&name, "an integer", v))
 }
 
-fn opt<'a, T>(v: Option<&'a RawValue>, read: impl FnOnce(&'a RawValue) -> Result<T, Verdict>) -> Result<Option<T>, Verdict> {
+fn opt<'a, T>(v: Option<&'a str>, read: impl FnOnce(&'a str) -> Result<T, Verdict>) -> Result<Option<T>, Verdict> {
     v.map(read).transpose()
 }
 
@@ -194,7 +306,7 @@ fn map<'a>(p: &Payload<'a>, adapter: &Adapter) -> Result<Mapped<'a>, Verdict> {
     let o = &p.top;
     let call_id = match o.get("litellm_call_id") {
         None => return Err(("missing_field", "required field `litellm_call_id` is missing or null".into())),
-        Some(v) => string(v, "litellm_call_id")?,
+        Some(v) => string(v, &"litellm_call_id")?,
     };
     if call_id.is_empty() {
         return Err(("empty_field", "required field `litellm_call_id` is empty".into()));
@@ -206,21 +318,21 @@ fn map<'a>(p: &Payload<'a>, adapter: &Adapter) -> Result<Mapped<'a>, Verdict> {
     let (start, end) = (time("startTime")?, time("endTime")?);
     let (requested_at, responded_at) = (epoch_ns(start)?, epoch_ns(end)?);
 
-    let provider = opt(o.get("custom_llm_provider"), |v| string(v, "custom_llm_provider"))?
+    let provider = opt(o.get("custom_llm_provider"), |v| string(v, &"custom_llm_provider"))?
         .map(|s| match adapter.provider(&s) {
             same if same == s => s,
             other => Cow::Owned(other.to_string()),
         });
-    let model = opt(o.get("model"), |v| string(v, "model"))?;
-    let operation = opt(o.get("call_type"), |v| string(v, "call_type"))?.map(|ct| match operation(&ct) {
+    let model = opt(o.get("model"), |v| string(v, &"model"))?;
+    let operation = opt(o.get("call_type"), |v| string(v, &"call_type"))?.map(|ct| match operation(&ct) {
         same if same == ct => ct,
         other => Cow::Owned(other.to_string()),
     });
     let tenant_id = p.first_string(&adapter.tenant_paths)?;
     let actor_id = p.first_string(&adapter.actor_paths)?;
-    let api_base = match opt(o.get("api_base"), |v| string(v, "api_base"))? {
+    let api_base = match opt(o.get("api_base"), |v| string(v, &"api_base"))? {
         Some(b) if !b.is_empty() => Some(b),
-        _ => opt(p.path("hidden_params.api_base"), |v| string(v, "hidden_params.api_base"))?,
+        _ => opt(p.path("hidden_params.api_base"), |v| string(v, &"hidden_params.api_base"))?,
     };
     let vendor_region = api_base.and_then(|b| adapter.region_of(&b)).map(Cow::Owned);
 
@@ -245,15 +357,15 @@ fn map<'a>(p: &Payload<'a>, adapter: &Adapter) -> Result<Mapped<'a>, Verdict> {
         p.first_list(&["metadata.spend_logs_metadata.context_tenant_ids", "metadata.requester_metadata.context_tenant_ids"])?;
     let mut conversation_id = None;
     for path in ["metadata.spend_logs_metadata.conversation_id", "metadata.requester_metadata.conversation_id"] {
-        if let Some(s) = opt(p.path(path), |v| string(v, path))?.filter(|s| !s.is_empty()) {
+        if let Some(s) = opt(p.path(path), |v| string(v, &path))?.filter(|s| !s.is_empty()) {
             conversation_id = Some(s);
             break;
         }
     }
     let input_tokens = opt(o.get("prompt_tokens"), |v| integer(v, "prompt_tokens"))?;
     let output_tokens = opt(o.get("completion_tokens"), |v| integer(v, "completion_tokens"))?;
-    let prompt_sha256 = o.get("messages").map(|m| Cow::Owned(sha256_compact_json(m.get())));
-    let status = opt(o.get("status"), |v| string(v, "status"))?.map(|s| Cow::Borrowed(if s == "success" { "ok" } else { "error" }));
+    let prompt_sha256 = o.get("messages").map(|m| Cow::Owned(sha256_compact_json(m)));
+    let status = opt(o.get("status"), |v| string(v, &"status"))?.map(|s| Cow::Borrowed(if s == "success" { "ok" } else { "error" }));
 
     let request = Event {
         event_id: Some(Cow::Owned(format!("litellm:{call_id}:request"))),
@@ -315,7 +427,8 @@ fn invalid_json(e: &serde_json::Error) -> Verdict {
 }
 
 fn payload(bytes: &[u8], index: Option<usize>, origin: &Origin, adapter: &Adapter, out: &mut Out<'_>) {
-    let mapped = match serde_json::from_slice::<Obj<'_>>(bytes) {
+    let fast = std::str::from_utf8(bytes).ok().and_then(|text| Obj::read_top(text, &mut out.formats_state().litellm));
+    let mapped = match fast.map_or_else(|| serde_json::from_slice::<Obj<'_>>(bytes), Ok) {
         Ok(top) => {
             let p = Payload { top, inner: RefCell::new(Vec::new()) };
             map(&p, adapter).and_then(|m| {
@@ -375,10 +488,10 @@ fn redact_payload(bytes: &[u8]) -> Option<Vec<u8>> {
         }
         out.extend(serde_json::to_vec(key).expect("a string serializes"));
         out.push(b':');
-        if TEXT_FIELDS.contains(&&**key) && value.get() != "null" {
-            out.extend(format!("\"{}\"", sha256_compact_json(value.get())).bytes());
+        if TEXT_FIELDS.contains(&&**key) && *value != "null" {
+            out.extend(format!("\"{}\"", sha256_compact_json(value)).bytes());
         } else {
-            out.extend(value.get().bytes());
+            out.extend(value.bytes());
         }
     }
     out.push(b'}');
@@ -534,6 +647,54 @@ mod tests {
         let p = p.replace(r#""api_base":"https://bedrock-runtime.eu-west-1.amazonaws.com/model/x","#, "");
         let d = decode(&[&p]);
         assert_eq!(col(&d, "vendor_region")[0], Some("us-central1"));
+    }
+
+    #[test]
+    fn a_large_value_met_before_is_recognised_and_the_rest_of_the_record_is_still_checked() {
+        let costs: Vec<String> = (0..100).map(|i| format!(r#""input_cost_per_token_above_{i}k_tokens":null"#)).collect();
+        let big = format!(r#","model_map_information":{{"model_map_key":"gpt-4o","model_map_value":{{{}}}}}"#, costs.join(", "));
+        let long_prompt = format!(r#","messages":[{{"role":"user","content":"{}"}}]"#, "x".repeat(3000));
+        // A second `messages`, large: keys may repeat (the first non-null wins), and text is never held.
+        let first = payload_json("a", &format!("{big}{long_prompt}"));
+        let again = payload_json("b", &format!(" {big}"));
+        let broken_after = payload_json("c", &format!("{big},\"x\":tru"));
+        let broken_inside = payload_json("d", &big.replace("99k_tokens\":null", "99k_tokens\":nul"));
+        let mut repeats = Repeats::default();
+        assert!(Obj::read_top(&first, &mut repeats).is_some());
+        let held: Vec<&str> = repeats.entries.iter().map(|e| &*e.0).collect();
+        assert_eq!(held, ["model_map_information"], "prompt text is never held");
+        assert!(Obj::read_top(&again, &mut repeats).is_some());
+        assert_eq!(repeats.entries[0].2, 1, "found again");
+        assert!(Obj::read_top(&broken_after, &mut repeats).is_none());
+        assert!(Obj::read_top(&broken_inside, &mut repeats).is_none());
+        let d = decode(&[&first, &again, &broken_after, &broken_inside]);
+        assert_eq!(d.events.num_rows(), 4);
+        let kinds: Vec<&str> = d.dead_letters.iter().map(|d| d.kind).collect();
+        assert_eq!(kinds, ["invalid_json", "invalid_json"]);
+    }
+
+    /// The library's payloads and the malformed fixtures decode alike the
+    /// first time and when every large value is one met before.
+    #[test]
+    fn fixtures_decode_alike_with_values_met_before() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/formats/litellm");
+        let mut lines = Vec::new();
+        for file in ["payloads.jsonl", "malformed.jsonl"] {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap();
+            lines.extend(text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string));
+        }
+        let twice: Vec<&str> = lines.iter().chain(lines.iter()).map(String::as_str).collect();
+        let d = decode(&twice);
+        let rows = d.events.num_rows();
+        assert!(rows > 20 && rows % 2 == 0, "{rows}");
+        // Everything but the line the record came from.
+        let mapped: Vec<usize> = (0..crate::event::col::ORIGIN_POSITION).collect();
+        let events = d.events.project(&mapped).unwrap();
+        assert_eq!(events.slice(0, rows / 2), events.slice(rows / 2, rows / 2));
+        let letters = |range: std::ops::Range<usize>| -> Vec<_> { d.dead_letters[range].iter().map(|l| (l.kind, l.reason.clone(), l.bytes.clone())).collect() };
+        let n = d.dead_letters.len();
+        assert!(n >= 4 && n % 2 == 0, "{n}");
+        assert_eq!(letters(0..n / 2), letters(n / 2..n));
     }
 
     #[test]

@@ -21,7 +21,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
-use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
 
 mod json;
@@ -519,7 +518,7 @@ mod tests {
     use arrow::array::{Array, AsArray};
     use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue};
     use opentelemetry_proto::tonic::resource::v1::Resource;
-    use opentelemetry_proto::tonic::trace::v1::{span::Event as SpanEvent, ResourceSpans, ScopeSpans, Status};
+    use opentelemetry_proto::tonic::trace::v1::{span::Event as SpanEvent, ResourceSpans, ScopeSpans, Span, Status};
 
     const CANARY: &str = "AIWATCH-CANARY-PROMPT-7f3c";
 
