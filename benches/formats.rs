@@ -99,22 +99,34 @@ fn main() {
         // Fixture call ids are `fx-...-00NN`: a fresh number keeps every event unique.
         with_id(p, b"-00", n)
     }));
+    // The same payloads with a cost-map entry no payload before held (LiteLLM
+    // repeats the model's entry in every payload; this is the cost without that).
+    let litellm_unrepeated = batches((0..events / 2).map(|n| {
+        let p = with_id(&payloads[n % payloads.len()], b"-00", n);
+        let text = String::from_utf8(p).expect("utf-8");
+        text.replacen("\"model_map_information\": {", &format!("\"model_map_information\": {{\"bench_n\": {n}, "), 1).into_bytes()
+    }));
     let proto = fixture("otlp/requests.otlp_proto", Framing::LengthDelimited);
     let json = fixture("otlp/requests.otlp_json.jsonl", Framing::Lines);
     let per_request = 14 / proto.len().max(1) + 1;
     let otlp_proto = batches((0..events / per_request).map(|n| proto[n % proto.len()].clone()));
     let otlp_json = batches((0..events / per_request).map(|n| json[n % json.len()].clone()));
 
-    println!("{:<11} {:>9} {:>9} {:>7} {:>8} {:>12} {:>10} {:>9}", "format", "records", "events", "dead", "MB", "events/s", "µs/event", "x aiwatch");
+    println!("{:<20} {:>9} {:>9} {:>7} {:>8} {:>12} {:>10} {:>9}", "format", "records", "events", "dead", "MB", "events/s", "µs/event", "x aiwatch");
     let mut base = None;
-    for (format, raws) in [(Format::Aiwatch, &aiwatch), (Format::Litellm, &litellm), (Format::OtlpProto, &otlp_proto), (Format::OtlpJson, &otlp_json)] {
+    for (label, format, raws) in [
+        ("aiwatch", Format::Aiwatch, &aiwatch),
+        ("litellm", Format::Litellm, &litellm),
+        ("litellm (unrepeated)", Format::Litellm, &litellm_unrepeated),
+        ("otlp_proto", Format::OtlpProto, &otlp_proto),
+        ("otlp_json", Format::OtlpJson, &otlp_json),
+    ] {
         let mb = raws.iter().map(RawBatch::byte_len).sum::<usize>() as f64 / 1e6;
         let (records, events, dead, secs) = time(format, raws);
         let per_event = secs * 1e6 / events.max(1) as f64;
         let base = *base.get_or_insert(per_event);
         println!(
-            "{:<11} {records:>9} {events:>9} {dead:>7} {mb:>8.0} {:>12.0} {per_event:>10.3} {:>9.2}",
-            format.name(),
+            "{label:<20} {records:>9} {events:>9} {dead:>7} {mb:>8.0} {:>12.0} {per_event:>10.3} {:>9.2}",
             events as f64 / secs,
             per_event / base
         );

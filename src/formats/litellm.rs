@@ -29,9 +29,10 @@ const FORMAT: &str = "litellm";
 /// The payload fields that hold prompt or response text: never copied, hashed in dead letters.
 pub const TEXT_FIELDS: [&str; 2] = ["messages", "response"];
 
-/// A JSON object whose values are left unparsed (their JSON text) until
-/// asked for. Keys are borrowed from the record unless they hold escapes.
-struct Obj<'a>(Vec<(Cow<'a, str>, &'a str)>);
+/// A JSON object whose values are left unparsed (their JSON text, UTF-8:
+/// checked by `serde_json`, or equal to a value it checked) until asked for.
+/// Keys are borrowed from the record unless they hold escapes.
+struct Obj<'a>(Vec<(Cow<'a, str>, &'a [u8])>);
 
 impl<'de> Deserialize<'de> for Obj<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -46,7 +47,7 @@ impl<'de> Deserialize<'de> for Obj<'de> {
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Obj<'de>, M::Error> {
                 let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(48));
                 while let Some(Item(key)) = map.next_key::<Item<'de>>()? {
-                    entries.push((key, map.next_value::<&'de RawValue>()?.get()));
+                    entries.push((key, map.next_value::<&'de RawValue>()?.get().as_bytes()));
                 }
                 Ok(Obj(entries))
             }
@@ -58,22 +59,22 @@ impl<'de> Deserialize<'de> for Obj<'de> {
 impl<'a> Obj<'a> {
     /// The first value of `key` that is not `null`.
     fn get(&self, key: &str) -> Option<&'a str> {
-        self.0.iter().find(|(k, v)| k == key && *v != "null").map(|(_, v)| *v)
+        let (_, v) = self.0.iter().find(|(k, v)| k == key && *v != b"null")?;
+        std::str::from_utf8(v).ok()
     }
 
     /// Reads a payload's top-level object as `serde_json` reads an [`Obj`],
     /// each value scanned by `serde_json` unless `repeats` holds it; `None`
     /// where the text is not such an object (the caller then asks `serde_json`
     /// why).
-    fn read_top(text: &'a str, repeats: &mut Repeats) -> Option<Obj<'a>> {
+    fn read_top(b: &'a [u8], repeats: &mut Repeats) -> Option<Obj<'a>> {
         /// One JSON value at `*at` (after any whitespace), and `*at` moved past it.
-        fn one<'a, T: Deserialize<'a>>(text: &'a str, at: &mut usize) -> Option<T> {
-            let mut values = serde_json::Deserializer::from_str(&text[*at..]).into_iter::<T>();
+        fn one<'a, T: Deserialize<'a>>(b: &'a [u8], at: &mut usize) -> Option<T> {
+            let mut values = serde_json::Deserializer::from_slice(&b[*at..]).into_iter::<T>();
             let value = values.next()?.ok()?;
             *at += values.byte_offset();
             Some(value)
         }
-        let b = text.as_bytes();
         let ws = |mut i: usize| {
             while matches!(b.get(i), Some(b' ' | b'\n' | b'\r' | b'\t')) {
                 i += 1;
@@ -90,19 +91,19 @@ impl<'a> Obj<'a> {
             i += 1;
         } else {
             loop {
-                let Item(key) = one::<Item<'a>>(text, &mut i)?;
+                let Item(key) = one::<Item<'a>>(b, &mut i)?;
                 i = ws(i);
                 if b.get(i) != Some(&b':') {
                     return None;
                 }
                 i = ws(i + 1);
-                let value = match repeats.find(&key, &text[i..]) {
+                let value = match repeats.find(&key, &b[i..]) {
                     Some(v) => {
                         i += v.len();
                         v
                     }
                     None => {
-                        let v = one::<&'a RawValue>(text, &mut i)?.get();
+                        let v = one::<&'a RawValue>(b, &mut i)?.get().as_bytes();
                         repeats.remember(&key, v);
                         v
                     }
@@ -133,7 +134,7 @@ impl<'a> Obj<'a> {
 #[derive(Debug, Default)]
 pub struct Repeats {
     /// (key, value's JSON text, times found again), at most [`Repeats::CAPACITY`].
-    entries: Vec<(Box<str>, Box<str>, u32)>,
+    entries: Vec<(Box<str>, Box<[u8]>, u32)>,
 }
 
 impl Repeats {
@@ -143,15 +144,15 @@ impl Repeats {
     const CAPACITY: usize = 16;
 
     /// The value at the start of `rest` when it is one held for `key`.
-    fn find<'a>(&mut self, key: &str, rest: &'a str) -> Option<&'a str> {
-        let (_, text, hits) = self.entries.iter_mut().find(|(k, t, _)| **k == *key && rest.as_bytes().starts_with(t.as_bytes()))?;
+    fn find<'a>(&mut self, key: &str, rest: &'a [u8]) -> Option<&'a [u8]> {
+        let (_, text, hits) = self.entries.iter_mut().find(|(k, t, _)| **k == *key && rest.starts_with(t))?;
         *hits += 1;
         Some(&rest[..text.len()])
     }
 
     /// Holds a large object or array scanned under `key`, in place of the held value found again least.
-    fn remember(&mut self, key: &str, value: &str) {
-        if !(Self::MIN..=Self::MAX).contains(&value.len()) || !value.starts_with(['{', '[']) || TEXT_FIELDS.contains(&key) {
+    fn remember(&mut self, key: &str, value: &[u8]) {
+        if !(Self::MIN..=Self::MAX).contains(&value.len()) || !matches!(value.first(), Some(b'{' | b'[')) || TEXT_FIELDS.contains(&key) {
             return;
         }
         let entry = (key.into(), value.into(), 0);
@@ -427,7 +428,7 @@ fn invalid_json(e: &serde_json::Error) -> Verdict {
 }
 
 fn payload(bytes: &[u8], index: Option<usize>, origin: &Origin, adapter: &Adapter, out: &mut Out<'_>) {
-    let fast = std::str::from_utf8(bytes).ok().and_then(|text| Obj::read_top(text, &mut out.formats_state().litellm));
+    let fast = Obj::read_top(bytes, &mut out.formats_state().litellm);
     let mapped = match fast.map_or_else(|| serde_json::from_slice::<Obj<'_>>(bytes), Ok) {
         Ok(top) => {
             let p = Payload { top, inner: RefCell::new(Vec::new()) };
@@ -488,10 +489,9 @@ fn redact_payload(bytes: &[u8]) -> Option<Vec<u8>> {
         }
         out.extend(serde_json::to_vec(key).expect("a string serializes"));
         out.push(b':');
-        if TEXT_FIELDS.contains(&&**key) && *value != "null" {
-            out.extend(format!("\"{}\"", sha256_compact_json(value)).bytes());
-        } else {
-            out.extend(value.bytes());
+        match std::str::from_utf8(value) {
+            Ok(text) if TEXT_FIELDS.contains(&&**key) && text != "null" => out.extend(format!("\"{}\"", sha256_compact_json(text)).bytes()),
+            _ => out.extend_from_slice(value),
         }
     }
     out.push(b'}');
@@ -660,17 +660,29 @@ mod tests {
         let broken_after = payload_json("c", &format!("{big},\"x\":tru"));
         let broken_inside = payload_json("d", &big.replace("99k_tokens\":null", "99k_tokens\":nul"));
         let mut repeats = Repeats::default();
-        assert!(Obj::read_top(&first, &mut repeats).is_some());
+        assert!(Obj::read_top(first.as_bytes(), &mut repeats).is_some());
         let held: Vec<&str> = repeats.entries.iter().map(|e| &*e.0).collect();
         assert_eq!(held, ["model_map_information"], "prompt text is never held");
-        assert!(Obj::read_top(&again, &mut repeats).is_some());
+        assert!(Obj::read_top(again.as_bytes(), &mut repeats).is_some());
         assert_eq!(repeats.entries[0].2, 1, "found again");
-        assert!(Obj::read_top(&broken_after, &mut repeats).is_none());
-        assert!(Obj::read_top(&broken_inside, &mut repeats).is_none());
+        assert!(Obj::read_top(broken_after.as_bytes(), &mut repeats).is_none());
+        assert!(Obj::read_top(broken_inside.as_bytes(), &mut repeats).is_none());
         let d = decode(&[&first, &again, &broken_after, &broken_inside]);
         assert_eq!(d.events.num_rows(), 4);
         let kinds: Vec<&str> = d.dead_letters.iter().map(|d| d.kind).collect();
         assert_eq!(kinds, ["invalid_json", "invalid_json"]);
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_in_a_value_the_mapping_does_not_read_are_invalid_json() {
+        let mut bytes = payload_json("u", r#","unread":{"note":"a?b"}"#).into_bytes();
+        let at = bytes.iter().position(|b| *b == b'?').unwrap();
+        bytes[at] = 0xff;
+        let mut raw = RawBatch::default();
+        raw.push(&bytes, Origin::File { path: "l.jsonl".into(), line: 1 });
+        let d = Decoder::with_formats(DecodeOptions::default(), Formats::one(Format::Litellm, Adapter::default())).decode(&raw);
+        assert_eq!(d.events.num_rows(), 0);
+        assert_eq!(d.dead_letters[0].kind, "invalid_json", "{}", d.dead_letters[0].reason);
     }
 
     /// The library's payloads and the malformed fixtures decode alike the
