@@ -64,10 +64,11 @@ impl<'a> Obj<'a> {
     }
 
     /// Reads a payload's top-level object as `serde_json` reads an [`Obj`],
-    /// each value scanned by `serde_json` unless `repeats` holds it; `None`
-    /// where the text is not such an object (the caller then asks `serde_json`
-    /// why).
-    fn read_top(b: &'a [u8], repeats: &mut Repeats) -> Option<Obj<'a>> {
+    /// each value scanned by `serde_json` unless `repeats` holds it, the
+    /// objects under the keys `nested` names read as [`Obj`]s in the same
+    /// pass (the mapping looks into them); `None` where the text is not such
+    /// an object (the caller then asks `serde_json` why).
+    fn read_top(b: &'a [u8], repeats: &mut Repeats, nested: impl Fn(&str) -> bool) -> Option<Payload<'a>> {
         /// One JSON value at `*at` (after any whitespace), and `*at` moved past it.
         fn one<'a, T: Deserialize<'a>>(b: &'a [u8], at: &mut usize) -> Option<T> {
             let mut values = serde_json::Deserializer::from_slice(&b[*at..]).into_iter::<T>();
@@ -86,6 +87,7 @@ impl<'a> Obj<'a> {
             return None;
         }
         let mut entries = Vec::with_capacity(64);
+        let mut inner = Vec::new();
         i = ws(i + 1);
         if b.get(i) == Some(&b'}') {
             i += 1;
@@ -101,6 +103,12 @@ impl<'a> Obj<'a> {
                     Some(v) => {
                         i += v.len();
                         v
+                    }
+                    None if b.get(i) == Some(&b'{') && nested(&key) => {
+                        let start = i;
+                        let obj = one::<Obj<'a>>(b, &mut i)?;
+                        inner.push((b[start..].as_ptr(), Some(obj)));
+                        &b[start..i]
                     }
                     None => {
                         let v = one::<&'a RawValue>(b, &mut i)?.get().as_bytes();
@@ -120,7 +128,7 @@ impl<'a> Obj<'a> {
                 }
             }
         }
-        (ws(i) == b.len()).then_some(Obj(entries))
+        (ws(i) == b.len()).then(|| Payload { top: Obj(entries), inner: RefCell::new(inner) })
     }
 }
 
@@ -428,10 +436,10 @@ fn invalid_json(e: &serde_json::Error) -> Verdict {
 }
 
 fn payload(bytes: &[u8], index: Option<usize>, origin: &Origin, adapter: &Adapter, out: &mut Out<'_>) {
-    let fast = Obj::read_top(bytes, &mut out.formats_state().litellm);
-    let mapped = match fast.map_or_else(|| serde_json::from_slice::<Obj<'_>>(bytes), Ok) {
-        Ok(top) => {
-            let p = Payload { top, inner: RefCell::new(Vec::new()) };
+    let fast = Obj::read_top(bytes, &mut out.formats_state().litellm, |key| adapter.looks_into(key));
+    let read = fast.map_or_else(|| serde_json::from_slice::<Obj<'_>>(bytes).map(|top| Payload { top, inner: RefCell::new(Vec::new()) }), Ok);
+    let mapped = match read {
+        Ok(p) => {
             map(&p, adapter).and_then(|m| {
                 out.check(&m.request, m.requested_at)?;
                 out.check(&m.response, m.responded_at)?;
@@ -660,13 +668,14 @@ mod tests {
         let broken_after = payload_json("c", &format!("{big},\"x\":tru"));
         let broken_inside = payload_json("d", &big.replace("99k_tokens\":null", "99k_tokens\":nul"));
         let mut repeats = Repeats::default();
-        assert!(Obj::read_top(first.as_bytes(), &mut repeats).is_some());
+        let nested = |key: &str| key == "metadata";
+        assert!(Obj::read_top(first.as_bytes(), &mut repeats, nested).is_some());
         let held: Vec<&str> = repeats.entries.iter().map(|e| &*e.0).collect();
         assert_eq!(held, ["model_map_information"], "prompt text is never held");
-        assert!(Obj::read_top(again.as_bytes(), &mut repeats).is_some());
+        assert!(Obj::read_top(again.as_bytes(), &mut repeats, nested).is_some());
         assert_eq!(repeats.entries[0].2, 1, "found again");
-        assert!(Obj::read_top(broken_after.as_bytes(), &mut repeats).is_none());
-        assert!(Obj::read_top(broken_inside.as_bytes(), &mut repeats).is_none());
+        assert!(Obj::read_top(broken_after.as_bytes(), &mut repeats, nested).is_none());
+        assert!(Obj::read_top(broken_inside.as_bytes(), &mut repeats, nested).is_none());
         let d = decode(&[&first, &again, &broken_after, &broken_inside]);
         assert_eq!(d.events.num_rows(), 4);
         let kinds: Vec<&str> = d.dead_letters.iter().map(|d| d.kind).collect();

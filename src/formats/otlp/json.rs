@@ -23,6 +23,7 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::event::Item;
 
@@ -182,7 +183,9 @@ pub(super) struct KeyValue<'a> {
 pub(super) struct AnyValue<'a>(pub Option<Value<'a>>);
 
 pub(super) enum Value<'a> {
-    String(Cow<'a, str>),
+    /// A string's JSON text, unescaped only when the mapping reads it (most
+    /// are never read: prompts, responses, SDK details).
+    String(&'a RawValue),
     Bool,
     Int(i64),
     Double,
@@ -210,7 +213,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for AnyValue<'a> {
                 let mut value = None;
                 while let Some(key) = map.next_key::<Item<'de>>()? {
                     let read = match &*key.0 {
-                        "stringValue" => map.next_value::<Option<Item<'de>>>()?.map(|s| Value::String(s.0)),
+                        "stringValue" => match map.next_value::<Option<&'de RawValue>>()? {
+                            Some(s) if !s.get().starts_with('"') => return Err(de::Error::custom("stringValue: not a string")),
+                            s => s.map(Value::String),
+                        },
                         "boolValue" => map.next_value::<Option<bool>>()?.map(|_| Value::Bool),
                         "intValue" => map.next_value::<Option<Int>>()?.map(|i| Value::Int(i.0)),
                         "doubleValue" => map.next_value::<Option<f64>>()?.map(|_| Value::Double),

@@ -135,7 +135,7 @@ fn enum_names_to_numbers(v: &mut serde_json::Value) {
 
 /// What the mapping reads of an attribute value, whichever reader gave it.
 enum Val<'a> {
-    Str(&'a str),
+    Str(Cow<'a, str>),
     Int(i64),
     /// An array's strings; `None` when it holds a non-string.
     Array(Option<List<'a>>),
@@ -168,7 +168,7 @@ impl Attr for KeyValue {
 
     fn val(&self) -> Option<Val<'_>> {
         Some(match self.value.as_ref()?.value.as_ref()? {
-            Value::StringValue(s) => Val::Str(s),
+            Value::StringValue(s) => Val::Str(Cow::Borrowed(s)),
             Value::IntValue(i) => Val::Int(*i),
             Value::ArrayValue(a) => Val::Array(
                 a.values
@@ -195,13 +195,14 @@ impl Attr for json::KeyValue<'_> {
 
     fn val(&self) -> Option<Val<'_>> {
         Some(match self.value.as_ref()?.0.as_ref()? {
-            json::Value::String(s) => Val::Str(s),
+            // A string serde_json has checked: it unescapes.
+            json::Value::String(s) => serde_json::from_str::<Item<'_>>(s.get()).map_or(Val::Other("a string"), |s| Val::Str(s.0)),
             json::Value::Int(i) => Val::Int(*i),
             json::Value::Array(items) => Val::Array(
                 items
                     .iter()
                     .map(|v| match &v.0 {
-                        Some(json::Value::String(s)) => Some(Item(Cow::Borrowed(&**s))),
+                        Some(json::Value::String(s)) => serde_json::from_str::<Item<'_>>(s.get()).ok(),
                         _ => None,
                     })
                     .collect(),
@@ -232,7 +233,7 @@ impl<'a, A: Attr> Attrs<'a, A> {
         value_of(self.span, key).or_else(|| value_of(self.resource, key))
     }
 
-    fn string(&self, key: &str) -> Result<Option<&'a str>, Verdict> {
+    fn string(&self, key: &str) -> Result<Option<Cow<'a, str>>, Verdict> {
         match self.get(key) {
             None => Ok(None),
             Some(Val::Str(s)) => Ok(Some(s)),
@@ -241,13 +242,13 @@ impl<'a, A: Attr> Attrs<'a, A> {
     }
 
     /// The first of `keys` with a non-empty string, each key on the span, then on the resource.
-    fn first_string(&self, keys: &[impl AsRef<str>]) -> Result<Option<&'a str>, Verdict> {
+    fn first_string(&self, keys: &[impl AsRef<str>]) -> Result<Option<Cow<'a, str>>, Verdict> {
         for key in keys {
             let key = key.as_ref();
             for attrs in [self.span, self.resource] {
                 match value_of(attrs, key) {
                     None => {}
-                    Some(Val::Str("")) => {}
+                    Some(Val::Str(s)) if s.is_empty() => {}
                     Some(Val::Str(s)) => return Ok(Some(s)),
                     Some(v) => return Err(wrong(key, "a string", &v)),
                 }
@@ -312,20 +313,18 @@ fn map_span<'a, A: Attr>(span: &SpanView<'a, A>, attrs: &Attrs<'a, A>, adapter: 
     }
     let requested_at = nanos(span.start, "startTimeUnixNano")?;
     let responded_at = nanos(span.end, "endTimeUnixNano")?;
-    let owned = |s: Option<&'a str>| s.map(Cow::Borrowed);
-
     let request_id = format!("{}:{}", span.trace_id, span.span_id);
-    let tenant_id = owned(attrs.first_string(&adapter.otel_tenant_keys)?);
-    let actor_id = owned(attrs.first_string(&adapter.otel_actor_keys)?);
-    let provider = attrs.first_string(&["gen_ai.provider.name", "gen_ai.system"])?.map(|p| Cow::Owned(adapter.provider(p).to_string()));
-    let model = owned(attrs.string("gen_ai.request.model")?);
-    let operation = owned(attrs.string("gen_ai.operation.name")?);
+    let tenant_id = attrs.first_string(&adapter.otel_tenant_keys)?;
+    let actor_id = attrs.first_string(&adapter.otel_actor_keys)?;
+    let provider = attrs.first_string(&["gen_ai.provider.name", "gen_ai.system"])?.map(|p| Cow::Owned(adapter.provider(&p).to_string()));
+    let model = attrs.string("gen_ai.request.model")?;
+    let operation = attrs.string("gen_ai.operation.name")?;
     let vendor_region = match attrs.string("cloud.region")? {
-        Some(r) => Some(Cow::Borrowed(r)),
-        None => attrs.string("server.address")?.and_then(|h| adapter.region_of(h)).map(Cow::Owned),
+        Some(r) => Some(r),
+        None => attrs.string("server.address")?.and_then(|h| adapter.region_of(&h)).map(Cow::Owned),
     };
-    let environment = owned(attrs.first_string(&["deployment.environment.name", "deployment.environment"])?);
-    let source = owned(attrs.string("service.name")?);
+    let environment = attrs.first_string(&["deployment.environment.name", "deployment.environment"])?;
+    let source = attrs.string("service.name")?;
     let failed = span.error_status || attrs.get("error.type").is_some();
 
     let request = Event {
@@ -342,7 +341,7 @@ fn map_span<'a, A: Attr>(span: &SpanView<'a, A>, attrs: &Attrs<'a, A>, adapter: 
         vendor_region,
         data_classes: attrs.strings("aiwatch.data_classes")?,
         context_tenant_ids: attrs.strings("aiwatch.context_tenant_ids")?,
-        conversation_id: owned(attrs.string("gen_ai.conversation.id")?),
+        conversation_id: attrs.string("gen_ai.conversation.id")?,
         input_tokens: attrs.int("gen_ai.usage.input_tokens")?,
         ..Default::default()
     };
