@@ -29,10 +29,34 @@ const FORMAT: &str = "litellm";
 /// The payload fields that hold prompt or response text: never copied, hashed in dead letters.
 pub const TEXT_FIELDS: [&str; 2] = ["messages", "response"];
 
-/// A JSON object whose values are left unparsed (their JSON text, UTF-8:
-/// checked by `serde_json`, or equal to a value it checked) until asked for.
-/// Keys are borrowed from the record unless they hold escapes.
-struct Obj<'a>(Vec<(Cow<'a, str>, &'a [u8])>);
+/// A JSON object whose values are left unparsed (their JSON text) until
+/// asked for. Keys are borrowed from the record unless they hold escapes.
+struct Obj<'a>(Vec<(Cow<'a, str>, Raw<'a>)>);
+
+/// A value's JSON text: checked by `serde_json`, or equal byte for byte to a
+/// value it checked ([`Repeats`]), which is then not checked for UTF-8 again
+/// unless it is read.
+#[derive(Clone, Copy)]
+enum Raw<'a> {
+    Text(&'a str),
+    Repeated(&'a [u8]),
+}
+
+impl<'a> Raw<'a> {
+    fn bytes(self) -> &'a [u8] {
+        match self {
+            Raw::Text(t) => t.as_bytes(),
+            Raw::Repeated(b) => b,
+        }
+    }
+
+    fn text(self) -> Option<&'a str> {
+        match self {
+            Raw::Text(t) => Some(t),
+            Raw::Repeated(b) => std::str::from_utf8(b).ok(),
+        }
+    }
+}
 
 impl<'de> Deserialize<'de> for Obj<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -47,7 +71,7 @@ impl<'de> Deserialize<'de> for Obj<'de> {
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Obj<'de>, M::Error> {
                 let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(48));
                 while let Some(Item(key)) = map.next_key::<Item<'de>>()? {
-                    entries.push((key, map.next_value::<&'de RawValue>()?.get().as_bytes()));
+                    entries.push((key, Raw::Text(map.next_value::<&'de RawValue>()?.get())));
                 }
                 Ok(Obj(entries))
             }
@@ -59,8 +83,8 @@ impl<'de> Deserialize<'de> for Obj<'de> {
 impl<'a> Obj<'a> {
     /// The first value of `key` that is not `null`.
     fn get(&self, key: &str) -> Option<&'a str> {
-        let (_, v) = self.0.iter().find(|(k, v)| k == key && *v != b"null")?;
-        std::str::from_utf8(v).ok()
+        let (_, v) = self.0.iter().find(|(k, v)| k == key && v.bytes() != b"null")?;
+        v.text()
     }
 
     /// Reads a payload's top-level object as `serde_json` reads an [`Obj`],
@@ -102,18 +126,19 @@ impl<'a> Obj<'a> {
                 let value = match repeats.find(&key, &b[i..]) {
                     Some(v) => {
                         i += v.len();
-                        v
+                        Raw::Repeated(v)
                     }
                     None if b.get(i) == Some(&b'{') && nested(&key) => {
                         let start = i;
                         let obj = one::<Obj<'a>>(b, &mut i)?;
                         inner.push((b[start..].as_ptr(), Some(obj)));
-                        &b[start..i]
+                        // Checked by serde_json as it read the object; its text once more, to hold it as text.
+                        Raw::Text(std::str::from_utf8(&b[start..i]).ok()?)
                     }
                     None => {
-                        let v = one::<&'a RawValue>(b, &mut i)?.get().as_bytes();
-                        repeats.remember(&key, v);
-                        v
+                        let v = one::<&'a RawValue>(b, &mut i)?.get();
+                        repeats.remember(&key, v.as_bytes());
+                        Raw::Text(v)
                     }
                 };
                 entries.push((key, value));
@@ -497,9 +522,9 @@ fn redact_payload(bytes: &[u8]) -> Option<Vec<u8>> {
         }
         out.extend(serde_json::to_vec(key).expect("a string serializes"));
         out.push(b':');
-        match std::str::from_utf8(value) {
-            Ok(text) if TEXT_FIELDS.contains(&&**key) && text != "null" => out.extend(format!("\"{}\"", sha256_compact_json(text)).bytes()),
-            _ => out.extend_from_slice(value),
+        match value.text() {
+            Some(text) if TEXT_FIELDS.contains(&&**key) && text != "null" => out.extend(format!("\"{}\"", sha256_compact_json(text)).bytes()),
+            _ => out.extend_from_slice(value.bytes()),
         }
     }
     out.push(b'}');
