@@ -117,7 +117,13 @@ impl<'a> Obj<'a> {
             i += 1;
         } else {
             loop {
-                let Item(key) = one::<Item<'a>>(b, &mut i)?;
+                let key = match plain_string(b, i) {
+                    Some((key, end)) => {
+                        i = end;
+                        Cow::Borrowed(key)
+                    }
+                    None => one::<Item<'a>>(b, &mut i)?.0,
+                };
                 i = ws(i);
                 if b.get(i) != Some(&b':') {
                     return None;
@@ -128,6 +134,13 @@ impl<'a> Obj<'a> {
                         i += v.len();
                         Raw::Repeated(v)
                     }
+                    None if b.get(i) != Some(&b'{') && b.get(i) != Some(&b'[') => match plain_token(b, i) {
+                        Some((text, end)) => {
+                            i = end;
+                            Raw::Text(text)
+                        }
+                        None => Raw::Text(one::<&'a RawValue>(b, &mut i)?.get()),
+                    },
                     None if b.get(i) == Some(&b'{') && nested(&key) => {
                         let start = i;
                         let obj = one::<Obj<'a>>(b, &mut i)?;
@@ -155,6 +168,67 @@ impl<'a> Obj<'a> {
         }
         (ws(i) == b.len()).then(|| Payload { top: Obj(entries), inner: RefCell::new(inner) })
     }
+}
+
+/// The string at `b[i]` when it holds no escape (most keys and values): its
+/// text and where it ends; `None` for anything else, which serde_json then
+/// reads and judges. Accepts only what serde_json accepts.
+fn plain_string(b: &[u8], i: usize) -> Option<(&str, usize)> {
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let len = b[i + 1..].iter().position(|c| matches!(c, b'"' | b'\\' | 0..=0x1f))?;
+    if b[i + 1 + len] != b'"' {
+        return None;
+    }
+    let text = std::str::from_utf8(&b[i + 1..i + 1 + len]).ok()?;
+    Some((text, i + len + 2))
+}
+
+/// The JSON text of the scalar at `b[i]` when it is a string without
+/// escapes, `null`, `true`, `false` or a number, and where it ends; `None`
+/// for anything else. What follows is the caller's to check (a delimiter).
+fn plain_token(b: &[u8], i: usize) -> Option<(&str, usize)> {
+    let digits = |mut j: usize| {
+        while b.get(j).is_some_and(u8::is_ascii_digit) {
+            j += 1;
+        }
+        j
+    };
+    let end = match *b.get(i)? {
+        b'"' => plain_string(b, i)?.1,
+        b'n' if b[i..].starts_with(b"null") => i + 4,
+        b't' if b[i..].starts_with(b"true") => i + 4,
+        b'f' if b[i..].starts_with(b"false") => i + 5,
+        b'-' | b'0'..=b'9' => {
+            // -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+            let mut j = if b[i] == b'-' { i + 1 } else { i };
+            j = match b.get(j) {
+                Some(b'0') => j + 1,
+                Some(b'1'..=b'9') => digits(j),
+                _ => return None,
+            };
+            if b.get(j) == Some(&b'.') {
+                let k = digits(j + 1);
+                if k == j + 1 {
+                    return None;
+                }
+                j = k;
+            }
+            if matches!(b.get(j), Some(b'e' | b'E')) {
+                let sign = usize::from(matches!(b.get(j + 1), Some(b'+' | b'-')));
+                let k = digits(j + 1 + sign);
+                if k == j + 1 + sign {
+                    return None;
+                }
+                j = k;
+            }
+            j
+        }
+        _ => return None,
+    };
+    // A string's text is checked UTF-8; the rest is ASCII.
+    Some((std::str::from_utf8(&b[i..end]).ok()?, end))
 }
 
 /// Large values a decoder has met before, byte for byte, by the payload key
@@ -705,6 +779,55 @@ mod tests {
         assert_eq!(d.events.num_rows(), 4);
         let kinds: Vec<&str> = d.dead_letters.iter().map(|d| d.kind).collect();
         assert_eq!(kinds, ["invalid_json", "invalid_json"]);
+    }
+
+    #[test]
+    fn plain_tokens_are_only_what_serde_json_accepts() {
+        let tokens = [
+            "null", "true", "false", "0", "-0", "12", "-3.25", "1e5", "1E+5", "2.5e-06", "\"abc\"", "\"é ü\"", "\"\"",
+            "nul", "nulll", "truex", "-", "-a", "1.", ".5", "1e", "1e+", "+1", "01", "-01", "0x10", "1.5.5", "--1", "\"a\\nb\"", "\"a\u{1}b\"", "\"open",
+        ];
+        let mut accepted = 0;
+        for token in tokens {
+            let record = format!("{token},");
+            if let Some((text, end)) = plain_token(record.as_bytes(), 0) {
+                if record.as_bytes()[end] == b',' {
+                    accepted += 1;
+                    assert_eq!(text, token);
+                    assert!(serde_json::from_str::<serde::de::IgnoredAny>(token).is_ok(), "{token} is not JSON");
+                }
+            }
+        }
+        assert_eq!(accepted, 13, "the first 13 are plain");
+        assert_eq!(plain_string(b"\"key\": 1", 0), Some(("key", 5)));
+        assert_eq!(plain_string(b"\"k\\\"ey\": 1", 0), None, "escapes go to serde_json");
+    }
+
+    /// Every one-byte change of a payload: where the fast reader reads an
+    /// object, serde_json reads the same one.
+    #[test]
+    fn the_fast_reader_accepts_nothing_serde_json_refuses() {
+        let costs: Vec<String> = (0..200).map(|i| format!(r#""cost_{i}":{}"#, if i % 2 == 0 { "null".to_string() } else { format!("{i}.5e-3") })).collect();
+        let good = payload_json("m", &format!(r#","model_map_information":{{{}}},"n":-0.5,"t":true"#, costs.join(",")));
+        let mut repeats = Repeats::default();
+        assert!(Obj::read_top(good.as_bytes(), &mut repeats, |k| k == "metadata").is_some());
+        assert_eq!(repeats.entries.len(), 1);
+        let (mut fast, mut checked) = (0, 0);
+        for at in 0..good.len() {
+            for c in [b'"', b',', b'x', b'1', b' ', b'}', b'\\', b'.', b'e', b'-', 0x01, 0xff] {
+                let mut bytes = good.clone().into_bytes();
+                bytes[at] = c;
+                let Some(read) = Obj::read_top(&bytes, &mut repeats, |k| k == "metadata") else { continue };
+                fast += 1;
+                let Ok(obj) = serde_json::from_slice::<Obj<'_>>(&bytes) else { panic!("read, but not JSON: {}", String::from_utf8_lossy(&bytes)) };
+                let a: Vec<(&str, &[u8])> = read.top.0.iter().map(|(k, v)| (&**k, v.bytes())).collect();
+                let b: Vec<(&str, &[u8])> = obj.0.iter().map(|(k, v)| (&**k, v.bytes())).collect();
+                assert_eq!(a, b);
+                checked += 1;
+            }
+        }
+        assert!(fast > 1000 && checked == fast, "{fast}");
+        assert!(repeats.entries[0].2 > 1000, "the cost map was found again");
     }
 
     #[test]
