@@ -157,7 +157,7 @@ impl<'a> Obj<'a> {
                 entries.push((key, value));
                 i = ws(i);
                 match b.get(i) {
-                    Some(b',') => i += 1,
+                    Some(b',') => i = ws(i + 1),
                     Some(b'}') => {
                         i += 1;
                         break;
