@@ -87,86 +87,110 @@ impl<'a> Obj<'a> {
         v.text()
     }
 
-    /// Reads a payload's top-level object as `serde_json` reads an [`Obj`],
-    /// each value scanned by `serde_json` unless `repeats` holds it, the
-    /// objects under the keys `nested` names read as [`Obj`]s in the same
-    /// pass (the mapping looks into them); `None` where the text is not such
-    /// an object (the caller then asks `serde_json` why).
+    /// Reads a payload's top-level object as `serde_json` reads an [`Obj`]
+    /// ([`Reader`]); `None` where the text is not such an object (the caller
+    /// then asks `serde_json` why).
     fn read_top(b: &'a [u8], repeats: &mut Repeats, nested: impl Fn(&str) -> bool) -> Option<Payload<'a>> {
-        /// One JSON value at `*at` (after any whitespace), and `*at` moved past it.
-        fn one<'a, T: Deserialize<'a>>(b: &'a [u8], at: &mut usize) -> Option<T> {
-            let mut values = serde_json::Deserializer::from_slice(&b[*at..]).into_iter::<T>();
-            let value = values.next()?.ok()?;
-            *at += values.byte_offset();
-            Some(value)
-        }
-        let ws = |mut i: usize| {
-            while matches!(b.get(i), Some(b' ' | b'\n' | b'\r' | b'\t')) {
-                i += 1;
-            }
-            i
-        };
-        let mut i = ws(0);
-        if b.get(i) != Some(&b'{') {
+        let mut r = Reader { b, repeats, inner: Vec::new() };
+        let mut i = ws(b, 0);
+        let top = r.object(&mut i, Some(&nested))?;
+        (ws(b, i) == b.len()).then(|| Payload { top, inner: RefCell::new(r.inner) })
+    }
+}
+
+/// The position of the first byte at or after `i` that is not JSON whitespace.
+fn ws(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+        i += 1;
+    }
+    i
+}
+
+/// One JSON value at `*at` (after any whitespace) read by serde_json, and `*at` moved past it.
+fn one<'a, T: Deserialize<'a>>(b: &'a [u8], at: &mut usize) -> Option<T> {
+    let mut values = serde_json::Deserializer::from_slice(&b[*at..]).into_iter::<T>();
+    let value = values.next()?.ok()?;
+    *at += values.byte_offset();
+    Some(value)
+}
+
+/// Reads objects as serde_json reads an [`Obj`], accepting exactly what it
+/// accepts: keys and scalars without escapes in place ([`plain_token`]),
+/// anything else by serde_json. At the top level, a value [`Repeats`] holds
+/// is recognised by comparison, and the objects the mapping looks into are
+/// read in the same pass ([`Payload::inner`]).
+struct Reader<'a, 'r> {
+    b: &'a [u8],
+    repeats: &'r mut Repeats,
+    inner: Vec<(*const u8, Option<Obj<'a>>)>,
+}
+
+impl<'a> Reader<'a, '_> {
+    /// The object at `*at`, and `*at` moved past it; `nested`, at the top level only, names the keys whose objects are read too.
+    fn object(&mut self, at: &mut usize, nested: Option<&dyn Fn(&str) -> bool>) -> Option<Obj<'a>> {
+        let b = self.b;
+        if b.get(*at) != Some(&b'{') {
             return None;
         }
-        let mut entries = Vec::with_capacity(64);
-        let mut inner = Vec::new();
-        i = ws(i + 1);
+        let mut entries = Vec::with_capacity(if nested.is_some() { 64 } else { 16 });
+        let mut i = ws(b, *at + 1);
         if b.get(i) == Some(&b'}') {
-            i += 1;
-        } else {
-            loop {
-                let key = match plain_string(b, i) {
-                    Some((key, end)) => {
-                        i = end;
-                        Cow::Borrowed(key)
-                    }
-                    None => one::<Item<'a>>(b, &mut i)?.0,
-                };
-                i = ws(i);
-                if b.get(i) != Some(&b':') {
-                    return None;
+            *at = i + 1;
+            return Some(Obj(entries));
+        }
+        loop {
+            let key = match plain_string(b, i) {
+                Some((key, end)) => {
+                    i = end;
+                    Cow::Borrowed(key)
                 }
-                i = ws(i + 1);
-                let value = match repeats.find(&key, &b[i..]) {
-                    Some(v) => {
-                        i += v.len();
-                        Raw::Repeated(v)
-                    }
-                    None if b.get(i) != Some(&b'{') && b.get(i) != Some(&b'[') => match plain_token(b, i) {
-                        Some((text, end)) => {
-                            i = end;
-                            Raw::Text(text)
-                        }
-                        None => Raw::Text(one::<&'a RawValue>(b, &mut i)?.get()),
-                    },
-                    None if b.get(i) == Some(&b'{') && nested(&key) => {
-                        let start = i;
-                        let obj = one::<Obj<'a>>(b, &mut i)?;
-                        inner.push((b[start..].as_ptr(), Some(obj)));
-                        // Checked by serde_json as it read the object; its text once more, to hold it as text.
-                        Raw::Text(std::str::from_utf8(&b[start..i]).ok()?)
-                    }
-                    None => {
-                        let v = one::<&'a RawValue>(b, &mut i)?.get();
-                        repeats.remember(&key, v.as_bytes());
-                        Raw::Text(v)
-                    }
-                };
-                entries.push((key, value));
-                i = ws(i);
-                match b.get(i) {
-                    Some(b',') => i = ws(i + 1),
-                    Some(b'}') => {
-                        i += 1;
-                        break;
-                    }
-                    _ => return None,
+                None => one::<Item<'a>>(b, &mut i)?.0,
+            };
+            i = ws(b, i);
+            if b.get(i) != Some(&b':') {
+                return None;
+            }
+            i = ws(b, i + 1);
+            let value = self.value(&key, &mut i, nested)?;
+            entries.push((key, value));
+            i = ws(b, i);
+            match b.get(i) {
+                Some(b',') => i = ws(b, i + 1),
+                Some(b'}') => {
+                    *at = i + 1;
+                    return Some(Obj(entries));
                 }
+                _ => return None,
             }
         }
-        (ws(i) == b.len()).then(|| Payload { top: Obj(entries), inner: RefCell::new(inner) })
+    }
+
+    fn value(&mut self, key: &str, at: &mut usize, nested: Option<&dyn Fn(&str) -> bool>) -> Option<Raw<'a>> {
+        let b = self.b;
+        if let Some(nested) = nested {
+            if let Some(v) = self.repeats.find(key, &b[*at..]) {
+                *at += v.len();
+                return Some(Raw::Repeated(v));
+            }
+            if b.get(*at) == Some(&b'{') && nested(key) {
+                let start = *at;
+                let obj = self.object(at, None)?;
+                self.inner.push((b[start..].as_ptr(), Some(obj)));
+                // Checked as it was read; its text once more, to hold it as text.
+                return Some(Raw::Text(std::str::from_utf8(&b[start..*at]).ok()?));
+            }
+        }
+        if !matches!(b.get(*at), Some(b'{' | b'[')) {
+            if let Some((text, end)) = plain_token(b, *at) {
+                *at = end;
+                return Some(Raw::Text(text));
+            }
+        }
+        let v = one::<&'a RawValue>(b, at)?.get();
+        if nested.is_some() {
+            self.repeats.remember(key, v.as_bytes());
+        }
+        Some(Raw::Text(v))
     }
 }
 
@@ -357,7 +381,10 @@ fn wrong(name: &dyn std::fmt::Display, want: &str, v: &str) -> Verdict {
 }
 
 fn string<'a>(v: &'a str, name: &dyn std::fmt::Display) -> Result<Cow<'a, str>, Verdict> {
-    serde_json::from_str::<Item<'a>>(v).map(|i| i.0).map_err(|_| wrong(name, "a string", v))
+    match plain_string(v.as_bytes(), 0) {
+        Some((s, end)) if end == v.len() => Ok(Cow::Borrowed(s)),
+        _ => serde_json::from_str::<Item<'a>>(v).map(|i| i.0).map_err(|_| wrong(name, "a string", v)),
+    }
 }
 
 fn strings<'a>(v: &'a str, name: &str) -> Result<List<'a>, Verdict> {
