@@ -31,7 +31,20 @@ pub const TEXT_FIELDS: [&str; 2] = ["messages", "response"];
 
 /// A JSON object whose values are left unparsed (their JSON text) until
 /// asked for. Keys are borrowed from the record unless they hold escapes.
-struct Obj<'a>(Vec<(Cow<'a, str>, Raw<'a>)>);
+struct Obj<'a> {
+    entries: Vec<(Cow<'a, str>, Raw<'a>)>,
+    /// The keys' fingerprints ([`print`]), so a lookup compares whole keys only where they agree.
+    prints: Vec<u64>,
+}
+
+/// A key's fingerprint: its length and last eight bytes.
+fn print(key: &str) -> u64 {
+    let b = key.as_bytes();
+    let n = b.len().min(8);
+    let mut tail = [0u8; 8];
+    tail[..n].copy_from_slice(&b[b.len() - n..]);
+    u64::from_le_bytes(tail) ^ (b.len() as u64).rotate_right(8)
+}
 
 /// A value's JSON text: checked by `serde_json`, or equal byte for byte to a
 /// value it checked ([`Repeats`]), which is then not checked for UTF-8 again
@@ -73,7 +86,7 @@ impl<'de> Deserialize<'de> for Obj<'de> {
                 while let Some(Item(key)) = map.next_key::<Item<'de>>()? {
                     entries.push((key, Raw::Text(map.next_value::<&'de RawValue>()?.get())));
                 }
-                Ok(Obj(entries))
+                Ok(Obj::new(entries))
             }
         }
         d.deserialize_map(Visit)
@@ -81,9 +94,15 @@ impl<'de> Deserialize<'de> for Obj<'de> {
 }
 
 impl<'a> Obj<'a> {
+    fn new(entries: Vec<(Cow<'a, str>, Raw<'a>)>) -> Obj<'a> {
+        let prints = entries.iter().map(|(k, _)| print(k)).collect();
+        Obj { entries, prints }
+    }
+
     /// The first value of `key` that is not `null`.
     fn get(&self, key: &str) -> Option<&'a str> {
-        let (_, v) = self.0.iter().find(|(k, v)| k == key && v.bytes() != b"null")?;
+        let p = print(key);
+        let (_, v) = self.prints.iter().zip(&self.entries).find(|(q, (k, v))| **q == p && k == key && v.bytes() != b"null").map(|(_, e)| e)?;
         v.text()
     }
 
@@ -136,7 +155,7 @@ impl<'a> Reader<'a, '_> {
         let mut i = ws(b, *at + 1);
         if b.get(i) == Some(&b'}') {
             *at = i + 1;
-            return Some(Obj(entries));
+            return Some(Obj::new(entries));
         }
         loop {
             let key = match plain_string(b, i) {
@@ -158,7 +177,7 @@ impl<'a> Reader<'a, '_> {
                 Some(b',') => i = ws(b, i + 1),
                 Some(b'}') => {
                     *at = i + 1;
-                    return Some(Obj(entries));
+                    return Some(Obj::new(entries));
                 }
                 _ => return None,
             }
@@ -167,7 +186,7 @@ impl<'a> Reader<'a, '_> {
 
     fn value(&mut self, key: &str, at: &mut usize, nested: Option<&dyn Fn(&str) -> bool>) -> Option<Raw<'a>> {
         let b = self.b;
-        if let Some(nested) = nested {
+        if let Some(nested) = nested.filter(|_| matches!(b.get(*at), Some(b'{' | b'['))) {
             if let Some(v) = self.repeats.find(key, &b[*at..]) {
                 *at += v.len();
                 return Some(Raw::Repeated(v));
@@ -617,7 +636,7 @@ fn redact_payload(bytes: &[u8]) -> Option<Vec<u8>> {
         return serde_json::from_slice::<serde::de::IgnoredAny>(bytes).ok().map(|_| bytes.to_vec());
     };
     let mut out = b"{".to_vec();
-    for (i, (key, value)) in obj.0.iter().enumerate() {
+    for (i, (key, value)) in obj.entries.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
@@ -847,8 +866,8 @@ mod tests {
                 let Some(read) = Obj::read_top(&bytes, &mut repeats, |k| k == "metadata") else { continue };
                 fast += 1;
                 let Ok(obj) = serde_json::from_slice::<Obj<'_>>(&bytes) else { panic!("read, but not JSON: {}", String::from_utf8_lossy(&bytes)) };
-                let a: Vec<(&str, &[u8])> = read.top.0.iter().map(|(k, v)| (&**k, v.bytes())).collect();
-                let b: Vec<(&str, &[u8])> = obj.0.iter().map(|(k, v)| (&**k, v.bytes())).collect();
+                let a: Vec<(&str, &[u8])> = read.top.entries.iter().map(|(k, v)| (&**k, v.bytes())).collect();
+                let b: Vec<(&str, &[u8])> = obj.entries.iter().map(|(k, v)| (&**k, v.bytes())).collect();
                 assert_eq!(a, b);
                 checked += 1;
             }
