@@ -32,7 +32,7 @@ pub const TEXT_FIELDS: [&str; 2] = ["messages", "response"];
 /// A JSON object whose values are left unparsed (their JSON text) until
 /// asked for. Keys are borrowed from the record unless they hold escapes.
 struct Obj<'a> {
-    entries: Vec<(Cow<'a, str>, Raw<'a>)>,
+    entries: Vec<(Cow<'a, str>, &'a str)>,
     /// The keys' fingerprints ([`print`]), so a lookup compares whole keys only where they agree.
     prints: Vec<u64>,
 }
@@ -44,31 +44,6 @@ fn print(key: &str) -> u64 {
     let mut tail = [0u8; 8];
     tail[..n].copy_from_slice(&b[b.len() - n..]);
     u64::from_le_bytes(tail) ^ (b.len() as u64).rotate_right(8)
-}
-
-/// A value's JSON text: checked by `serde_json`, or equal byte for byte to a
-/// value it checked ([`Repeats`]), which is then not checked for UTF-8 again
-/// unless it is read.
-#[derive(Clone, Copy)]
-enum Raw<'a> {
-    Text(&'a str),
-    Repeated(&'a [u8]),
-}
-
-impl<'a> Raw<'a> {
-    fn bytes(self) -> &'a [u8] {
-        match self {
-            Raw::Text(t) => t.as_bytes(),
-            Raw::Repeated(b) => b,
-        }
-    }
-
-    fn text(self) -> Option<&'a str> {
-        match self {
-            Raw::Text(t) => Some(t),
-            Raw::Repeated(b) => std::str::from_utf8(b).ok(),
-        }
-    }
 }
 
 impl<'de> Deserialize<'de> for Obj<'de> {
@@ -84,7 +59,7 @@ impl<'de> Deserialize<'de> for Obj<'de> {
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Obj<'de>, M::Error> {
                 let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(48));
                 while let Some(Item(key)) = map.next_key::<Item<'de>>()? {
-                    entries.push((key, Raw::Text(map.next_value::<&'de RawValue>()?.get())));
+                    entries.push((key, map.next_value::<&'de RawValue>()?.get()));
                 }
                 Ok(Obj::new(entries))
             }
@@ -94,7 +69,7 @@ impl<'de> Deserialize<'de> for Obj<'de> {
 }
 
 impl<'a> Obj<'a> {
-    fn new(entries: Vec<(Cow<'a, str>, Raw<'a>)>) -> Obj<'a> {
+    fn new(entries: Vec<(Cow<'a, str>, &'a str)>) -> Obj<'a> {
         let prints = entries.iter().map(|(k, _)| print(k)).collect();
         Obj { entries, prints }
     }
@@ -102,15 +77,17 @@ impl<'a> Obj<'a> {
     /// The first value of `key` that is not `null`.
     fn get(&self, key: &str) -> Option<&'a str> {
         let p = print(key);
-        let (_, v) = self.prints.iter().zip(&self.entries).find(|(q, (k, v))| **q == p && k == key && v.bytes() != b"null").map(|(_, e)| e)?;
-        v.text()
+        let (_, v) = self.prints.iter().zip(&self.entries).find(|(q, (k, v))| **q == p && k == key && *v != "null").map(|(_, e)| e)?;
+        Some(v)
     }
 
     /// Reads a payload's top-level object as `serde_json` reads an [`Obj`]
     /// ([`Reader`]); `None` where the text is not such an object (the caller
     /// then asks `serde_json` why).
     fn read_top(b: &'a [u8], repeats: &mut Repeats, nested: impl Fn(&str) -> bool) -> Option<Payload<'a>> {
-        let mut r = Reader { b, repeats, inner: Vec::new() };
+        // One UTF-8 check of the record; then every slice at an ASCII delimiter is text.
+        let text = std::str::from_utf8(b).ok()?;
+        let mut r = Reader { text, repeats, inner: Vec::new() };
         let mut i = ws(b, 0);
         let top = r.object(&mut i, Some(&nested))?;
         (ws(b, i) == b.len()).then(|| Payload { top, inner: RefCell::new(r.inner) })
@@ -126,8 +103,8 @@ fn ws(b: &[u8], mut i: usize) -> usize {
 }
 
 /// One JSON value at `*at` (after any whitespace) read by serde_json, and `*at` moved past it.
-fn one<'a, T: Deserialize<'a>>(b: &'a [u8], at: &mut usize) -> Option<T> {
-    let mut values = serde_json::Deserializer::from_slice(&b[*at..]).into_iter::<T>();
+fn one<'a, T: Deserialize<'a>>(text: &'a str, at: &mut usize) -> Option<T> {
+    let mut values = serde_json::Deserializer::from_str(text.get(*at..)?).into_iter::<T>();
     let value = values.next()?.ok()?;
     *at += values.byte_offset();
     Some(value)
@@ -139,7 +116,7 @@ fn one<'a, T: Deserialize<'a>>(b: &'a [u8], at: &mut usize) -> Option<T> {
 /// is recognised by comparison, and the objects the mapping looks into are
 /// read in the same pass ([`Payload::inner`]).
 struct Reader<'a, 'r> {
-    b: &'a [u8],
+    text: &'a str,
     repeats: &'r mut Repeats,
     inner: Vec<(*const u8, Option<Obj<'a>>)>,
 }
@@ -147,7 +124,7 @@ struct Reader<'a, 'r> {
 impl<'a> Reader<'a, '_> {
     /// The object at `*at`, and `*at` moved past it; `nested`, at the top level only, names the keys whose objects are read too.
     fn object(&mut self, at: &mut usize, nested: Option<&dyn Fn(&str) -> bool>) -> Option<Obj<'a>> {
-        let b = self.b;
+        let (text, b) = (self.text, self.text.as_bytes());
         if b.get(*at) != Some(&b'{') {
             return None;
         }
@@ -158,12 +135,12 @@ impl<'a> Reader<'a, '_> {
             return Some(Obj::new(entries));
         }
         loop {
-            let key = match plain_string(b, i) {
+            let key = match plain_string(text, i) {
                 Some((key, end)) => {
                     i = end;
                     Cow::Borrowed(key)
                 }
-                None => one::<Item<'a>>(b, &mut i)?.0,
+                None => one::<Item<'a>>(text, &mut i)?.0,
             };
             i = ws(b, i);
             if b.get(i) != Some(&b':') {
@@ -184,54 +161,73 @@ impl<'a> Reader<'a, '_> {
         }
     }
 
-    fn value(&mut self, key: &str, at: &mut usize, nested: Option<&dyn Fn(&str) -> bool>) -> Option<Raw<'a>> {
-        let b = self.b;
+    fn value(&mut self, key: &str, at: &mut usize, nested: Option<&dyn Fn(&str) -> bool>) -> Option<&'a str> {
+        let (text, b) = (self.text, self.text.as_bytes());
         if let Some(nested) = nested.filter(|_| matches!(b.get(*at), Some(b'{' | b'['))) {
-            if let Some(v) = self.repeats.find(key, &b[*at..]) {
-                *at += v.len();
-                return Some(Raw::Repeated(v));
+            if let Some(len) = self.repeats.find(key, &b[*at..]) {
+                *at += len;
+                return text.get(*at - len..*at);
             }
             if b.get(*at) == Some(&b'{') && nested(key) {
                 let start = *at;
                 let obj = self.object(at, None)?;
                 self.inner.push((b[start..].as_ptr(), Some(obj)));
-                // Checked as it was read; its text once more, to hold it as text.
-                return Some(Raw::Text(std::str::from_utf8(&b[start..*at]).ok()?));
+                return text.get(start..*at);
             }
         }
         if !matches!(b.get(*at), Some(b'{' | b'[')) {
-            if let Some((text, end)) = plain_token(b, *at) {
+            if let Some((token, end)) = plain_token(text, *at) {
                 *at = end;
-                return Some(Raw::Text(text));
+                return Some(token);
             }
         }
-        let v = one::<&'a RawValue>(b, at)?.get();
+        let v = one::<&'a RawValue>(text, at)?.get();
         if nested.is_some() {
             self.repeats.remember(key, v.as_bytes());
         }
-        Some(Raw::Text(v))
+        Some(v)
     }
 }
 
-/// The string at `b[i]` when it holds no escape (most keys and values): its
-/// text and where it ends; `None` for anything else, which serde_json then
-/// reads and judges. Accepts only what serde_json accepts.
-fn plain_string(b: &[u8], i: usize) -> Option<(&str, usize)> {
+/// The string at `text[i]` when it holds no escape (most keys and values):
+/// its text and where it ends; `None` for anything else, which serde_json
+/// then reads and judges. Accepts only what serde_json accepts.
+fn plain_string(text: &str, i: usize) -> Option<(&str, usize)> {
+    let b = text.as_bytes();
     if b.get(i) != Some(&b'"') {
         return None;
     }
-    let len = b[i + 1..].iter().position(|c| matches!(c, b'"' | b'\\' | 0..=0x1f))?;
+    let len = to_quote_escape_or_control(&b[i + 1..])?;
     if b[i + 1 + len] != b'"' {
         return None;
     }
-    let text = std::str::from_utf8(&b[i + 1..i + 1 + len]).ok()?;
-    Some((text, i + len + 2))
+    Some((text.get(i + 1..i + 1 + len)?, i + len + 2))
 }
 
-/// The JSON text of the scalar at `b[i]` when it is a string without
+/// The position of the first `"`, `\\` or control character, eight bytes at a
+/// time (as serde_json finds the end of a string).
+fn to_quote_escape_or_control(b: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let mut at = 0;
+    for chunk in b.chunks_exact(8) {
+        let x = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let found = zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\'))) | (x.wrapping_sub(ONES * 0x20) & !x & HIGH);
+        if found != 0 {
+            // The lowest flagged byte is a true match (a borrow only flags bytes above one).
+            return Some(at + found.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    b[at..].iter().position(|c| matches!(c, b'"' | b'\\' | 0..=0x1f)).map(|p| at + p)
+}
+
+/// The JSON text of the scalar at `text[i]` when it is a string without
 /// escapes, `null`, `true`, `false` or a number, and where it ends; `None`
 /// for anything else. What follows is the caller's to check (a delimiter).
-fn plain_token(b: &[u8], i: usize) -> Option<(&str, usize)> {
+fn plain_token(text: &str, i: usize) -> Option<(&str, usize)> {
+    let b = text.as_bytes();
     let digits = |mut j: usize| {
         while b.get(j).is_some_and(u8::is_ascii_digit) {
             j += 1;
@@ -239,7 +235,7 @@ fn plain_token(b: &[u8], i: usize) -> Option<(&str, usize)> {
         j
     };
     let end = match *b.get(i)? {
-        b'"' => plain_string(b, i)?.1,
+        b'"' => plain_string(text, i)?.1,
         b'n' if b[i..].starts_with(b"null") => i + 4,
         b't' if b[i..].starts_with(b"true") => i + 4,
         b'f' if b[i..].starts_with(b"false") => i + 5,
@@ -270,8 +266,7 @@ fn plain_token(b: &[u8], i: usize) -> Option<(&str, usize)> {
         }
         _ => return None,
     };
-    // A string's text is checked UTF-8; the rest is ASCII.
-    Some((std::str::from_utf8(&b[i..end]).ok()?, end))
+    Some((text.get(i..end)?, end))
 }
 
 /// Large values a decoder has met before, byte for byte, by the payload key
@@ -294,10 +289,11 @@ impl Repeats {
     const CAPACITY: usize = 16;
 
     /// The value at the start of `rest` when it is one held for `key`.
-    fn find<'a>(&mut self, key: &str, rest: &'a [u8]) -> Option<&'a [u8]> {
+    /// The length of the value at the start of `rest` when it is one held for `key`.
+    fn find(&mut self, key: &str, rest: &[u8]) -> Option<usize> {
         let (_, text, hits) = self.entries.iter_mut().find(|(k, t, _)| **k == *key && rest.starts_with(t))?;
         *hits += 1;
-        Some(&rest[..text.len()])
+        Some(text.len())
     }
 
     /// Holds a large object or array scanned under `key`, in place of the held value found again least.
@@ -400,7 +396,7 @@ fn wrong(name: &dyn std::fmt::Display, want: &str, v: &str) -> Verdict {
 }
 
 fn string<'a>(v: &'a str, name: &dyn std::fmt::Display) -> Result<Cow<'a, str>, Verdict> {
-    match plain_string(v.as_bytes(), 0) {
+    match plain_string(v, 0) {
         Some((s, end)) if end == v.len() => Ok(Cow::Borrowed(s)),
         _ => serde_json::from_str::<Item<'a>>(v).map(|i| i.0).map_err(|_| wrong(name, "a string", v)),
     }
@@ -642,9 +638,10 @@ fn redact_payload(bytes: &[u8]) -> Option<Vec<u8>> {
         }
         out.extend(serde_json::to_vec(key).expect("a string serializes"));
         out.push(b':');
-        match value.text() {
-            Some(text) if TEXT_FIELDS.contains(&&**key) && text != "null" => out.extend(format!("\"{}\"", sha256_compact_json(text)).bytes()),
-            _ => out.extend_from_slice(value.bytes()),
+        if TEXT_FIELDS.contains(&&**key) && *value != "null" {
+            out.extend(format!("\"{}\"", sha256_compact_json(value)).bytes());
+        } else {
+            out.extend(value.bytes());
         }
     }
     out.push(b'}');
@@ -836,7 +833,7 @@ mod tests {
         let mut accepted = 0;
         for token in tokens {
             let record = format!("{token},");
-            if let Some((text, end)) = plain_token(record.as_bytes(), 0) {
+            if let Some((text, end)) = plain_token(&record, 0) {
                 if record.as_bytes()[end] == b',' {
                     accepted += 1;
                     assert_eq!(text, token);
@@ -845,8 +842,10 @@ mod tests {
             }
         }
         assert_eq!(accepted, 13, "the first 13 are plain");
-        assert_eq!(plain_string(b"\"key\": 1", 0), Some(("key", 5)));
-        assert_eq!(plain_string(b"\"k\\\"ey\": 1", 0), None, "escapes go to serde_json");
+        assert_eq!(plain_string("\"key\": 1", 0), Some(("key", 5)));
+        assert_eq!(plain_string("\"a_much_longer_key_of_forty_one_characters\": 1", 0).map(|k| k.1), Some(43));
+        assert_eq!(plain_string("\"k\\\"ey\": 1", 0), None, "escapes go to serde_json");
+        assert_eq!(plain_string("\"a long key with a control\u{1} character\": 1", 0), None);
     }
 
     /// Every one-byte change of a payload: where the fast reader reads an
@@ -866,8 +865,8 @@ mod tests {
                 let Some(read) = Obj::read_top(&bytes, &mut repeats, |k| k == "metadata") else { continue };
                 fast += 1;
                 let Ok(obj) = serde_json::from_slice::<Obj<'_>>(&bytes) else { panic!("read, but not JSON: {}", String::from_utf8_lossy(&bytes)) };
-                let a: Vec<(&str, &[u8])> = read.top.entries.iter().map(|(k, v)| (&**k, v.bytes())).collect();
-                let b: Vec<(&str, &[u8])> = obj.entries.iter().map(|(k, v)| (&**k, v.bytes())).collect();
+                let a: Vec<(&str, &str)> = read.top.entries.iter().map(|(k, v)| (&**k, *v)).collect();
+                let b: Vec<(&str, &str)> = obj.entries.iter().map(|(k, v)| (&**k, *v)).collect();
                 assert_eq!(a, b);
                 checked += 1;
             }
