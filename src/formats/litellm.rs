@@ -175,18 +175,73 @@ impl<'a> Reader<'a, '_> {
                 return text.get(start..*at);
             }
         }
-        if !matches!(b.get(*at), Some(b'{' | b'[')) {
-            if let Some((token, end)) = plain_token(text, *at) {
-                *at = end;
-                return Some(token);
-            }
-        }
-        let v = one::<&'a RawValue>(text, at)?.get();
+        let start = *at;
+        self.skip(at, 0)?;
+        let v = text.get(start..*at)?;
         if nested.is_some() {
             self.repeats.remember(key, v.as_bytes());
         }
         Some(v)
     }
+
+    /// Moves `*at` past the value there, checked as serde_json checks it.
+    /// Objects and arrays to a depth of [`Reader::DEPTH`] are walked here,
+    /// anything deeper or not plain is left to serde_json.
+    fn skip(&mut self, at: &mut usize, depth: usize) -> Option<()> {
+        let (text, b) = (self.text, self.text.as_bytes());
+        match b.get(*at) {
+            Some(b'{') if depth < Self::DEPTH => {
+                let mut i = ws(b, *at + 1);
+                if b.get(i) != Some(&b'}') {
+                    loop {
+                        match plain_string(text, i) {
+                            Some((_, end)) => i = end,
+                            None => one::<Item<'a>>(text, &mut i).map(drop)?,
+                        }
+                        i = ws(b, i);
+                        if b.get(i) != Some(&b':') {
+                            return None;
+                        }
+                        i = ws(b, i + 1);
+                        self.skip(&mut i, depth + 1)?;
+                        i = ws(b, i);
+                        match b.get(i) {
+                            Some(b',') => i = ws(b, i + 1),
+                            Some(b'}') => break,
+                            _ => return None,
+                        }
+                    }
+                }
+                *at = i + 1;
+            }
+            Some(b'[') if depth < Self::DEPTH => {
+                let mut i = ws(b, *at + 1);
+                if b.get(i) != Some(&b']') {
+                    loop {
+                        self.skip(&mut i, depth + 1)?;
+                        i = ws(b, i);
+                        match b.get(i) {
+                            Some(b',') => i = ws(b, i + 1),
+                            Some(b']') => break,
+                            _ => return None,
+                        }
+                    }
+                }
+                *at = i + 1;
+            }
+            Some(b'{' | b'[') => drop(one::<&'a RawValue>(text, at)?),
+            _ => match plain_token(text, *at) {
+                Some((_, end)) => *at = end,
+                None => drop(one::<&'a RawValue>(text, at)?),
+            },
+        }
+        Some(())
+    }
+}
+
+impl Reader<'_, '_> {
+    /// How deep [`Reader::skip`] walks before it leaves a value to serde_json (which has no limit).
+    const DEPTH: usize = 32;
 }
 
 /// The string at `text[i]` when it holds no escape (most keys and values):
@@ -872,6 +927,12 @@ mod tests {
             }
         }
         assert!(fast > 1000 && checked == fast, "{fast}");
+        // Deeper than the walk goes: serde_json reads the rest, and judges it.
+        let deep = payload_json("d", &format!(r#","deep":{}1{}"#, "[".repeat(40), "]".repeat(40)));
+        assert!(Obj::read_top(deep.as_bytes(), &mut repeats, |_| false).is_some());
+        let too_deep = deep.replacen("1]", "1,]", 1);
+        assert!(Obj::read_top(too_deep.as_bytes(), &mut repeats, |_| false).is_none());
+        assert!(serde_json::from_str::<Obj<'_>>(&too_deep).is_err());
         assert!(repeats.entries[0].2 > 1000, "the cost map was found again");
     }
 
