@@ -5,9 +5,11 @@
 //! Inputs held in memory, cut into raw batches as `run` does: generated
 //! aiwatch events (as the stages bench), and the real-library fixtures of
 //! `tests/fixtures/formats/` repeated with a fresh id each time (LiteLLM
-//! payloads, OTLP requests in protobuf and JSON). Only decoding is timed.
+//! payloads, OTLP requests in protobuf and JSON), and the LiteLLM payloads
+//! once more with a cost-map entry that never repeats. Only decoding is timed.
 //!
-//! `cargo bench --bench formats` (optionally `-- EVENTS`). No assertions; the
+//! `cargo bench --bench formats` (optionally `-- EVENTS`). Each format is
+//! decoded three times round, the fastest pass reported. No assertions; the
 //! figures are recorded in docs/benchmarks.md.
 
 use std::path::Path;
@@ -24,6 +26,8 @@ use aiwatch::sources::file::{Framing, LineReader};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc; // as the binary
 
 const BATCH: usize = 32_768;
+/// Times each format is decoded; the fastest is reported.
+const PASSES: usize = 3;
 
 /// Cuts records into raw batches with Kafka origins.
 fn batches(records: impl Iterator<Item = Vec<u8>>) -> Vec<RawBatch> {
@@ -112,17 +116,29 @@ fn main() {
     let otlp_proto = batches((0..events / per_request).map(|n| proto[n % proto.len()].clone()));
     let otlp_json = batches((0..events / per_request).map(|n| json[n % json.len()].clone()));
 
-    println!("{:<20} {:>9} {:>9} {:>7} {:>8} {:>12} {:>10} {:>9}", "format", "records", "events", "dead", "MB", "events/s", "µs/event", "x aiwatch");
-    let mut base = None;
-    for (label, format, raws) in [
+    let inputs = [
         ("aiwatch", Format::Aiwatch, &aiwatch),
         ("litellm", Format::Litellm, &litellm),
         ("litellm (unrepeated)", Format::Litellm, &litellm_unrepeated),
         ("otlp_proto", Format::OtlpProto, &otlp_proto),
         ("otlp_json", Format::OtlpJson, &otlp_json),
-    ] {
-        let mb = raws.iter().map(RawBatch::byte_len).sum::<usize>() as f64 / 1e6;
-        let (records, events, dead, secs) = time(format, raws);
+    ];
+    // Each format timed in turn, PASSES times round, the fastest pass kept:
+    // on a shared machine another process's load comes and goes, and the
+    // fastest pass is the one it disturbed least.
+    let mut best: Vec<(usize, usize, usize, f64)> = vec![(0, 0, 0, f64::MAX); inputs.len()];
+    for _ in 0..PASSES {
+        for ((_, format, raws), best) in inputs.iter().zip(best.iter_mut()) {
+            let run = time(*format, raws);
+            if run.3 < best.3 {
+                *best = run;
+            }
+        }
+    }
+    println!("{:<20} {:>9} {:>9} {:>7} {:>8} {:>12} {:>10} {:>9}", "format", "records", "events", "dead", "MB", "events/s", "µs/event", "x aiwatch");
+    let mut base = None;
+    for ((label, _, raws), (records, events, dead, secs)) in inputs.iter().zip(best) {
+        let mb = raws.iter().map(|r| r.byte_len()).sum::<usize>() as f64 / 1e6;
         let per_event = secs * 1e6 / events.max(1) as f64;
         let base = *base.get_or_insert(per_event);
         println!(
