@@ -8,8 +8,8 @@
 //! payloads, OTLP requests in protobuf and JSON), and the LiteLLM payloads
 //! once more with a cost-map entry that never repeats. Only decoding is timed.
 //!
-//! `cargo bench --bench formats` (optionally `-- EVENTS`). Each format is
-//! decoded three times round, the fastest pass reported. No assertions; the
+//! `cargo bench --bench formats` (optionally `-- EVENTS`). The formats take
+//! turns batch by batch (the machine is shared). No assertions; the
 //! figures are recorded in docs/benchmarks.md.
 
 use std::path::Path;
@@ -26,8 +26,6 @@ use aiwatch::sources::file::{Framing, LineReader};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc; // as the binary
 
 const BATCH: usize = 32_768;
-/// Times each format is decoded; the fastest is reported.
-const PASSES: usize = 3;
 
 /// Cuts records into raw batches with Kafka origins.
 fn batches(records: impl Iterator<Item = Vec<u8>>) -> Vec<RawBatch> {
@@ -42,19 +40,14 @@ fn batches(records: impl Iterator<Item = Vec<u8>>) -> Vec<RawBatch> {
     raws
 }
 
-/// Decodes every batch; returns (records, events, dead letters, seconds).
-fn time(format: Format, raws: &[RawBatch]) -> (usize, usize, usize, f64) {
-    let mut decoder = Decoder::with_formats(DecodeOptions::default(), Formats::one(format, Adapter::default()));
-    let (mut records, mut events, mut dead) = (0, 0, 0);
+/// Decodes one batch; returns (records, events, dead letters, seconds).
+fn time(decoder: &mut Decoder, raw: &RawBatch) -> (usize, usize, usize, f64) {
     let started = Instant::now();
-    for raw in raws {
-        let d = decoder.decode(raw);
-        records += d.records;
-        events += d.events.num_rows();
-        dead += d.dead_letters.len();
-        std::hint::black_box(d);
-    }
-    (records, events, dead, started.elapsed().as_secs_f64())
+    let d = decoder.decode(raw);
+    let secs = started.elapsed().as_secs_f64();
+    let counts = (d.records, d.events.num_rows(), d.dead_letters.len());
+    std::hint::black_box(d);
+    (counts.0, counts.1, counts.2, secs)
 }
 
 fn fixture(path: &str, framing: Framing) -> Vec<Vec<u8>> {
@@ -123,15 +116,16 @@ fn main() {
         ("otlp_proto", Format::OtlpProto, &otlp_proto),
         ("otlp_json", Format::OtlpJson, &otlp_json),
     ];
-    // Each format timed in turn, PASSES times round, the fastest pass kept:
-    // on a shared machine another process's load comes and goes, and the
-    // fastest pass is the one it disturbed least.
-    let mut best: Vec<(usize, usize, usize, f64)> = vec![(0, 0, 0, f64::MAX); inputs.len()];
-    for _ in 0..PASSES {
-        for ((_, format, raws), best) in inputs.iter().zip(best.iter_mut()) {
-            let run = time(*format, raws);
-            if run.3 < best.3 {
-                *best = run;
+    // The formats take turns batch by batch, so a load that comes and goes
+    // on the shared machine falls on each alike.
+    let mut decoders: Vec<Decoder> = inputs.iter().map(|(_, format, _)| Decoder::with_formats(DecodeOptions::default(), Formats::one(*format, Adapter::default()))).collect();
+    let mut best: Vec<(usize, usize, usize, f64)> = vec![(0, 0, 0, 0.0); inputs.len()];
+    let rounds = inputs.iter().map(|(_, _, raws)| raws.len()).max().unwrap_or(0);
+    for round in 0..rounds {
+        for (((_, _, raws), decoder), total) in inputs.iter().zip(decoders.iter_mut()).zip(best.iter_mut()) {
+            if let Some(raw) = raws.get(round) {
+                let (records, events, dead, secs) = time(decoder, raw);
+                *total = (total.0 + records, total.1 + events, total.2 + dead, total.3 + secs);
             }
         }
     }
