@@ -961,14 +961,14 @@ mod tests {
         let twice: Vec<&str> = lines.iter().chain(lines.iter()).map(String::as_str).collect();
         let d = decode(&twice);
         let rows = d.events.num_rows();
-        assert!(rows > 20 && rows % 2 == 0, "{rows}");
+        assert!(rows > 20 && rows.is_multiple_of(2), "{rows}");
         // Everything but the line the record came from.
         let mapped: Vec<usize> = (0..crate::event::col::ORIGIN_POSITION).collect();
         let events = d.events.project(&mapped).unwrap();
         assert_eq!(events.slice(0, rows / 2), events.slice(rows / 2, rows / 2));
         let letters = |range: std::ops::Range<usize>| -> Vec<_> { d.dead_letters[range].iter().map(|l| (l.kind, l.reason.clone(), l.bytes.clone())).collect() };
         let n = d.dead_letters.len();
-        assert!(n >= 4 && n % 2 == 0, "{n}");
+        assert!(n >= 4 && n.is_multiple_of(2), "{n}");
         assert_eq!(letters(0..n / 2), letters(n / 2..n));
     }
 
