@@ -16,7 +16,6 @@
 // Most fields are read only to check their type, as the crate's types do.
 #![allow(dead_code)]
 
-use std::borrow::Cow;
 use std::fmt;
 
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
@@ -108,9 +107,9 @@ pub(super) struct Span<'a> {
     #[serde(default)]
     kind: Enum<SpanKindNames>,
     #[serde(default)]
-    pub start_time_unix_nano: U64,
+    pub start_time_unix_nano: Integer<u64>,
     #[serde(default)]
-    pub end_time_unix_nano: U64,
+    pub end_time_unix_nano: Integer<u64>,
     #[serde(borrow, default)]
     pub attributes: Vec<KeyValue<'a>>,
     #[serde(default)]
@@ -131,7 +130,7 @@ pub(super) struct Span<'a> {
 #[serde(rename_all = "camelCase")]
 struct SpanEvent<'a> {
     #[serde(default)]
-    time_unix_nano: U64,
+    time_unix_nano: Integer<u64>,
     #[serde(default)]
     name: Text,
     #[serde(borrow, default)]
@@ -218,7 +217,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for AnyValue<'a> {
                             s => s.map(Value::String),
                         },
                         "boolValue" => map.next_value::<Option<bool>>()?.map(|_| Value::Bool),
-                        "intValue" => map.next_value::<Option<Int>>()?.map(|i| Value::Int(i.0)),
+                        "intValue" => map.next_value::<Option<Integer<i64>>>()?.map(|i| Value::Int(i.0)),
                         "doubleValue" => map.next_value::<Option<f64>>()?.map(|_| Value::Double),
                         "arrayValue" => map.next_value::<Option<Values<AnyValue<'de>>>>()?.map(|a| Value::Array(a.values)),
                         "kvlistValue" => map.next_value::<Option<Values<KeyValue<'de>>>>()?.map(|_| Value::Kvlist),
@@ -240,62 +239,42 @@ impl<'de: 'a, 'a> Deserialize<'de> for AnyValue<'a> {
     }
 }
 
-/// `intValue`: an integer, or a string holding one (the crate's `StringOrInt`).
-struct Int(i64);
+/// An integer, or a string holding one: `intValue` as `i64` (the crate's
+/// `StringOrInt`), the times as `u64` (its `deserialize_string_to_u64`).
+#[derive(Default)]
+pub(super) struct Integer<T>(pub T);
 
-impl<'de> Deserialize<'de> for Int {
+impl<'de, T> Deserialize<'de> for Integer<T>
+where
+    T: TryFrom<i64> + TryFrom<u64> + std::str::FromStr,
+    <T as std::str::FromStr>::Err: fmt::Display,
+{
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl Visitor<'_> for Visit {
-            type Value = Int;
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<T> Visitor<'_> for Visit<T>
+        where
+            T: TryFrom<i64> + TryFrom<u64> + std::str::FromStr,
+            <T as std::str::FromStr>::Err: fmt::Display,
+        {
+            type Value = Integer<T>;
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("an integer, or a string holding one")
             }
 
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Int, E> {
-                Ok(Int(v))
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Integer<T>, E> {
+                T::try_from(v).map(Integer).map_err(|_| E::custom("integer out of range"))
             }
 
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Int, E> {
-                i64::try_from(v).map(Int).map_err(|_| E::custom("intValue out of range"))
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Integer<T>, E> {
+                T::try_from(v).map(Integer).map_err(|_| E::custom("integer out of range"))
             }
 
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Int, E> {
-                v.parse().map(Int).map_err(E::custom)
-            }
-        }
-        d.deserialize_any(Visit)
-    }
-}
-
-/// A 64-bit unsigned integer, or a string holding one (the crate's `deserialize_string_to_u64`).
-#[derive(Default)]
-pub(super) struct U64(pub u64);
-
-impl<'de> Deserialize<'de> for U64 {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl Visitor<'_> for Visit {
-            type Value = U64;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a u64 integer or a string containing a u64 integer")
-            }
-
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<U64, E> {
-                Ok(U64(v))
-            }
-
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<U64, E> {
-                u64::try_from(v).map(U64).map_err(|_| E::custom("negative u64"))
-            }
-
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<U64, E> {
-                v.parse().map(U64).map_err(E::custom)
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Integer<T>, E> {
+                v.parse().map(Integer).map_err(E::custom)
             }
         }
-        d.deserialize_any(Visit)
+        d.deserialize_any(Visit(std::marker::PhantomData))
     }
 }
 
@@ -312,17 +291,6 @@ impl<'de: 'a, 'a> Deserialize<'de> for Hex<'a> {
             Ok(Hex(s))
         } else {
             Err(de::Error::custom("not plain hex"))
-        }
-    }
-}
-
-impl Hex<'_> {
-    /// The id as lowercase hex, as the protobuf form's bytes print.
-    pub fn lower(&self) -> Cow<'_, str> {
-        if self.0.bytes().any(|b| b.is_ascii_uppercase()) {
-            Cow::Owned(self.0.to_ascii_lowercase())
-        } else {
-            Cow::Borrowed(self.0)
         }
     }
 }

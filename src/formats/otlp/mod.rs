@@ -55,24 +55,19 @@ pub fn decode_json(bytes: &[u8], origin: &Origin, adapter: &Adapter, out: &mut O
     match request {
         Some(req) if !req.resource_spans.is_empty() => {
             let redact = || redact_json(bytes).unwrap_or_default();
-            let mut m = Mapper { origin, adapter, format: Format::OtlpJson, redact: &redact, redacted: None };
-            for rs in &req.resource_spans {
+            let spans = req.resource_spans.iter().flat_map(|rs| {
                 let resource = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
-                for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
-                    if m.skips(&span.attributes, out) {
-                        continue;
-                    }
-                    let view = SpanView {
-                        trace_id: span.trace_id.lower(),
-                        span_id: span.span_id.lower(),
-                        start: span.start_time_unix_nano.0,
-                        end: span.end_time_unix_nano.0,
-                        error_status: span.status.as_ref().is_some_and(|s| s.code.0 == StatusCode::Error as i32),
-                        attributes: &span.attributes,
-                    };
-                    m.span(view, resource, out);
-                }
-            }
+                rs.scope_spans.iter().flat_map(|ss| &ss.spans).map(move |span| SpanView {
+                    trace_id: Id::Hex(span.trace_id.0),
+                    span_id: Id::Hex(span.span_id.0),
+                    start: span.start_time_unix_nano.0,
+                    end: span.end_time_unix_nano.0,
+                    error_status: span.status.as_ref().is_some_and(|s| s.code.0 == StatusCode::Error as i32),
+                    attributes: &span.attributes,
+                    resource,
+                })
+            });
+            Mapper { origin, adapter, format: Format::OtlpJson, redact: &redact, redacted: None }.spans(spans, out);
         }
         _ => decode_json_with_crate(bytes, origin, adapter, out),
     }
@@ -281,14 +276,39 @@ impl<'a, A: Attr> Attrs<'a, A> {
 
 /// What the mapping reads of a span, whichever reader gave it.
 struct SpanView<'a, A> {
-    /// Lowercase hex; empty when absent.
-    trace_id: Cow<'a, str>,
-    span_id: Cow<'a, str>,
+    trace_id: Id<'a>,
+    span_id: Id<'a>,
     start: u64,
     end: u64,
     /// The status code is ERROR.
     error_status: bool,
     attributes: &'a [A],
+    /// Its resource's attributes.
+    resource: &'a [A],
+}
+
+/// A trace or span id: bytes (protobuf), or hex as OTLP/JSON writes it.
+#[derive(Clone, Copy)]
+enum Id<'a> {
+    Bytes(&'a [u8]),
+    Hex(&'a str),
+}
+
+impl Id<'_> {
+    fn is_empty(self) -> bool {
+        match self {
+            Id::Bytes(b) => b.is_empty(),
+            Id::Hex(h) => h.is_empty(),
+        }
+    }
+
+    /// Lowercase hex.
+    fn hex(self) -> String {
+        match self {
+            Id::Bytes(b) => hex(b),
+            Id::Hex(h) => h.to_ascii_lowercase(),
+        }
+    }
 }
 
 /// The two events of one span, with their times.
@@ -306,7 +326,8 @@ fn nanos(t: u64, name: &str) -> Result<i64, Verdict> {
     i64::try_from(t).map_err(|_| out_of_range())
 }
 
-fn map_span<'a, A: Attr>(span: &SpanView<'a, A>, attrs: &Attrs<'a, A>, adapter: &Adapter) -> Result<Mapped<'a>, Verdict> {
+fn map_span<'a, A: Attr>(span: &SpanView<'a, A>, adapter: &Adapter) -> Result<Mapped<'a>, Verdict> {
+    let attrs = &Attrs { span: span.attributes, resource: span.resource };
     if span.trace_id.is_empty() {
         return Err(("missing_field", "required field `traceId` is missing or empty".into()));
     }
@@ -315,7 +336,7 @@ fn map_span<'a, A: Attr>(span: &SpanView<'a, A>, attrs: &Attrs<'a, A>, adapter: 
     }
     let requested_at = nanos(span.start, "startTimeUnixNano")?;
     let responded_at = nanos(span.end, "endTimeUnixNano")?;
-    let request_id = format!("{}:{}", span.trace_id, span.span_id);
+    let request_id = format!("{}:{}", span.trace_id.hex(), span.span_id.hex());
     let tenant_id = attrs.first_string(&adapter.otel_tenant_keys)?;
     let actor_id = attrs.first_string(&adapter.otel_actor_keys)?;
     let provider = attrs.first_string(&["gen_ai.provider.name", "gen_ai.system"])?.map(|p| Cow::Owned(adapter.provider(&p).to_string()));
@@ -376,19 +397,19 @@ struct Mapper<'r> {
 }
 
 impl Mapper<'_> {
-    /// Whether a span with these attributes is not a GenAI span: then it is skipped, and counted.
-    fn skips<A: Attr>(&self, attributes: &[A], out: &mut Out<'_>) -> bool {
-        let skip = !attributes.iter().any(|kv| kv.key() == "gen_ai.operation.name");
-        if skip {
-            out.skip(self.format.name(), "not_genai_span");
+    /// Each GenAI span maps to two events, or is one dead letter; every other span is skipped, and counted.
+    fn spans<'a, A: Attr + 'a>(&mut self, spans: impl Iterator<Item = SpanView<'a, A>>, out: &mut Out<'_>) {
+        for span in spans {
+            if span.attributes.iter().any(|kv| kv.key() == "gen_ai.operation.name") {
+                self.span(&span, out);
+            } else {
+                out.skip(self.format.name(), "not_genai_span");
+            }
         }
-        skip
     }
 
-    /// A GenAI span maps to two events, or is one dead letter.
-    fn span<'a, A: Attr>(&mut self, span: SpanView<'a, A>, resource: &'a [A], out: &mut Out<'_>) {
-        let attrs = Attrs { span: span.attributes, resource };
-        let mapped = map_span(&span, &attrs, self.adapter).and_then(|m| {
+    fn span<A: Attr>(&mut self, span: &SpanView<'_, A>, out: &mut Out<'_>) {
+        let mapped = map_span(span, self.adapter).and_then(|m| {
             out.check(&m.request, m.requested_at)?;
             out.check(&m.response, m.responded_at)?;
             Ok(m)
@@ -400,8 +421,8 @@ impl Mapper<'_> {
             }
             Err((kind, reason)) => {
                 let record = self.redacted.get_or_insert_with(self.redact);
-                let id = |s: &str| if s.is_empty() { "(empty)".to_string() } else { s.to_string() };
-                let reason = format!("span {} of trace {}: {reason}", id(&span.span_id), id(&span.trace_id));
+                let id = |id: Id<'_>| if id.is_empty() { "(empty)".to_string() } else { id.hex() };
+                let reason = format!("span {} of trace {}: {reason}", id(span.span_id), id(span.trace_id));
                 out.dead(self.origin, (kind, reason), record);
             }
         }
@@ -411,24 +432,19 @@ impl Mapper<'_> {
 /// Maps a request of the crate's types (`otlp_proto`, and what the borrowed JSON reader leaves to them).
 fn map_request(req: &ExportTraceServiceRequest, format: Format, origin: &Origin, adapter: &Adapter, out: &mut Out<'_>) {
     let redact = || encode(&redacted_request(req), format);
-    let mut m = Mapper { origin, adapter, format, redact: &redact, redacted: None };
-    for rs in &req.resource_spans {
+    let spans = req.resource_spans.iter().flat_map(|rs| {
         let resource = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
-        for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
-            if m.skips(&span.attributes, out) {
-                continue;
-            }
-            let view = SpanView {
-                trace_id: Cow::Owned(hex(&span.trace_id)),
-                span_id: Cow::Owned(hex(&span.span_id)),
-                start: span.start_time_unix_nano,
-                end: span.end_time_unix_nano,
-                error_status: span.status.as_ref().is_some_and(|s| s.code == StatusCode::Error as i32),
-                attributes: &span.attributes,
-            };
-            m.span(view, resource, out);
-        }
-    }
+        rs.scope_spans.iter().flat_map(|ss| &ss.spans).map(move |span| SpanView {
+            trace_id: Id::Bytes(&span.trace_id),
+            span_id: Id::Bytes(&span.span_id),
+            start: span.start_time_unix_nano,
+            end: span.end_time_unix_nano,
+            error_status: span.status.as_ref().is_some_and(|s| s.code == StatusCode::Error as i32),
+            attributes: &span.attributes,
+            resource,
+        })
+    });
+    Mapper { origin, adapter, format, redact: &redact, redacted: None }.spans(spans, out);
 }
 
 fn encode(req: &ExportTraceServiceRequest, format: Format) -> Vec<u8> {
