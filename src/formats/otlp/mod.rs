@@ -294,7 +294,7 @@ enum Id<'a> {
     Hex(&'a str),
 }
 
-impl Id<'_> {
+impl<'a> Id<'a> {
     fn is_empty(self) -> bool {
         match self {
             Id::Bytes(b) => b.is_empty(),
@@ -303,10 +303,11 @@ impl Id<'_> {
     }
 
     /// Lowercase hex.
-    fn hex(self) -> String {
+    fn hex(self) -> Cow<'a, str> {
         match self {
-            Id::Bytes(b) => hex(b),
-            Id::Hex(h) => h.to_ascii_lowercase(),
+            Id::Bytes(b) => Cow::Owned(hex(b)),
+            Id::Hex(h) if h.bytes().any(|b| b.is_ascii_uppercase()) => Cow::Owned(h.to_ascii_lowercase()),
+            Id::Hex(h) => Cow::Borrowed(h),
         }
     }
 }
@@ -421,7 +422,7 @@ impl Mapper<'_> {
             }
             Err((kind, reason)) => {
                 let record = self.redacted.get_or_insert_with(self.redact);
-                let id = |id: Id<'_>| if id.is_empty() { "(empty)".to_string() } else { id.hex() };
+                let id = |id: Id<'_>| if id.is_empty() { "(empty)".to_string() } else { id.hex().into_owned() };
                 let reason = format!("span {} of trace {}: {reason}", id(span.span_id), id(span.trace_id));
                 out.dead(self.origin, (kind, reason), record);
             }
