@@ -8,8 +8,7 @@
 //! payloads, OTLP requests in protobuf and JSON), and the LiteLLM payloads
 //! once more with a cost-map entry that never repeats. Only decoding is timed.
 //!
-//! `cargo bench --bench formats` (optionally `-- EVENTS`). The formats take
-//! turns batch by batch (the machine is shared). No assertions; the
+//! `cargo bench --bench formats` (optionally `-- EVENTS`). No assertions; the
 //! figures are recorded in docs/benchmarks.md.
 
 use std::path::Path;
@@ -116,22 +115,16 @@ fn main() {
         ("otlp_proto", Format::OtlpProto, &otlp_proto),
         ("otlp_json", Format::OtlpJson, &otlp_json),
     ];
-    // The formats take turns batch by batch, so a load that comes and goes
-    // on the shared machine falls on each alike.
-    let mut decoders: Vec<Decoder> = inputs.iter().map(|(_, format, _)| Decoder::with_formats(DecodeOptions::default(), Formats::one(*format, Adapter::default()))).collect();
-    let mut best: Vec<(usize, usize, usize, f64)> = vec![(0, 0, 0, 0.0); inputs.len()];
-    let rounds = inputs.iter().map(|(_, _, raws)| raws.len()).max().unwrap_or(0);
-    for round in 0..rounds {
-        for (((_, _, raws), decoder), total) in inputs.iter().zip(decoders.iter_mut()).zip(best.iter_mut()) {
-            if let Some(raw) = raws.get(round) {
-                let (records, events, dead, secs) = time(decoder, raw);
-                *total = (total.0 + records, total.1 + events, total.2 + dead, total.3 + secs);
-            }
-        }
-    }
+    let totals: Vec<(usize, usize, usize, f64)> = inputs
+        .iter()
+        .map(|(_, format, raws)| {
+            let mut decoder = Decoder::with_formats(DecodeOptions::default(), Formats::one(*format, Adapter::default()));
+            raws.iter().map(|raw| time(&mut decoder, raw)).fold((0, 0, 0, 0.0), |t, r| (t.0 + r.0, t.1 + r.1, t.2 + r.2, t.3 + r.3))
+        })
+        .collect();
     println!("{:<20} {:>9} {:>9} {:>7} {:>8} {:>12} {:>10} {:>9}", "format", "records", "events", "dead", "MB", "events/s", "µs/event", "x aiwatch");
     let mut base = None;
-    for ((label, _, raws), (records, events, dead, secs)) in inputs.iter().zip(best) {
+    for ((label, _, raws), (records, events, dead, secs)) in inputs.iter().zip(totals) {
         let mb = raws.iter().map(|r| r.byte_len()).sum::<usize>() as f64 / 1e6;
         let per_event = secs * 1e6 / events.max(1) as f64;
         let base = *base.get_or_insert(per_event);
