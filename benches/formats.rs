@@ -5,7 +5,8 @@
 //! Inputs held in memory, cut into raw batches as `run` does: generated
 //! aiwatch events (as the stages bench), and the real-library fixtures of
 //! `tests/fixtures/formats/` repeated with a fresh id each time (LiteLLM
-//! payloads, OTLP requests in protobuf and JSON). Only decoding is timed.
+//! payloads, OTLP requests in protobuf and JSON), and the LiteLLM payloads
+//! once more with a cost-map entry that never repeats. Only decoding is timed.
 //!
 //! `cargo bench --bench formats` (optionally `-- EVENTS`). No assertions; the
 //! figures are recorded in docs/benchmarks.md.
@@ -38,19 +39,14 @@ fn batches(records: impl Iterator<Item = Vec<u8>>) -> Vec<RawBatch> {
     raws
 }
 
-/// Decodes every batch; returns (records, events, dead letters, seconds).
-fn time(format: Format, raws: &[RawBatch]) -> (usize, usize, usize, f64) {
-    let mut decoder = Decoder::with_formats(DecodeOptions::default(), Formats::one(format, Adapter::default()));
-    let (mut records, mut events, mut dead) = (0, 0, 0);
+/// Decodes one batch; returns (records, events, dead letters, seconds).
+fn time(decoder: &mut Decoder, raw: &RawBatch) -> (usize, usize, usize, f64) {
     let started = Instant::now();
-    for raw in raws {
-        let d = decoder.decode(raw);
-        records += d.records;
-        events += d.events.num_rows();
-        dead += d.dead_letters.len();
-        std::hint::black_box(d);
-    }
-    (records, events, dead, started.elapsed().as_secs_f64())
+    let d = decoder.decode(raw);
+    let secs = started.elapsed().as_secs_f64();
+    let counts = (d.records, d.events.num_rows(), d.dead_letters.len());
+    std::hint::black_box(d);
+    (counts.0, counts.1, counts.2, secs)
 }
 
 fn fixture(path: &str, framing: Framing) -> Vec<Vec<u8>> {
@@ -99,22 +95,41 @@ fn main() {
         // Fixture call ids are `fx-...-00NN`: a fresh number keeps every event unique.
         with_id(p, b"-00", n)
     }));
+    // The same payloads with a cost-map entry no payload before held (LiteLLM
+    // repeats the model's entry in every payload; this is the cost without that).
+    let litellm_unrepeated = batches((0..events / 2).map(|n| {
+        let p = with_id(&payloads[n % payloads.len()], b"-00", n);
+        let text = String::from_utf8(p).expect("utf-8");
+        text.replacen("\"model_map_information\": {", &format!("\"model_map_information\": {{\"bench_n\": {n}, "), 1).into_bytes()
+    }));
     let proto = fixture("otlp/requests.otlp_proto", Framing::LengthDelimited);
     let json = fixture("otlp/requests.otlp_json.jsonl", Framing::Lines);
     let per_request = 14 / proto.len().max(1) + 1;
     let otlp_proto = batches((0..events / per_request).map(|n| proto[n % proto.len()].clone()));
     let otlp_json = batches((0..events / per_request).map(|n| json[n % json.len()].clone()));
 
-    println!("{:<11} {:>9} {:>9} {:>7} {:>8} {:>12} {:>10} {:>9}", "format", "records", "events", "dead", "MB", "events/s", "µs/event", "x aiwatch");
+    let inputs = [
+        ("aiwatch", Format::Aiwatch, &aiwatch),
+        ("litellm", Format::Litellm, &litellm),
+        ("litellm (unrepeated)", Format::Litellm, &litellm_unrepeated),
+        ("otlp_proto", Format::OtlpProto, &otlp_proto),
+        ("otlp_json", Format::OtlpJson, &otlp_json),
+    ];
+    let totals: Vec<(usize, usize, usize, f64)> = inputs
+        .iter()
+        .map(|(_, format, raws)| {
+            let mut decoder = Decoder::with_formats(DecodeOptions::default(), Formats::one(*format, Adapter::default()));
+            raws.iter().map(|raw| time(&mut decoder, raw)).fold((0, 0, 0, 0.0), |t, r| (t.0 + r.0, t.1 + r.1, t.2 + r.2, t.3 + r.3))
+        })
+        .collect();
+    println!("{:<20} {:>9} {:>9} {:>7} {:>8} {:>12} {:>10} {:>9}", "format", "records", "events", "dead", "MB", "events/s", "µs/event", "x aiwatch");
     let mut base = None;
-    for (format, raws) in [(Format::Aiwatch, &aiwatch), (Format::Litellm, &litellm), (Format::OtlpProto, &otlp_proto), (Format::OtlpJson, &otlp_json)] {
-        let mb = raws.iter().map(RawBatch::byte_len).sum::<usize>() as f64 / 1e6;
-        let (records, events, dead, secs) = time(format, raws);
+    for ((label, _, raws), (records, events, dead, secs)) in inputs.iter().zip(totals) {
+        let mb = raws.iter().map(|r| r.byte_len()).sum::<usize>() as f64 / 1e6;
         let per_event = secs * 1e6 / events.max(1) as f64;
         let base = *base.get_or_insert(per_event);
         println!(
-            "{:<11} {records:>9} {events:>9} {dead:>7} {mb:>8.0} {:>12.0} {per_event:>10.3} {:>9.2}",
-            format.name(),
+            "{label:<20} {records:>9} {events:>9} {dead:>7} {mb:>8.0} {:>12.0} {per_event:>10.3} {:>9.2}",
             events as f64 / secs,
             per_event / base
         );

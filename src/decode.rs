@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 
-use crate::event::{Columns, Event, Origin, RawBatch};
+use crate::event::{Columns, Event, Origin, RawBatch, Value};
 use crate::formats::{self, Adapter, Format};
 
 pub use crate::formats::aiwatch::parse_time;
@@ -190,19 +190,22 @@ pub struct Out<'a> {
     options: &'a DecodeOptions,
     /// The latest event time accepted (`max_future_seconds`), read once per batch.
     latest: Option<i64>,
+    state: &'a mut formats::State,
 }
 
 impl Out<'_> {
     /// The limits on sizes and times, for one mapped event whose id and type are set.
     pub fn check(&self, w: &Event<'_>, time: i64) -> Result<(), Verdict> {
         let max = self.options.max_field_bytes;
-        for (name, v) in w.strings() {
-            if let Some(v) = v.filter(|v| v.len() > max) {
+        let fields = w.fields();
+        for (name, v) in fields {
+            let Value::Str(Some(v)) = v else { continue };
+            if v.len() > max {
                 return Err(("field_too_long", format!("field `{name}` is {} bytes, over the limit of {max} (max_field_bytes)", v.len())));
             }
         }
-        for (name, list) in w.lists() {
-            let Some(items) = list else { continue };
+        for (name, v) in fields {
+            let Value::List(Some(items)) = v else { continue };
             if items.len() > self.options.max_list_items {
                 return Err((
                     "list_too_long",
@@ -232,14 +235,17 @@ impl Out<'_> {
 
     /// Appends one event that passed [`Out::check`]; `w.event_id` and `w.event_type` must be set.
     pub fn append(&mut self, w: &Event<'_>, time: i64, origin: &Origin) {
-        let id = w.event_id.as_deref().unwrap_or_default();
-        let ty = w.event_type.as_deref().unwrap_or_default();
-        self.columns.append(w, id, ty, time, origin);
+        self.columns.append(w, time, origin);
     }
 
     /// A dead letter carrying `record`: the record's own bytes, or an adapter's redacted copy.
     pub fn dead(&mut self, origin: &Origin, verdict: Verdict, record: &[u8]) {
         self.dead_letters.push(DeadLetter::new(origin.clone(), verdict, record, self.options));
+    }
+
+    /// What the formats keep from record to record.
+    pub(crate) fn formats_state(&mut self) -> &mut formats::State {
+        self.state
     }
 
     /// Counts a record, or a part of one, the format skips as not its own.
@@ -253,6 +259,7 @@ pub struct Decoder {
     columns: Columns,
     options: DecodeOptions,
     formats: Formats,
+    state: formats::State,
 }
 
 impl Default for Decoder {
@@ -273,7 +280,7 @@ impl Decoder {
     }
 
     pub fn with_formats(options: DecodeOptions, formats: Formats) -> Decoder {
-        Decoder { columns: Columns::new(), options, formats }
+        Decoder { columns: Columns::new(), options, formats, state: formats::State::default() }
     }
 
     pub fn options(&self) -> &DecodeOptions {
@@ -282,6 +289,11 @@ impl Decoder {
 
     /// Decodes every record of `raw`; never fails: what is not an event becomes a dead letter.
     pub fn decode(&mut self, raw: &RawBatch) -> Decoded {
+        self.decode_with(raw, formats::decode)
+    }
+
+    /// [`Decoder::decode`] with another function for one record (tests: a format's other reader).
+    pub(crate) fn decode_with(&mut self, raw: &RawBatch, decode: fn(Format, &[u8], &Origin, &Adapter, &mut Out<'_>)) -> Decoded {
         let mut dead_letters = Vec::new();
         let mut skipped = BTreeMap::new();
         let (mut blank, mut records) = (0, 0);
@@ -290,7 +302,14 @@ impl Decoder {
             let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
             now.saturating_add((s.min(i64::MAX as u64 / 1_000_000_000) as i64) * 1_000_000_000)
         });
-        let mut out = Out { columns: &mut self.columns, dead_letters: &mut dead_letters, skipped: &mut skipped, options: &self.options, latest };
+        let mut out = Out {
+            columns: &mut self.columns,
+            dead_letters: &mut dead_letters,
+            skipped: &mut skipped,
+            options: &self.options,
+            latest,
+            state: &mut self.state,
+        };
         for (bytes, origin) in raw.iter() {
             let format = self.formats.of(origin);
             if format.is_text() && bytes.iter().all(u8::is_ascii_whitespace) {
@@ -307,7 +326,7 @@ impl Decoder {
                 out.dead(origin, verdict, redacted.as_deref().unwrap_or(bytes));
                 continue;
             }
-            formats::decode(format, bytes, origin, &self.formats.adapter, &mut out);
+            decode(format, bytes, origin, &self.formats.adapter, &mut out);
         }
         Decoded { events: self.columns.finish(), dead_letters, blank, records, skipped, bytes: raw.byte_len() }
     }

@@ -116,13 +116,14 @@ impl RawBatch {
 pub enum Kind {
     /// A JSON string; Arrow `Utf8`.
     Str,
-    /// A JSON array of strings; Arrow `List<Utf8>`, `[]` when absent.
+    /// A JSON array of strings; Arrow `List<Utf8>`.
     StrList,
     /// A JSON integer; Arrow `Int64`.
     Int,
     /// A JSON number; Arrow `Float64`.
     Num,
-    /// RFC 3339 text in JSON; Arrow timestamp, nanoseconds, UTC.
+    /// RFC 3339 text in JSON; Arrow timestamp, nanoseconds, UTC. The column
+    /// holds the time the format parsed, never null.
     Time,
     /// Origin columns only: a Kafka partition; Arrow `Int32`.
     Partition,
@@ -140,52 +141,136 @@ pub struct FieldDef {
     pub in_events_md: bool,
 }
 
-const fn f(name: &'static str, kind: Kind, nullable: bool) -> FieldDef {
-    FieldDef { name, kind, nullable, in_events_md: true }
-}
-const fn origin(name: &'static str, kind: Kind, nullable: bool) -> FieldDef {
-    FieldDef { name, kind, nullable, in_events_md: false }
+/// The one declaration of the `events` table, expanded into [`FIELDS`], the
+/// [`Event`] struct (one slot per events.md field, its type given by the
+/// kind: [`slot`]) and the [`Columns`] builders (one per column: [`builder`]).
+///
+/// An events.md field is `name: Kind`, null when the event leaves it out, or
+/// `name: Kind or DEFAULT`, never null: DEFAULT is what an absent value
+/// becomes. The `Time` field holds the time the format parsed. Origin fields
+/// are the values of [`Origin::columns`], in its order; `or null` marks the
+/// one that can be null.
+macro_rules! events_table {
+    (
+        events { $( $name:ident : $kind:ident $(or $default:expr)? ),* $(,)? }
+        origin { $( $oname:ident : $okind:ident $(or $onull:ident)? ),* $(,)? }
+    ) => {
+        /// The `events` table: every field of events.md, typed, in column
+        /// order, then where the event came from. The Arrow schema, the
+        /// column positions, [`Event`], [`Columns`] and the aiwatch format's
+        /// type checks all come from this one list.
+        ///
+        /// `environment` holds `production` when the event left it out
+        /// (events.md), and the two list columns hold `[]` when absent, so
+        /// rules need no `COALESCE`.
+        pub const FIELDS: &[FieldDef] = &[
+            $( FieldDef {
+                name: stringify!($name),
+                kind: Kind::$kind,
+                nullable: !matches!(Kind::$kind, Kind::Time) && !events_table!(@present $($default)?),
+                in_events_md: true,
+            }, )*
+            $( FieldDef { name: stringify!($oname), kind: Kind::$okind, nullable: events_table!(@present $($onull)?), in_events_md: false }, )*
+        ];
+
+        /// How many fields of events.md [`Event`] holds.
+        const EVENT_FIELDS: usize = [$(stringify!($name)),*].len();
+
+        /// One event of the schema, as a format hands it to [`Columns`]: a
+        /// slot per field of events.md. The `aiwatch` format deserializes its
+        /// records straight into it (so a wrong JSON type fails the record,
+        /// other fields are ignored); the adapter formats fill it from what
+        /// they map.
+        #[derive(Default, Deserialize)]
+        #[serde(bound(deserialize = "'de: 'a"))]
+        pub struct Event<'a> {
+            $( pub $name: slot::$kind<'a>, )*
+        }
+
+        impl<'a> Event<'a> {
+            /// Every field with its name, in column order, for the limits.
+            pub fn fields(&self) -> [(&'static str, Value<'_, 'a>); EVENT_FIELDS] {
+                [$( (stringify!($name), Slot::value(&self.$name)), )*]
+            }
+        }
+
+        /// Column builders for the `events` schema, reused from batch to
+        /// batch: what every format fills.
+        pub struct Columns {
+            rows: usize,
+            $( $name: builder::$kind, )*
+            $( $oname: builder::$okind, )*
+        }
+
+        impl Columns {
+            pub fn new() -> Columns {
+                Columns { rows: 0, $( $name: Builder::fresh(), )* $( $oname: Builder::fresh(), )* }
+            }
+
+            /// Appends one event that passed its format's checks (`event_id`
+            /// and `event_type` set and non-empty), at `time`, from `origin`.
+            pub fn append(&mut self, event: &Event<'_>, time: i64, origin: &Origin) {
+                $( self.$name.put(events_table!(@value event time $name $kind $(or $default)?)); )*
+                let ($($oname,)*) = origin.columns();
+                $( self.$oname.put($oname); )*
+                self.rows += 1;
+            }
+
+            /// Finishes the batch. Each builder starts the next batch with
+            /// the room the finished one used: arrow's builders otherwise
+            /// restart empty and regrow (reallocate and fault in fresh pages)
+            /// through every batch.
+            pub fn finish(&mut self) -> RecordBatch {
+                self.rows = 0;
+                let columns: Vec<ArrayRef> = vec![$( self.$name.finish_keeping_room(), )* $( self.$oname.finish_keeping_room(), )*];
+                RecordBatch::try_new(events_schema(), columns).expect("the builders match FIELDS")
+            }
+        }
+    };
+    (@present) => { false };
+    (@present $($t:tt)+) => { true };
+    (@value $event:ident $time:ident $name:ident Time) => { $time };
+    (@value $event:ident $time:ident $name:ident $kind:ident) => { &$event.$name };
+    (@value $event:ident $time:ident $name:ident $kind:ident or $default:expr) => { $event.$name.as_deref().unwrap_or($default) };
 }
 
-/// The `events` table: every field of events.md, typed, in column order, then
-/// where the event came from. The Arrow schema, the column positions and the
-/// aiwatch format's type checks are derived from this list; [`Event`] and
-/// [`Columns`] hold one slot per entry, checked against it by a test.
-///
-/// `environment` holds `production` when the event left it out (events.md), and
-/// the two list columns hold `[]` when absent, so rules need no `COALESCE`.
-pub const FIELDS: [FieldDef; 30] = [
-    f("event_id", Kind::Str, false),
-    f("event_type", Kind::Str, false),
-    f("time", Kind::Time, false),
-    f("tenant_id", Kind::Str, true),
-    f("actor_id", Kind::Str, true),
-    f("environment", Kind::Str, false),
-    f("source", Kind::Str, true),
-    f("request_id", Kind::Str, true),
-    f("provider", Kind::Str, true),
-    f("model", Kind::Str, true),
-    f("operation", Kind::Str, true),
-    f("vendor_region", Kind::Str, true),
-    f("data_classes", Kind::StrList, false),
-    f("context_tenant_ids", Kind::StrList, false),
-    f("conversation_id", Kind::Str, true),
-    f("input_tokens", Kind::Int, true),
-    f("prompt_sha256", Kind::Str, true),
-    f("status", Kind::Str, true),
-    f("output_tokens", Kind::Int, true),
-    f("latency_ms", Kind::Num, true),
-    f("artifact_id", Kind::Str, true),
-    f("artifact_kind", Kind::Str, true),
-    f("storage_region", Kind::Str, true),
-    f("resource_type", Kind::Str, true),
-    f("resource", Kind::Str, true),
-    f("change_id", Kind::Str, true),
-    f("approved_by", Kind::Str, true),
-    origin("origin_source", Kind::Str, false),
-    origin("origin_partition", Kind::Partition, true),
-    origin("origin_position", Kind::Position, false),
-];
+events_table! {
+    events {
+        // Required: the formats check them before they append.
+        event_id: Str or "",
+        event_type: Str or "",
+        time: Time,
+        tenant_id: Str,
+        actor_id: Str,
+        environment: Str or "production",
+        source: Str,
+        request_id: Str,
+        provider: Str,
+        model: Str,
+        operation: Str,
+        vendor_region: Str,
+        data_classes: StrList or &[],
+        context_tenant_ids: StrList or &[],
+        conversation_id: Str,
+        input_tokens: Int,
+        prompt_sha256: Str,
+        status: Str,
+        output_tokens: Int,
+        latency_ms: Num,
+        artifact_id: Str,
+        artifact_kind: Str,
+        storage_region: Str,
+        resource_type: Str,
+        resource: Str,
+        change_id: Str,
+        approved_by: Str,
+    }
+    origin {
+        origin_source: Str,
+        origin_partition: Partition or null,
+        origin_position: Position,
+    }
+}
 
 /// The position of `name` in [`FIELDS`]; a name that is not there fails the build.
 const fn position(name: &str) -> usize {
@@ -248,65 +333,207 @@ pub fn events_schema() -> SchemaRef {
         .clone()
 }
 
-/// One event of the schema, as a format hands it to [`Columns`]: every
-/// field of events.md but the three required ones, which come typed
-/// ([`Columns::append`]). The `aiwatch` format deserializes its records
-/// straight into it (so a wrong JSON type fails the record, other fields are
-/// ignored, and strings are borrowed from the record where they can be); the
-/// adapter formats fill it from what they map.
-#[derive(Default, Deserialize)]
-pub struct Event<'a> {
-    #[serde(borrow)]
-    pub event_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub event_type: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub time: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub tenant_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub actor_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub environment: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub source: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub request_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub provider: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub model: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub operation: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub vendor_region: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub data_classes: Option<List<'a>>,
-    #[serde(borrow)]
-    pub context_tenant_ids: Option<List<'a>>,
-    #[serde(borrow)]
-    pub conversation_id: Option<Cow<'a, str>>,
-    pub input_tokens: Option<i64>,
-    #[serde(borrow)]
-    pub prompt_sha256: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub status: Option<Cow<'a, str>>,
-    pub output_tokens: Option<i64>,
-    pub latency_ms: Option<f64>,
-    #[serde(borrow)]
-    pub artifact_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub artifact_kind: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub storage_region: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub resource_type: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub resource: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub change_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub approved_by: Option<Cow<'a, str>>,
+/// The type of an [`Event`] slot, by kind. Strings are borrowed from the
+/// record where they can be.
+pub mod slot {
+    use std::borrow::Cow;
+
+    pub type Str<'a> = Option<Cow<'a, str>>;
+    /// The RFC 3339 text; the column holds the time the format parsed from it.
+    pub type Time<'a> = Option<Cow<'a, str>>;
+    pub type StrList<'a> = Option<super::List<'a>>;
+    pub type Int<'a> = Option<i64>;
+    pub type Num<'a> = Option<f64>;
+}
+
+/// The Arrow builder of a column, by kind.
+pub mod builder {
+    use arrow::array::{Float64Builder, Int32Builder, Int64Builder, ListBuilder, StringBuilder, TimestampNanosecondBuilder};
+
+    pub type Str = StringBuilder;
+    pub type Time = TimestampNanosecondBuilder;
+    pub type StrList = ListBuilder<StringBuilder>;
+    pub type Int = Int64Builder;
+    pub type Num = Float64Builder;
+    pub type Partition = Int32Builder;
+    pub type Position = Int64Builder;
+}
+
+/// An [`Event`] slot seen whatever its kind, for checks that walk every field.
+#[derive(Debug, Clone, Copy)]
+pub enum Value<'e, 'a> {
+    Str(Option<&'e str>),
+    List(Option<&'e [Item<'a>]>),
+    Int(Option<i64>),
+    Num(Option<f64>),
+}
+
+trait Slot<'a> {
+    fn value(&self) -> Value<'_, 'a>;
+}
+
+impl<'a> Slot<'a> for Option<Cow<'a, str>> {
+    fn value(&self) -> Value<'_, 'a> {
+        Value::Str(self.as_deref())
+    }
+}
+
+impl<'a> Slot<'a> for Option<List<'a>> {
+    fn value(&self) -> Value<'_, 'a> {
+        Value::List(self.as_deref())
+    }
+}
+
+impl<'a> Slot<'a> for Option<i64> {
+    fn value(&self) -> Value<'_, 'a> {
+        Value::Int(*self)
+    }
+}
+
+impl<'a> Slot<'a> for Option<f64> {
+    fn value(&self) -> Value<'_, 'a> {
+        Value::Num(*self)
+    }
+}
+
+/// A column builder: made empty, finished keeping its room for the next batch.
+trait Builder {
+    fn fresh() -> Self;
+    fn finish_keeping_room(&mut self) -> ArrayRef;
+}
+
+impl Builder for StringBuilder {
+    fn fresh() -> Self {
+        StringBuilder::new()
+    }
+    fn finish_keeping_room(&mut self) -> ArrayRef {
+        let (items, bytes) = (self.len(), self.values_slice().len());
+        let array = Arc::new(self.finish());
+        *self = StringBuilder::with_capacity(items, bytes);
+        array
+    }
+}
+
+impl Builder for ListBuilder<StringBuilder> {
+    fn fresh() -> Self {
+        // The schema's item field is nullable "item"; ListBuilder's default matches it.
+        ListBuilder::new(StringBuilder::new())
+    }
+    fn finish_keeping_room(&mut self) -> ArrayRef {
+        let (lists, items, bytes) = (self.len(), self.values_ref().len(), self.values_ref().values_slice().len());
+        let array = Arc::new(self.finish());
+        *self = ListBuilder::with_capacity(StringBuilder::with_capacity(items, bytes), lists);
+        array
+    }
+}
+
+/// Finishes a primitive builder, replacing it with `make(rows)`.
+fn finish_primitive<T: ArrowPrimitiveType>(b: &mut PrimitiveBuilder<T>, make: fn(usize) -> PrimitiveBuilder<T>) -> ArrayRef {
+    let items = b.len();
+    let array = Arc::new(b.finish());
+    *b = make(items);
+    array
+}
+
+impl Builder for TimestampNanosecondBuilder {
+    fn fresh() -> Self {
+        TimestampNanosecondBuilder::new().with_timezone("UTC")
+    }
+    fn finish_keeping_room(&mut self) -> ArrayRef {
+        finish_primitive(self, |n| TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC"))
+    }
+}
+
+impl Builder for Int64Builder {
+    fn fresh() -> Self {
+        Int64Builder::new()
+    }
+    fn finish_keeping_room(&mut self) -> ArrayRef {
+        finish_primitive(self, Int64Builder::with_capacity)
+    }
+}
+
+impl Builder for Int32Builder {
+    fn fresh() -> Self {
+        Int32Builder::new()
+    }
+    fn finish_keeping_room(&mut self) -> ArrayRef {
+        finish_primitive(self, Int32Builder::with_capacity)
+    }
+}
+
+impl Builder for Float64Builder {
+    fn fresh() -> Self {
+        Float64Builder::new()
+    }
+    fn finish_keeping_room(&mut self) -> ArrayRef {
+        finish_primitive(self, Float64Builder::with_capacity)
+    }
+}
+
+/// Appends one value of the kind a builder holds.
+trait Put<V> {
+    fn put(&mut self, v: V);
+}
+
+impl Put<&Option<Cow<'_, str>>> for StringBuilder {
+    fn put(&mut self, v: &Option<Cow<'_, str>>) {
+        self.append_option(v.as_deref());
+    }
+}
+
+impl Put<&str> for StringBuilder {
+    fn put(&mut self, v: &str) {
+        self.append_value(v);
+    }
+}
+
+impl Put<&[Item<'_>]> for ListBuilder<StringBuilder> {
+    fn put(&mut self, items: &[Item<'_>]) {
+        for item in items {
+            self.values().append_value(&*item.0);
+        }
+        self.append(true);
+    }
+}
+
+impl Put<&Option<List<'_>>> for ListBuilder<StringBuilder> {
+    fn put(&mut self, v: &Option<List<'_>>) {
+        match v {
+            Some(items) => self.put(&items[..]),
+            None => self.append(false),
+        }
+    }
+}
+
+impl Put<&Option<i64>> for Int64Builder {
+    fn put(&mut self, v: &Option<i64>) {
+        self.append_option(*v);
+    }
+}
+
+impl Put<i64> for Int64Builder {
+    fn put(&mut self, v: i64) {
+        self.append_value(v);
+    }
+}
+
+impl Put<&Option<f64>> for Float64Builder {
+    fn put(&mut self, v: &Option<f64>) {
+        self.append_option(*v);
+    }
+}
+
+impl Put<Option<i32>> for Int32Builder {
+    fn put(&mut self, v: Option<i32>) {
+        self.append_option(v);
+    }
+}
+
+impl Put<i64> for TimestampNanosecondBuilder {
+    fn put(&mut self, v: i64) {
+        self.append_value(v);
+    }
 }
 
 /// A list field's entries: up to four inline, each borrowed from the record
@@ -344,81 +571,6 @@ impl<'de: 'a, 'a> Deserialize<'de> for Item<'a> {
     }
 }
 
-impl<'a> Event<'a> {
-    /// Every string field with its name, for the size limits.
-    pub fn strings(&self) -> [(&'static str, Option<&str>); 22] {
-        [
-            ("event_id", self.event_id.as_deref()),
-            ("event_type", self.event_type.as_deref()),
-            ("time", self.time.as_deref()),
-            ("tenant_id", self.tenant_id.as_deref()),
-            ("actor_id", self.actor_id.as_deref()),
-            ("environment", self.environment.as_deref()),
-            ("source", self.source.as_deref()),
-            ("request_id", self.request_id.as_deref()),
-            ("provider", self.provider.as_deref()),
-            ("model", self.model.as_deref()),
-            ("operation", self.operation.as_deref()),
-            ("vendor_region", self.vendor_region.as_deref()),
-            ("conversation_id", self.conversation_id.as_deref()),
-            ("prompt_sha256", self.prompt_sha256.as_deref()),
-            ("status", self.status.as_deref()),
-            ("artifact_id", self.artifact_id.as_deref()),
-            ("artifact_kind", self.artifact_kind.as_deref()),
-            ("storage_region", self.storage_region.as_deref()),
-            ("resource_type", self.resource_type.as_deref()),
-            ("resource", self.resource.as_deref()),
-            ("change_id", self.change_id.as_deref()),
-            ("approved_by", self.approved_by.as_deref()),
-        ]
-    }
-
-    /// Both list fields with their names.
-    pub fn lists(&self) -> [(&'static str, &Option<List<'a>>); 2] {
-        [("data_classes", &self.data_classes), ("context_tenant_ids", &self.context_tenant_ids)]
-    }
-}
-
-/// Column builders for the `events` schema, reused from batch to batch: what
-/// every format fills.
-pub struct Columns {
-    event_id: StringBuilder,
-    event_type: StringBuilder,
-    time: TimestampNanosecondBuilder,
-    tenant_id: StringBuilder,
-    actor_id: StringBuilder,
-    environment: StringBuilder,
-    source: StringBuilder,
-    request_id: StringBuilder,
-    provider: StringBuilder,
-    model: StringBuilder,
-    operation: StringBuilder,
-    vendor_region: StringBuilder,
-    data_classes: ListBuilder<StringBuilder>,
-    context_tenant_ids: ListBuilder<StringBuilder>,
-    conversation_id: StringBuilder,
-    input_tokens: Int64Builder,
-    prompt_sha256: StringBuilder,
-    status: StringBuilder,
-    output_tokens: Int64Builder,
-    latency_ms: Float64Builder,
-    artifact_id: StringBuilder,
-    artifact_kind: StringBuilder,
-    storage_region: StringBuilder,
-    resource_type: StringBuilder,
-    resource: StringBuilder,
-    change_id: StringBuilder,
-    approved_by: StringBuilder,
-    origin_source: StringBuilder,
-    origin_partition: Int32Builder,
-    origin_position: Int64Builder,
-}
-
-fn list_builder() -> ListBuilder<StringBuilder> {
-    // The schema's item field is nullable "item"; ListBuilder's default matches it.
-    ListBuilder::new(StringBuilder::new())
-}
-
 impl Default for Columns {
     fn default() -> Self {
         Columns::new()
@@ -426,154 +578,13 @@ impl Default for Columns {
 }
 
 impl Columns {
-    pub fn new() -> Columns {
-        Columns {
-            event_id: StringBuilder::new(),
-            event_type: StringBuilder::new(),
-            time: TimestampNanosecondBuilder::new().with_timezone("UTC"),
-            tenant_id: StringBuilder::new(),
-            actor_id: StringBuilder::new(),
-            environment: StringBuilder::new(),
-            source: StringBuilder::new(),
-            request_id: StringBuilder::new(),
-            provider: StringBuilder::new(),
-            model: StringBuilder::new(),
-            operation: StringBuilder::new(),
-            vendor_region: StringBuilder::new(),
-            data_classes: list_builder(),
-            context_tenant_ids: list_builder(),
-            conversation_id: StringBuilder::new(),
-            input_tokens: Int64Builder::new(),
-            prompt_sha256: StringBuilder::new(),
-            status: StringBuilder::new(),
-            output_tokens: Int64Builder::new(),
-            latency_ms: Float64Builder::new(),
-            artifact_id: StringBuilder::new(),
-            artifact_kind: StringBuilder::new(),
-            storage_region: StringBuilder::new(),
-            resource_type: StringBuilder::new(),
-            resource: StringBuilder::new(),
-            change_id: StringBuilder::new(),
-            approved_by: StringBuilder::new(),
-            origin_source: StringBuilder::new(),
-            origin_partition: Int32Builder::new(),
-            origin_position: Int64Builder::new(),
-        }
-    }
-
     /// Rows appended since the last [`Columns::finish`].
     pub fn len(&self) -> usize {
-        self.event_id.len()
+        self.rows
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// Appends one event: its three required fields, checked by the format, and the rest.
-    pub fn append(&mut self, w: &Event<'_>, event_id: &str, event_type: &str, time: i64, origin: &Origin) {
-        fn list(b: &mut ListBuilder<StringBuilder>, v: &Option<List<'_>>) {
-            if let Some(items) = v {
-                for item in items {
-                    b.values().append_value(&*item.0);
-                }
-            }
-            b.append(true);
-        }
-        self.event_id.append_value(event_id);
-        self.event_type.append_value(event_type);
-        self.time.append_value(time);
-        self.tenant_id.append_option(w.tenant_id.as_deref());
-        self.actor_id.append_option(w.actor_id.as_deref());
-        self.environment.append_value(w.environment.as_deref().unwrap_or("production"));
-        self.source.append_option(w.source.as_deref());
-        self.request_id.append_option(w.request_id.as_deref());
-        self.provider.append_option(w.provider.as_deref());
-        self.model.append_option(w.model.as_deref());
-        self.operation.append_option(w.operation.as_deref());
-        self.vendor_region.append_option(w.vendor_region.as_deref());
-        list(&mut self.data_classes, &w.data_classes);
-        list(&mut self.context_tenant_ids, &w.context_tenant_ids);
-        self.conversation_id.append_option(w.conversation_id.as_deref());
-        self.input_tokens.append_option(w.input_tokens);
-        self.prompt_sha256.append_option(w.prompt_sha256.as_deref());
-        self.status.append_option(w.status.as_deref());
-        self.output_tokens.append_option(w.output_tokens);
-        self.latency_ms.append_option(w.latency_ms);
-        self.artifact_id.append_option(w.artifact_id.as_deref());
-        self.artifact_kind.append_option(w.artifact_kind.as_deref());
-        self.storage_region.append_option(w.storage_region.as_deref());
-        self.resource_type.append_option(w.resource_type.as_deref());
-        self.resource.append_option(w.resource.as_deref());
-        self.change_id.append_option(w.change_id.as_deref());
-        self.approved_by.append_option(w.approved_by.as_deref());
-        let (source, partition, position) = origin.columns();
-        self.origin_source.append_value(source);
-        self.origin_partition.append_option(partition);
-        self.origin_position.append_value(position);
-    }
-
-    /// Finishes the batch. Each builder starts the next batch with the room the
-    /// finished one used: arrow's builders otherwise restart empty and regrow
-    /// (reallocate and fault in fresh pages) through every batch.
-    pub fn finish(&mut self) -> RecordBatch {
-        fn strings(b: &mut StringBuilder) -> ArrayRef {
-            let (items, bytes) = (b.len(), b.values_slice().len());
-            let array = Arc::new(b.finish());
-            *b = StringBuilder::with_capacity(items, bytes);
-            array
-        }
-        fn lists(b: &mut ListBuilder<StringBuilder>) -> ArrayRef {
-            let (lists, items, bytes) = (b.len(), b.values_ref().len(), b.values_ref().values_slice().len());
-            let array = Arc::new(b.finish());
-            *b = ListBuilder::with_capacity(StringBuilder::with_capacity(items, bytes), lists);
-            array
-        }
-        fn primitives<T: ArrowPrimitiveType>(b: &mut PrimitiveBuilder<T>) -> ArrayRef {
-            let items = b.len();
-            let array = Arc::new(b.finish());
-            *b = PrimitiveBuilder::with_capacity(items);
-            array
-        }
-        fn times(b: &mut TimestampNanosecondBuilder) -> ArrayRef {
-            let items = b.len();
-            let array = Arc::new(b.finish());
-            *b = TimestampNanosecondBuilder::with_capacity(items).with_timezone("UTC");
-            array
-        }
-        let columns: Vec<ArrayRef> = vec![
-            strings(&mut self.event_id),
-            strings(&mut self.event_type),
-            times(&mut self.time),
-            strings(&mut self.tenant_id),
-            strings(&mut self.actor_id),
-            strings(&mut self.environment),
-            strings(&mut self.source),
-            strings(&mut self.request_id),
-            strings(&mut self.provider),
-            strings(&mut self.model),
-            strings(&mut self.operation),
-            strings(&mut self.vendor_region),
-            lists(&mut self.data_classes),
-            lists(&mut self.context_tenant_ids),
-            strings(&mut self.conversation_id),
-            primitives(&mut self.input_tokens),
-            strings(&mut self.prompt_sha256),
-            strings(&mut self.status),
-            primitives(&mut self.output_tokens),
-            primitives(&mut self.latency_ms),
-            strings(&mut self.artifact_id),
-            strings(&mut self.artifact_kind),
-            strings(&mut self.storage_region),
-            strings(&mut self.resource_type),
-            strings(&mut self.resource),
-            strings(&mut self.change_id),
-            strings(&mut self.approved_by),
-            strings(&mut self.origin_source),
-            primitives(&mut self.origin_partition),
-            primitives(&mut self.origin_position),
-        ];
-        RecordBatch::try_new(events_schema(), columns).expect("the builders match FIELDS")
     }
 }
 
@@ -600,20 +611,56 @@ mod tests {
     }
 
     #[test]
-    fn event_and_columns_hold_one_slot_per_field_in_order() {
-        // Columns::finish builds the batch against the schema made from FIELDS: it fails on any mismatch.
+    fn columns_fill_every_field_of_the_table_and_absent_values_become_their_defaults() {
+        use arrow::array::{Array, AsArray};
+        use arrow::datatypes::{Float64Type, Int32Type, Int64Type, TimestampNanosecondType};
         let mut c = Columns::new();
-        let e = Event { tenant_id: Some("t".into()), input_tokens: Some(3), ..Default::default() };
-        c.append(&e, "id", "ai.request", 5, &Origin::File { path: "f".into(), line: 1 });
+        let full = Event {
+            event_id: Some("id-1".into()),
+            event_type: Some("ai.request".into()),
+            tenant_id: Some("t".into()),
+            data_classes: Some([Item("pii".into())].into_iter().collect()),
+            input_tokens: Some(3),
+            latency_ms: Some(1.5),
+            approved_by: Some("bob".into()),
+            ..Default::default()
+        };
+        c.append(&full, 5, &Origin::Kafka { topic: "k".into(), partition: 2, offset: 9 });
+        let bare = Event { event_id: Some("id-2".into()), event_type: Some("x".into()), ..Default::default() };
+        c.append(&bare, 6, &Origin::File { path: "f".into(), line: 1 });
+        assert_eq!(c.len(), 2);
         let b = c.finish();
+        assert!(c.is_empty());
+        assert_eq!(b.schema(), events_schema());
         assert_eq!(b.num_columns(), FIELDS.len());
-        assert_eq!(b.column_by_name("tenant_id").unwrap().as_any().downcast_ref::<arrow::array::StringArray>().unwrap().value(0), "t");
-        // Every string and list field of events.md is in Event's limit lists, by name.
-        let named: Vec<&str> = e.strings().iter().map(|s| s.0).chain(e.lists().iter().map(|l| l.0)).collect();
-        for d in FIELDS.iter().filter(|d| d.in_events_md && matches!(d.kind, Kind::Str | Kind::StrList | Kind::Time)) {
-            assert!(named.contains(&d.name), "{} is not in Event::strings/lists", d.name);
-        }
-        assert_eq!(named.len(), FIELDS.iter().filter(|d| d.in_events_md && matches!(d.kind, Kind::Str | Kind::StrList | Kind::Time)).count());
+        let strings = |name: &str| -> Vec<Option<String>> {
+            b.column_by_name(name).unwrap().as_string::<i32>().iter().map(|s| s.map(str::to_string)).collect()
+        };
+        assert_eq!(strings("event_id"), [Some("id-1".to_string()), Some("id-2".to_string())]);
+        assert_eq!(strings("tenant_id"), [Some("t".to_string()), None]);
+        assert_eq!(strings("approved_by"), [Some("bob".to_string()), None], "the last field of events.md");
+        assert_eq!(strings("environment"), [Some("production".to_string()), Some("production".to_string())]);
+        assert_eq!(strings("origin_source"), [Some("k".to_string()), Some("f".to_string())]);
+        let times = b.column(col::TIME).as_primitive::<TimestampNanosecondType>();
+        assert_eq!((times.value(0), times.value(1)), (5, 6));
+        let classes = b.column_by_name("data_classes").unwrap().as_list::<i32>();
+        assert_eq!(classes.value(0).as_string::<i32>().value(0), "pii");
+        assert!(classes.is_valid(1) && classes.value(1).is_empty(), "absent is [], not null");
+        let tokens = b.column_by_name("input_tokens").unwrap().as_primitive::<Int64Type>();
+        assert_eq!((tokens.value(0), tokens.is_null(1)), (3, true));
+        assert_eq!(b.column_by_name("latency_ms").unwrap().as_primitive::<Float64Type>().value(0), 1.5);
+        let partitions = b.column(col::ORIGIN_PARTITION).as_primitive::<Int32Type>();
+        assert_eq!((partitions.value(0), partitions.is_null(1)), (2, true));
+        assert_eq!(b.column(col::ORIGIN_POSITION).as_primitive::<Int64Type>().values(), &[9, 1]);
+        // The builders keep working after a finish.
+        c.append(&bare, 7, &Origin::Generated { seq: 4 });
+        assert_eq!(c.finish().num_rows(), 1);
+    }
+
+    #[test]
+    fn columns_without_a_default_are_nullable() {
+        let required: Vec<&str> = FIELDS.iter().filter(|d| !d.nullable).map(|d| d.name).collect();
+        assert_eq!(required, ["event_id", "event_type", "time", "environment", "data_classes", "context_tenant_ids", "origin_source", "origin_position"]);
     }
 
     #[test]

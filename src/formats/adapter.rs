@@ -159,6 +159,12 @@ impl Adapter {
         }
     }
 
+    /// Whether a `litellm` lookup looks into the object under this payload key
+    /// (`metadata`, `hidden_params`, the first key of a configured path).
+    pub fn looks_into(&self, key: &str) -> bool {
+        matches!(key, "metadata" | "hidden_params") || self.tenant_paths.iter().chain(&self.actor_paths).any(|p| p.len() > 1 && p[0] == key)
+    }
+
     /// The aiwatch provider name of a source provider name; other names pass through.
     pub fn provider<'s>(&'s self, source: &'s str) -> &'s str {
         self.providers.get(source).map_or(source, String::as_str)

@@ -5,7 +5,10 @@
 //!
 //! A payload is read as an object whose values stay unparsed ([`Obj`]): the
 //! prompt and the response, most of a payload's bytes, are only scanned,
-//! never copied, and only the fields the mapping names are parsed. The unit
+//! never copied, and only the fields the mapping names are parsed. A large
+//! value a decoder has met before, byte for byte (LiteLLM's cost-map entry for
+//! the model, in every payload), is recognised by comparison instead of
+//! scanned again ([`Repeats`]). The unit
 //! of mapping is the payload: a payload that cannot be mapped is one dead
 //! letter (its text fields replaced by hashes), and the other payloads of the
 //! same array map as usual.
@@ -26,9 +29,22 @@ const FORMAT: &str = "litellm";
 /// The payload fields that hold prompt or response text: never copied, hashed in dead letters.
 pub const TEXT_FIELDS: [&str; 2] = ["messages", "response"];
 
-/// A JSON object whose values are left unparsed until asked for. Keys are
-/// borrowed from the record unless they hold escapes.
-struct Obj<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+/// A JSON object whose values are left unparsed (their JSON text) until
+/// asked for. Keys are borrowed from the record unless they hold escapes.
+struct Obj<'a> {
+    entries: Vec<(Cow<'a, str>, &'a str)>,
+    /// The keys' fingerprints ([`print`]), so a lookup compares whole keys only where they agree.
+    prints: Vec<u64>,
+}
+
+/// A key's fingerprint: its length and last eight bytes.
+fn print(key: &str) -> u64 {
+    let b = key.as_bytes();
+    let n = b.len().min(8);
+    let mut tail = [0u8; 8];
+    tail[..n].copy_from_slice(&b[b.len() - n..]);
+    u64::from_le_bytes(tail) ^ (b.len() as u64).rotate_right(8)
+}
 
 impl<'de> Deserialize<'de> for Obj<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -43,9 +59,9 @@ impl<'de> Deserialize<'de> for Obj<'de> {
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Obj<'de>, M::Error> {
                 let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(48));
                 while let Some(Item(key)) = map.next_key::<Item<'de>>()? {
-                    entries.push((key, map.next_value::<&'de RawValue>()?));
+                    entries.push((key, map.next_value::<&'de RawValue>()?.get()));
                 }
-                Ok(Obj(entries))
+                Ok(Obj::new(entries))
             }
         }
         d.deserialize_map(Visit)
@@ -53,9 +69,299 @@ impl<'de> Deserialize<'de> for Obj<'de> {
 }
 
 impl<'a> Obj<'a> {
+    fn new(entries: Vec<(Cow<'a, str>, &'a str)>) -> Obj<'a> {
+        let prints = entries.iter().map(|(k, _)| print(k)).collect();
+        Obj { entries, prints }
+    }
+
     /// The first value of `key` that is not `null`.
-    fn get(&self, key: &str) -> Option<&'a RawValue> {
-        self.0.iter().find(|(k, v)| k == key && v.get() != "null").map(|(_, v)| *v)
+    fn get(&self, key: &str) -> Option<&'a str> {
+        let p = print(key);
+        let (_, v) = self.prints.iter().zip(&self.entries).find(|(q, (k, v))| **q == p && k == key && *v != "null").map(|(_, e)| e)?;
+        Some(v)
+    }
+
+    /// Reads a payload's top-level object as `serde_json` reads an [`Obj`]
+    /// ([`Reader`]); `None` where the text is not such an object (the caller
+    /// then asks `serde_json` why).
+    fn read_top(b: &'a [u8], repeats: &mut Repeats, nested: impl Fn(&str) -> bool) -> Option<Payload<'a>> {
+        // One UTF-8 check of the record; then every slice at an ASCII delimiter is text.
+        let text = std::str::from_utf8(b).ok()?;
+        let mut r = Reader { text, repeats, inner: Vec::new() };
+        let mut i = ws(b, 0);
+        let top = r.object(&mut i, Some(&nested))?;
+        (ws(b, i) == b.len()).then(|| Payload { top, inner: RefCell::new(r.inner) })
+    }
+}
+
+/// The position of the first byte at or after `i` that is not JSON whitespace.
+fn ws(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+        i += 1;
+    }
+    i
+}
+
+/// One JSON value at `*at` (after any whitespace) read by serde_json, and `*at` moved past it.
+fn one<'a, T: Deserialize<'a>>(text: &'a str, at: &mut usize) -> Option<T> {
+    let mut values = serde_json::Deserializer::from_str(text.get(*at..)?).into_iter::<T>();
+    let value = values.next()?.ok()?;
+    *at += values.byte_offset();
+    Some(value)
+}
+
+/// Reads objects as serde_json reads an [`Obj`], accepting exactly what it
+/// accepts: keys and scalars without escapes in place ([`plain_token`]),
+/// anything else by serde_json. At the top level, a value [`Repeats`] holds
+/// is recognised by comparison, and the objects the mapping looks into are
+/// read in the same pass ([`Payload::inner`]).
+struct Reader<'a, 'r> {
+    text: &'a str,
+    repeats: &'r mut Repeats,
+    inner: Vec<(*const u8, Option<Obj<'a>>)>,
+}
+
+impl<'a> Reader<'a, '_> {
+    /// The object at `*at`, and `*at` moved past it; `nested`, at the top level only, names the keys whose objects are read too.
+    fn object(&mut self, at: &mut usize, nested: Option<&dyn Fn(&str) -> bool>) -> Option<Obj<'a>> {
+        let (text, b) = (self.text, self.text.as_bytes());
+        if b.get(*at) != Some(&b'{') {
+            return None;
+        }
+        let mut entries = Vec::with_capacity(if nested.is_some() { 64 } else { 16 });
+        let mut i = ws(b, *at + 1);
+        if b.get(i) == Some(&b'}') {
+            *at = i + 1;
+            return Some(Obj::new(entries));
+        }
+        loop {
+            let key = match plain_string(text, i) {
+                Some((key, end)) => {
+                    i = end;
+                    Cow::Borrowed(key)
+                }
+                None => one::<Item<'a>>(text, &mut i)?.0,
+            };
+            i = ws(b, i);
+            if b.get(i) != Some(&b':') {
+                return None;
+            }
+            i = ws(b, i + 1);
+            let value = self.value(&key, &mut i, nested)?;
+            entries.push((key, value));
+            i = ws(b, i);
+            match b.get(i) {
+                Some(b',') => i = ws(b, i + 1),
+                Some(b'}') => {
+                    *at = i + 1;
+                    return Some(Obj::new(entries));
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    fn value(&mut self, key: &str, at: &mut usize, nested: Option<&dyn Fn(&str) -> bool>) -> Option<&'a str> {
+        let (text, b) = (self.text, self.text.as_bytes());
+        if let Some(nested) = nested.filter(|_| matches!(b.get(*at), Some(b'{' | b'['))) {
+            if let Some(len) = self.repeats.find(key, &b[*at..]) {
+                *at += len;
+                return text.get(*at - len..*at);
+            }
+            if b.get(*at) == Some(&b'{') && nested(key) {
+                let start = *at;
+                let obj = self.object(at, None)?;
+                self.inner.push((b[start..].as_ptr(), Some(obj)));
+                return text.get(start..*at);
+            }
+        }
+        let start = *at;
+        self.skip(at, 0)?;
+        let v = text.get(start..*at)?;
+        if nested.is_some() {
+            self.repeats.remember(key, v.as_bytes());
+        }
+        Some(v)
+    }
+
+    /// Moves `*at` past the value there, checked as serde_json checks it.
+    /// Objects and arrays to a depth of [`Reader::DEPTH`] are walked here,
+    /// anything deeper or not plain is left to serde_json.
+    fn skip(&mut self, at: &mut usize, depth: usize) -> Option<()> {
+        let (text, b) = (self.text, self.text.as_bytes());
+        match b.get(*at) {
+            Some(b'{') if depth < Self::DEPTH => {
+                let mut i = ws(b, *at + 1);
+                if b.get(i) != Some(&b'}') {
+                    loop {
+                        match plain_string(text, i) {
+                            Some((_, end)) => i = end,
+                            None => one::<Item<'a>>(text, &mut i).map(drop)?,
+                        }
+                        i = ws(b, i);
+                        if b.get(i) != Some(&b':') {
+                            return None;
+                        }
+                        i = ws(b, i + 1);
+                        self.skip(&mut i, depth + 1)?;
+                        i = ws(b, i);
+                        match b.get(i) {
+                            Some(b',') => i = ws(b, i + 1),
+                            Some(b'}') => break,
+                            _ => return None,
+                        }
+                    }
+                }
+                *at = i + 1;
+            }
+            Some(b'[') if depth < Self::DEPTH => {
+                let mut i = ws(b, *at + 1);
+                if b.get(i) != Some(&b']') {
+                    loop {
+                        self.skip(&mut i, depth + 1)?;
+                        i = ws(b, i);
+                        match b.get(i) {
+                            Some(b',') => i = ws(b, i + 1),
+                            Some(b']') => break,
+                            _ => return None,
+                        }
+                    }
+                }
+                *at = i + 1;
+            }
+            Some(b'{' | b'[') => drop(one::<&'a RawValue>(text, at)?),
+            _ => match plain_token(text, *at) {
+                Some((_, end)) => *at = end,
+                None => drop(one::<&'a RawValue>(text, at)?),
+            },
+        }
+        Some(())
+    }
+}
+
+impl Reader<'_, '_> {
+    /// How deep [`Reader::skip`] walks before it leaves a value to serde_json (which has no limit).
+    const DEPTH: usize = 32;
+}
+
+/// The string at `text[i]` when it holds no escape (most keys and values):
+/// its text and where it ends; `None` for anything else, which serde_json
+/// then reads and judges. Accepts only what serde_json accepts.
+fn plain_string(text: &str, i: usize) -> Option<(&str, usize)> {
+    let b = text.as_bytes();
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let len = to_quote_escape_or_control(&b[i + 1..])?;
+    if b[i + 1 + len] != b'"' {
+        return None;
+    }
+    Some((text.get(i + 1..i + 1 + len)?, i + len + 2))
+}
+
+/// The position of the first `"`, `\\` or control character, eight bytes at a
+/// time (as serde_json finds the end of a string).
+fn to_quote_escape_or_control(b: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let mut at = 0;
+    for chunk in b.chunks_exact(8) {
+        let x = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let found = zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\'))) | (x.wrapping_sub(ONES * 0x20) & !x & HIGH);
+        if found != 0 {
+            // The lowest flagged byte is a true match (a borrow only flags bytes above one).
+            return Some(at + found.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    b[at..].iter().position(|c| matches!(c, b'"' | b'\\' | 0..=0x1f)).map(|p| at + p)
+}
+
+/// The JSON text of the scalar at `text[i]` when it is a string without
+/// escapes, `null`, `true`, `false` or a number, and where it ends; `None`
+/// for anything else. What follows is the caller's to check (a delimiter).
+fn plain_token(text: &str, i: usize) -> Option<(&str, usize)> {
+    let b = text.as_bytes();
+    let digits = |mut j: usize| {
+        while b.get(j).is_some_and(u8::is_ascii_digit) {
+            j += 1;
+        }
+        j
+    };
+    let end = match *b.get(i)? {
+        b'"' => plain_string(text, i)?.1,
+        b'n' if b[i..].starts_with(b"null") => i + 4,
+        b't' if b[i..].starts_with(b"true") => i + 4,
+        b'f' if b[i..].starts_with(b"false") => i + 5,
+        b'-' | b'0'..=b'9' => {
+            // -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+            let mut j = if b[i] == b'-' { i + 1 } else { i };
+            j = match b.get(j) {
+                Some(b'0') => j + 1,
+                Some(b'1'..=b'9') => digits(j),
+                _ => return None,
+            };
+            if b.get(j) == Some(&b'.') {
+                let k = digits(j + 1);
+                if k == j + 1 {
+                    return None;
+                }
+                j = k;
+            }
+            if matches!(b.get(j), Some(b'e' | b'E')) {
+                let sign = usize::from(matches!(b.get(j + 1), Some(b'+' | b'-')));
+                let k = digits(j + 1 + sign);
+                if k == j + 1 + sign {
+                    return None;
+                }
+                j = k;
+            }
+            j
+        }
+        _ => return None,
+    };
+    Some((text.get(i..end)?, end))
+}
+
+/// Large values a decoder has met before, byte for byte, by the payload key
+/// that held them. LiteLLM writes the same `model_map_information` (its
+/// cost-map entry for the model, 9 KB, most of a payload) in every payload
+/// for a model. An object or array is self-delimiting, so a record whose
+/// text at a value starts with one met before (and checked by `serde_json`
+/// then) holds that same valid value there: a comparison replaces the scan.
+/// Prompt and response text is never held.
+#[derive(Debug, Default)]
+pub struct Repeats {
+    /// (key, value's JSON text, times found again), at most [`Repeats::CAPACITY`].
+    entries: Vec<(Box<str>, Box<[u8]>, u32)>,
+}
+
+impl Repeats {
+    /// Values smaller than this are scanned (a comparison saves little), larger than `MAX` too (memory).
+    const MIN: usize = 2048;
+    const MAX: usize = 64 << 10;
+    const CAPACITY: usize = 16;
+
+    /// The value at the start of `rest` when it is one held for `key`.
+    /// The length of the value at the start of `rest` when it is one held for `key`.
+    fn find(&mut self, key: &str, rest: &[u8]) -> Option<usize> {
+        let (_, text, hits) = self.entries.iter_mut().find(|(k, t, _)| **k == *key && rest.starts_with(t))?;
+        *hits += 1;
+        Some(text.len())
+    }
+
+    /// Holds a large object or array scanned under `key`, in place of the held value found again least.
+    fn remember(&mut self, key: &str, value: &[u8]) {
+        if !(Self::MIN..=Self::MAX).contains(&value.len()) || !matches!(value.first(), Some(b'{' | b'[')) || TEXT_FIELDS.contains(&key) {
+            return;
+        }
+        let entry = (key.into(), value.into(), 0);
+        if self.entries.len() < Self::CAPACITY {
+            self.entries.push(entry);
+        } else if let Some(least) = self.entries.iter_mut().min_by_key(|e| e.2) {
+            *least = entry;
+        }
     }
 }
 
@@ -67,17 +373,17 @@ struct Payload<'a> {
 }
 
 impl<'a> Payload<'a> {
-    fn at(&self, path: &[String]) -> Option<&'a RawValue> {
-        let (first, rest) = path.split_first()?;
-        let mut v = self.top.get(first)?;
-        for key in rest {
+    /// The value at `path` (keys into nested objects), first non-null at each step.
+    fn at<'k>(&self, path: impl IntoIterator<Item = &'k str>) -> Option<&'a str> {
+        let mut path = path.into_iter();
+        let mut v = self.top.get(path.next()?)?;
+        for key in path {
             v = self.child(v, key)?;
         }
         Some(v)
     }
 
-    fn child(&self, v: &'a RawValue, key: &str) -> Option<&'a RawValue> {
-        let text: &'a str = v.get();
+    fn child(&self, text: &'a str, key: &str) -> Option<&'a str> {
         let mut inner = self.inner.borrow_mut();
         if let Some((_, obj)) = inner.iter().find(|(p, _)| *p == text.as_ptr()) {
             return obj.as_ref()?.get(key);
@@ -89,16 +395,15 @@ impl<'a> Payload<'a> {
         found
     }
 
-    fn path(&self, dotted: &str) -> Option<&'a RawValue> {
-        let path: Vec<String> = dotted.split('.').map(str::to_string).collect();
-        self.at(&path)
+    fn path(&self, dotted: &str) -> Option<&'a str> {
+        self.at(dotted.split('.'))
     }
 
     /// The first of `paths` holding a non-empty string.
     fn first_string(&self, paths: &[Vec<String>]) -> Result<Option<Cow<'a, str>>, Verdict> {
         for p in paths {
-            if let Some(v) = self.at(p) {
-                let s = string(v, &p.join("."))?;
+            if let Some(v) = self.at(p.iter().map(String::as_str)) {
+                let s = string(v, &Dotted(p))?;
                 if !s.is_empty() {
                     return Ok(Some(s));
                 }
@@ -121,9 +426,18 @@ impl<'a> Payload<'a> {
     }
 }
 
+/// A path split at its dots, written back with them (only for a reason).
+struct Dotted<'p>(&'p [String]);
+
+impl std::fmt::Display for Dotted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join("."))
+    }
+}
+
 /// What a JSON value is, from its first character, for a reason that names no value.
-fn found(v: &RawValue) -> &'static str {
-    match v.get().as_bytes().first() {
+fn found(v: &str) -> &'static str {
+    match v.as_bytes().first() {
         Some(b'{') => "an object",
         Some(b'[') => "an array",
         Some(b'"') => "a string",
@@ -132,27 +446,30 @@ fn found(v: &RawValue) -> &'static str {
     }
 }
 
-fn wrong(name: &str, want: &str, v: &RawValue) -> Verdict {
+fn wrong(name: &dyn std::fmt::Display, want: &str, v: &str) -> Verdict {
     ("wrong_type", format!("field `{name}` must be {want}, found {}", found(v)))
 }
 
-fn string<'a>(v: &'a RawValue, name: &str) -> Result<Cow<'a, str>, Verdict> {
-    serde_json::from_str::<Item<'a>>(v.get()).map(|i| i.0).map_err(|_| wrong(name, "a string", v))
+fn string<'a>(v: &'a str, name: &dyn std::fmt::Display) -> Result<Cow<'a, str>, Verdict> {
+    match plain_string(v, 0) {
+        Some((s, end)) if end == v.len() => Ok(Cow::Borrowed(s)),
+        _ => serde_json::from_str::<Item<'a>>(v).map(|i| i.0).map_err(|_| wrong(name, "a string", v)),
+    }
 }
 
-fn strings<'a>(v: &'a RawValue, name: &str) -> Result<List<'a>, Verdict> {
-    serde_json::from_str::<List<'a>>(v.get()).map_err(|_| wrong(name, "an array of strings", v))
+fn strings<'a>(v: &'a str, name: &str) -> Result<List<'a>, Verdict> {
+    serde_json::from_str::<List<'a>>(v).map_err(|_| wrong(&name, "an array of strings", v))
 }
 
-fn number(v: &RawValue, name: &str) -> Result<f64, Verdict> {
-    serde_json::from_str::<f64>(v.get()).map_err(|_| wrong(name, "a number", v))
+fn number(v: &str, name: &str) -> Result<f64, Verdict> {
+    serde_json::from_str::<f64>(v).map_err(|_| wrong(&name, "a number", v))
 }
 
-fn integer(v: &RawValue, name: &str) -> Result<i64, Verdict> {
-    serde_json::from_str::<i64>(v.get()).map_err(|_| wrong(name, "an integer", v))
+fn integer(v: &str, name: &str) -> Result<i64, Verdict> {
+    serde_json::from_str::<i64>(v).map_err(|_| wrong(&name, "an integer", v))
 }
 
-fn opt<'a, T>(v: Option<&'a RawValue>, read: impl FnOnce(&'a RawValue) -> Result<T, Verdict>) -> Result<Option<T>, Verdict> {
+fn opt<'a, T>(v: Option<&'a str>, read: impl FnOnce(&'a str) -> Result<T, Verdict>) -> Result<Option<T>, Verdict> {
     v.map(read).transpose()
 }
 
@@ -194,7 +511,7 @@ fn map<'a>(p: &Payload<'a>, adapter: &Adapter) -> Result<Mapped<'a>, Verdict> {
     let o = &p.top;
     let call_id = match o.get("litellm_call_id") {
         None => return Err(("missing_field", "required field `litellm_call_id` is missing or null".into())),
-        Some(v) => string(v, "litellm_call_id")?,
+        Some(v) => string(v, &"litellm_call_id")?,
     };
     if call_id.is_empty() {
         return Err(("empty_field", "required field `litellm_call_id` is empty".into()));
@@ -206,21 +523,21 @@ fn map<'a>(p: &Payload<'a>, adapter: &Adapter) -> Result<Mapped<'a>, Verdict> {
     let (start, end) = (time("startTime")?, time("endTime")?);
     let (requested_at, responded_at) = (epoch_ns(start)?, epoch_ns(end)?);
 
-    let provider = opt(o.get("custom_llm_provider"), |v| string(v, "custom_llm_provider"))?
+    let provider = opt(o.get("custom_llm_provider"), |v| string(v, &"custom_llm_provider"))?
         .map(|s| match adapter.provider(&s) {
             same if same == s => s,
             other => Cow::Owned(other.to_string()),
         });
-    let model = opt(o.get("model"), |v| string(v, "model"))?;
-    let operation = opt(o.get("call_type"), |v| string(v, "call_type"))?.map(|ct| match operation(&ct) {
+    let model = opt(o.get("model"), |v| string(v, &"model"))?;
+    let operation = opt(o.get("call_type"), |v| string(v, &"call_type"))?.map(|ct| match operation(&ct) {
         same if same == ct => ct,
         other => Cow::Owned(other.to_string()),
     });
     let tenant_id = p.first_string(&adapter.tenant_paths)?;
     let actor_id = p.first_string(&adapter.actor_paths)?;
-    let api_base = match opt(o.get("api_base"), |v| string(v, "api_base"))? {
+    let api_base = match opt(o.get("api_base"), |v| string(v, &"api_base"))? {
         Some(b) if !b.is_empty() => Some(b),
-        _ => opt(p.path("hidden_params.api_base"), |v| string(v, "hidden_params.api_base"))?,
+        _ => opt(p.path("hidden_params.api_base"), |v| string(v, &"hidden_params.api_base"))?,
     };
     let vendor_region = api_base.and_then(|b| adapter.region_of(&b)).map(Cow::Owned);
 
@@ -245,15 +562,15 @@ fn map<'a>(p: &Payload<'a>, adapter: &Adapter) -> Result<Mapped<'a>, Verdict> {
         p.first_list(&["metadata.spend_logs_metadata.context_tenant_ids", "metadata.requester_metadata.context_tenant_ids"])?;
     let mut conversation_id = None;
     for path in ["metadata.spend_logs_metadata.conversation_id", "metadata.requester_metadata.conversation_id"] {
-        if let Some(s) = opt(p.path(path), |v| string(v, path))?.filter(|s| !s.is_empty()) {
+        if let Some(s) = opt(p.path(path), |v| string(v, &path))?.filter(|s| !s.is_empty()) {
             conversation_id = Some(s);
             break;
         }
     }
     let input_tokens = opt(o.get("prompt_tokens"), |v| integer(v, "prompt_tokens"))?;
     let output_tokens = opt(o.get("completion_tokens"), |v| integer(v, "completion_tokens"))?;
-    let prompt_sha256 = o.get("messages").map(|m| Cow::Owned(sha256_compact_json(m.get())));
-    let status = opt(o.get("status"), |v| string(v, "status"))?.map(|s| Cow::Borrowed(if s == "success" { "ok" } else { "error" }));
+    let prompt_sha256 = o.get("messages").map(|m| Cow::Owned(sha256_compact_json(m)));
+    let status = opt(o.get("status"), |v| string(v, &"status"))?.map(|s| Cow::Borrowed(if s == "success" { "ok" } else { "error" }));
 
     let request = Event {
         event_id: Some(Cow::Owned(format!("litellm:{call_id}:request"))),
@@ -315,9 +632,10 @@ fn invalid_json(e: &serde_json::Error) -> Verdict {
 }
 
 fn payload(bytes: &[u8], index: Option<usize>, origin: &Origin, adapter: &Adapter, out: &mut Out<'_>) {
-    let mapped = match serde_json::from_slice::<Obj<'_>>(bytes) {
-        Ok(top) => {
-            let p = Payload { top, inner: RefCell::new(Vec::new()) };
+    let fast = Obj::read_top(bytes, &mut out.formats_state().litellm, |key| adapter.looks_into(key));
+    let read = fast.map_or_else(|| serde_json::from_slice::<Obj<'_>>(bytes).map(|top| Payload { top, inner: RefCell::new(Vec::new()) }), Ok);
+    let mapped = match read {
+        Ok(p) => {
             map(&p, adapter).and_then(|m| {
                 out.check(&m.request, m.requested_at)?;
                 out.check(&m.response, m.responded_at)?;
@@ -369,16 +687,16 @@ fn redact_payload(bytes: &[u8]) -> Option<Vec<u8>> {
         return serde_json::from_slice::<serde::de::IgnoredAny>(bytes).ok().map(|_| bytes.to_vec());
     };
     let mut out = b"{".to_vec();
-    for (i, (key, value)) in obj.0.iter().enumerate() {
+    for (i, (key, value)) in obj.entries.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         out.extend(serde_json::to_vec(key).expect("a string serializes"));
         out.push(b':');
-        if TEXT_FIELDS.contains(&&**key) && value.get() != "null" {
-            out.extend(format!("\"{}\"", sha256_compact_json(value.get())).bytes());
+        if TEXT_FIELDS.contains(&&**key) && *value != "null" {
+            out.extend(format!("\"{}\"", sha256_compact_json(value)).bytes());
         } else {
-            out.extend(value.get().bytes());
+            out.extend(value.bytes());
         }
     }
     out.push(b'}');
@@ -534,6 +852,124 @@ mod tests {
         let p = p.replace(r#""api_base":"https://bedrock-runtime.eu-west-1.amazonaws.com/model/x","#, "");
         let d = decode(&[&p]);
         assert_eq!(col(&d, "vendor_region")[0], Some("us-central1"));
+    }
+
+    #[test]
+    fn a_large_value_met_before_is_recognised_and_the_rest_of_the_record_is_still_checked() {
+        let costs: Vec<String> = (0..100).map(|i| format!(r#""input_cost_per_token_above_{i}k_tokens":null"#)).collect();
+        let big = format!(r#","model_map_information":{{"model_map_key":"gpt-4o","model_map_value":{{{}}}}}"#, costs.join(", "));
+        let long_prompt = format!(r#","messages":[{{"role":"user","content":"{}"}}]"#, "x".repeat(3000));
+        // A second `messages`, large: keys may repeat (the first non-null wins), and text is never held.
+        let first = payload_json("a", &format!("{big}{long_prompt}"));
+        let again = payload_json("b", &format!(" {big}"));
+        let broken_after = payload_json("c", &format!("{big},\"x\":tru"));
+        let broken_inside = payload_json("d", &big.replace("99k_tokens\":null", "99k_tokens\":nul"));
+        let mut repeats = Repeats::default();
+        let nested = |key: &str| key == "metadata";
+        assert!(Obj::read_top(first.as_bytes(), &mut repeats, nested).is_some());
+        let held: Vec<&str> = repeats.entries.iter().map(|e| &*e.0).collect();
+        assert_eq!(held, ["model_map_information"], "prompt text is never held");
+        assert!(Obj::read_top(again.as_bytes(), &mut repeats, nested).is_some());
+        assert_eq!(repeats.entries[0].2, 1, "found again");
+        assert!(Obj::read_top(broken_after.as_bytes(), &mut repeats, nested).is_none());
+        assert!(Obj::read_top(broken_inside.as_bytes(), &mut repeats, nested).is_none());
+        let d = decode(&[&first, &again, &broken_after, &broken_inside]);
+        assert_eq!(d.events.num_rows(), 4);
+        let kinds: Vec<&str> = d.dead_letters.iter().map(|d| d.kind).collect();
+        assert_eq!(kinds, ["invalid_json", "invalid_json"]);
+    }
+
+    #[test]
+    fn plain_tokens_are_only_what_serde_json_accepts() {
+        let tokens = [
+            "null", "true", "false", "0", "-0", "12", "-3.25", "1e5", "1E+5", "2.5e-06", "\"abc\"", "\"é ü\"", "\"\"",
+            "nul", "nulll", "truex", "-", "-a", "1.", ".5", "1e", "1e+", "+1", "01", "-01", "0x10", "1.5.5", "--1", "\"a\\nb\"", "\"a\u{1}b\"", "\"open",
+        ];
+        let mut accepted = 0;
+        for token in tokens {
+            let record = format!("{token},");
+            if let Some((text, end)) = plain_token(&record, 0) {
+                if record.as_bytes()[end] == b',' {
+                    accepted += 1;
+                    assert_eq!(text, token);
+                    assert!(serde_json::from_str::<serde::de::IgnoredAny>(token).is_ok(), "{token} is not JSON");
+                }
+            }
+        }
+        assert_eq!(accepted, 13, "the first 13 are plain");
+        assert_eq!(plain_string("\"key\": 1", 0), Some(("key", 5)));
+        assert_eq!(plain_string("\"a_much_longer_key_of_forty_one_characters\": 1", 0).map(|k| k.1), Some(43));
+        assert_eq!(plain_string("\"k\\\"ey\": 1", 0), None, "escapes go to serde_json");
+        assert_eq!(plain_string("\"a long key with a control\u{1} character\": 1", 0), None);
+    }
+
+    /// Every one-byte change of a payload: where the fast reader reads an
+    /// object, serde_json reads the same one.
+    #[test]
+    fn the_fast_reader_accepts_nothing_serde_json_refuses() {
+        let costs: Vec<String> = (0..200).map(|i| format!(r#""cost_{i}":{}"#, if i % 2 == 0 { "null".to_string() } else { format!("{i}.5e-3") })).collect();
+        let good = payload_json("m", &format!(r#","model_map_information":{{{}}},"n":-0.5,"t":true"#, costs.join(",")));
+        let mut repeats = Repeats::default();
+        assert!(Obj::read_top(good.as_bytes(), &mut repeats, |k| k == "metadata").is_some());
+        assert_eq!(repeats.entries.len(), 1);
+        let (mut fast, mut checked) = (0, 0);
+        for at in 0..good.len() {
+            for c in [b'"', b',', b'x', b'1', b' ', b'}', b'\\', b'.', b'e', b'-', 0x01, 0xff] {
+                let mut bytes = good.clone().into_bytes();
+                bytes[at] = c;
+                let Some(read) = Obj::read_top(&bytes, &mut repeats, |k| k == "metadata") else { continue };
+                fast += 1;
+                let Ok(obj) = serde_json::from_slice::<Obj<'_>>(&bytes) else { panic!("read, but not JSON: {}", String::from_utf8_lossy(&bytes)) };
+                let a: Vec<(&str, &str)> = read.top.entries.iter().map(|(k, v)| (&**k, *v)).collect();
+                let b: Vec<(&str, &str)> = obj.entries.iter().map(|(k, v)| (&**k, *v)).collect();
+                assert_eq!(a, b);
+                checked += 1;
+            }
+        }
+        assert!(fast > 1000 && checked == fast, "{fast}");
+        // Deeper than the walk goes: serde_json reads the rest, and judges it.
+        let deep = payload_json("d", &format!(r#","deep":{}1{}"#, "[".repeat(40), "]".repeat(40)));
+        assert!(Obj::read_top(deep.as_bytes(), &mut repeats, |_| false).is_some());
+        let too_deep = deep.replacen("1]", "1,]", 1);
+        assert!(Obj::read_top(too_deep.as_bytes(), &mut repeats, |_| false).is_none());
+        assert!(serde_json::from_str::<Obj<'_>>(&too_deep).is_err());
+        assert!(repeats.entries[0].2 > 1000, "the cost map was found again");
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_in_a_value_the_mapping_does_not_read_are_invalid_json() {
+        let mut bytes = payload_json("u", r#","unread":{"note":"a?b"}"#).into_bytes();
+        let at = bytes.iter().position(|b| *b == b'?').unwrap();
+        bytes[at] = 0xff;
+        let mut raw = RawBatch::default();
+        raw.push(&bytes, Origin::File { path: "l.jsonl".into(), line: 1 });
+        let d = Decoder::with_formats(DecodeOptions::default(), Formats::one(Format::Litellm, Adapter::default())).decode(&raw);
+        assert_eq!(d.events.num_rows(), 0);
+        assert_eq!(d.dead_letters[0].kind, "invalid_json", "{}", d.dead_letters[0].reason);
+    }
+
+    /// The library's payloads and the malformed fixtures decode alike the
+    /// first time and when every large value is one met before.
+    #[test]
+    fn fixtures_decode_alike_with_values_met_before() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/formats/litellm");
+        let mut lines = Vec::new();
+        for file in ["payloads.jsonl", "malformed.jsonl"] {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap();
+            lines.extend(text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string));
+        }
+        let twice: Vec<&str> = lines.iter().chain(lines.iter()).map(String::as_str).collect();
+        let d = decode(&twice);
+        let rows = d.events.num_rows();
+        assert!(rows > 20 && rows.is_multiple_of(2), "{rows}");
+        // Everything but the line the record came from.
+        let mapped: Vec<usize> = (0..crate::event::col::ORIGIN_POSITION).collect();
+        let events = d.events.project(&mapped).unwrap();
+        assert_eq!(events.slice(0, rows / 2), events.slice(rows / 2, rows / 2));
+        let letters = |range: std::ops::Range<usize>| -> Vec<_> { d.dead_letters[range].iter().map(|l| (l.kind, l.reason.clone(), l.bytes.clone())).collect() };
+        let n = d.dead_letters.len();
+        assert!(n >= 4 && n.is_multiple_of(2), "{n}");
+        assert_eq!(letters(0..n / 2), letters(n / 2..n));
     }
 
     #[test]

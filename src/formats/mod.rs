@@ -86,6 +86,12 @@ impl<'de> serde::Deserialize<'de> for Format {
     }
 }
 
+/// What the formats keep from record to record, one per decoder.
+#[derive(Debug, Default)]
+pub struct State {
+    pub(crate) litellm: litellm::Repeats,
+}
+
 /// Decodes one record of `format`.
 pub fn decode(format: Format, bytes: &[u8], origin: &Origin, adapter: &Adapter, out: &mut Out<'_>) {
     match format {

@@ -21,8 +21,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
-use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
+
+mod json;
 
 use crate::decode::{out_of_range, Out, Verdict};
 use crate::event::{Event, Item, List, Origin};
@@ -46,8 +47,34 @@ pub fn decode_proto(bytes: &[u8], origin: &Origin, adapter: &Adapter, out: &mut 
     }
 }
 
-/// Decodes one record of `otlp_json`.
+/// Decodes one record of `otlp_json`: with the borrowed reader, or, for what
+/// it leaves to them, with the crate's types.
 pub fn decode_json(bytes: &[u8], origin: &Origin, adapter: &Adapter, out: &mut Out<'_>) {
+    // One UTF-8 check of the whole record, rather than one of each string (serde_json's `from_slice`).
+    let request = std::str::from_utf8(bytes).ok().and_then(|text| serde_json::from_str::<json::Request<'_>>(text).ok());
+    match request {
+        Some(req) if !req.resource_spans.is_empty() => {
+            let redact = || redact_json(bytes).unwrap_or_default();
+            let spans = req.resource_spans.iter().flat_map(|rs| {
+                let resource = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+                rs.scope_spans.iter().flat_map(|ss| &ss.spans).map(move |span| SpanView {
+                    trace_id: Id::Hex(span.trace_id.0),
+                    span_id: Id::Hex(span.span_id.0),
+                    start: span.start_time_unix_nano.0,
+                    end: span.end_time_unix_nano.0,
+                    error_status: span.status.as_ref().is_some_and(|s| s.code.0 == StatusCode::Error as i32),
+                    attributes: &span.attributes,
+                    resource,
+                })
+            });
+            Mapper { origin, adapter, format: Format::OtlpJson, redact: &redact, redacted: None }.spans(spans, out);
+        }
+        _ => decode_json_with_crate(bytes, origin, adapter, out),
+    }
+}
+
+/// Decodes one record of `otlp_json` with the crate's types.
+fn decode_json_with_crate(bytes: &[u8], origin: &Origin, adapter: &Adapter, out: &mut Out<'_>) {
     match parse_json(bytes) {
         Ok(req) => map_request(&req, Format::OtlpJson, origin, adapter, out),
         Err(verdict) => {
@@ -103,56 +130,124 @@ fn enum_names_to_numbers(v: &mut serde_json::Value) {
     }
 }
 
-/// A span's attributes, then its resource's.
-struct Attrs<'a> {
-    span: &'a [KeyValue],
-    resource: &'a [KeyValue],
+/// What the mapping reads of an attribute value, whichever reader gave it.
+enum Val<'a> {
+    Str(Cow<'a, str>),
+    Int(i64),
+    /// An array's strings; `None` when it holds a non-string.
+    Array(Option<List<'a>>),
+    /// Another type, by name.
+    Other(&'static str),
 }
 
-fn value_of<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a Value> {
-    attrs.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()).and_then(|v| v.value.as_ref())
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::StringValue(_) => "a string",
-        Value::BoolValue(_) => "a boolean",
-        Value::IntValue(_) => "an integer",
-        Value::DoubleValue(_) => "a double",
-        Value::ArrayValue(_) => "an array",
-        Value::KvlistValue(_) => "a key-value list",
-        Value::BytesValue(_) => "bytes",
-        Value::StringValueStrindex(_) => "a string table index",
+impl Val<'_> {
+    fn type_name(&self) -> &'static str {
+        match self {
+            Val::Str(_) => "a string",
+            Val::Int(_) => "an integer",
+            Val::Array(_) => "an array",
+            Val::Other(name) => name,
+        }
     }
 }
 
-fn wrong(key: &str, want: &str, v: &Value) -> Verdict {
-    ("wrong_type", format!("attribute `{key}` must be {want}, found {}", type_name(v)))
+/// An attribute, of the crate's types or of the borrowed OTLP/JSON reader.
+trait Attr {
+    fn key(&self) -> &str;
+    /// The value; `None` when the attribute has none (or an empty one).
+    fn val(&self) -> Option<Val<'_>>;
 }
 
-impl<'a> Attrs<'a> {
-    fn get(&self, key: &str) -> Option<&'a Value> {
+impl Attr for KeyValue {
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn val(&self) -> Option<Val<'_>> {
+        Some(match self.value.as_ref()?.value.as_ref()? {
+            Value::StringValue(s) => Val::Str(Cow::Borrowed(s)),
+            Value::IntValue(i) => Val::Int(*i),
+            Value::ArrayValue(a) => Val::Array(
+                a.values
+                    .iter()
+                    .map(|v| match &v.value {
+                        Some(Value::StringValue(s)) => Some(Item(Cow::Borrowed(s.as_str()))),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            Value::BoolValue(_) => Val::Other("a boolean"),
+            Value::DoubleValue(_) => Val::Other("a double"),
+            Value::KvlistValue(_) => Val::Other("a key-value list"),
+            Value::BytesValue(_) => Val::Other("bytes"),
+            Value::StringValueStrindex(_) => Val::Other("a string table index"),
+        })
+    }
+}
+
+impl Attr for json::KeyValue<'_> {
+    fn key(&self) -> &str {
+        &self.key.0
+    }
+
+    fn val(&self) -> Option<Val<'_>> {
+        Some(match self.value.as_ref()?.0.as_ref()? {
+            // A string serde_json has checked: it unescapes.
+            json::Value::String(s) => serde_json::from_str::<Item<'_>>(s.get()).map_or(Val::Other("a string"), |s| Val::Str(s.0)),
+            json::Value::Int(i) => Val::Int(*i),
+            json::Value::Array(items) => Val::Array(
+                items
+                    .iter()
+                    .map(|v| match &v.0 {
+                        Some(json::Value::String(s)) => serde_json::from_str::<Item<'_>>(s.get()).ok(),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            json::Value::Bool => Val::Other("a boolean"),
+            json::Value::Double => Val::Other("a double"),
+            json::Value::Kvlist => Val::Other("a key-value list"),
+        })
+    }
+}
+
+fn value_of<'a, A: Attr>(attrs: &'a [A], key: &str) -> Option<Val<'a>> {
+    attrs.iter().find(|kv| kv.key() == key).and_then(Attr::val)
+}
+
+fn wrong(key: &str, want: &str, v: &Val<'_>) -> Verdict {
+    ("wrong_type", format!("attribute `{key}` must be {want}, found {}", v.type_name()))
+}
+
+/// A span's attributes, then its resource's.
+struct Attrs<'a, A> {
+    span: &'a [A],
+    resource: &'a [A],
+}
+
+impl<'a, A: Attr> Attrs<'a, A> {
+    fn get(&self, key: &str) -> Option<Val<'a>> {
         value_of(self.span, key).or_else(|| value_of(self.resource, key))
     }
 
-    fn string(&self, key: &str) -> Result<Option<&'a str>, Verdict> {
+    fn string(&self, key: &str) -> Result<Option<Cow<'a, str>>, Verdict> {
         match self.get(key) {
             None => Ok(None),
-            Some(Value::StringValue(s)) => Ok(Some(s)),
-            Some(v) => Err(wrong(key, "a string", v)),
+            Some(Val::Str(s)) => Ok(Some(s)),
+            Some(v) => Err(wrong(key, "a string", &v)),
         }
     }
 
     /// The first of `keys` with a non-empty string, each key on the span, then on the resource.
-    fn first_string(&self, keys: &[impl AsRef<str>]) -> Result<Option<&'a str>, Verdict> {
+    fn first_string(&self, keys: &[impl AsRef<str>]) -> Result<Option<Cow<'a, str>>, Verdict> {
         for key in keys {
             let key = key.as_ref();
             for attrs in [self.span, self.resource] {
                 match value_of(attrs, key) {
                     None => {}
-                    Some(Value::StringValue(s)) if s.is_empty() => {}
-                    Some(Value::StringValue(s)) => return Ok(Some(s)),
-                    Some(v) => return Err(wrong(key, "a string", v)),
+                    Some(Val::Str(s)) if s.is_empty() => {}
+                    Some(Val::Str(s)) => return Ok(Some(s)),
+                    Some(v) => return Err(wrong(key, "a string", &v)),
                 }
             }
         }
@@ -162,24 +257,57 @@ impl<'a> Attrs<'a> {
     fn int(&self, key: &str) -> Result<Option<i64>, Verdict> {
         match self.get(key) {
             None => Ok(None),
-            Some(Value::IntValue(i)) => Ok(Some(*i)),
-            Some(v) => Err(wrong(key, "an integer (intValue)", v)),
+            Some(Val::Int(i)) => Ok(Some(i)),
+            Some(v) => Err(wrong(key, "an integer (intValue)", &v)),
         }
     }
 
     fn strings(&self, key: &str) -> Result<Option<List<'a>>, Verdict> {
         match self.get(key) {
             None => Ok(None),
-            Some(Value::ArrayValue(a)) => a
-                .values
-                .iter()
-                .map(|v| match &v.value {
-                    Some(Value::StringValue(s)) => Ok(Item(Cow::Borrowed(s.as_str()))),
-                    _ => Err(("wrong_type", format!("attribute `{key}` must be an array of strings, found an array holding a non-string"))),
-                })
-                .collect::<Result<List<'a>, Verdict>>()
-                .map(Some),
-            Some(v) => Err(wrong(key, "an array of strings", v)),
+            Some(Val::Array(Some(items))) => Ok(Some(items)),
+            Some(Val::Array(None)) => {
+                Err(("wrong_type", format!("attribute `{key}` must be an array of strings, found an array holding a non-string")))
+            }
+            Some(v) => Err(wrong(key, "an array of strings", &v)),
+        }
+    }
+}
+
+/// What the mapping reads of a span, whichever reader gave it.
+struct SpanView<'a, A> {
+    trace_id: Id<'a>,
+    span_id: Id<'a>,
+    start: u64,
+    end: u64,
+    /// The status code is ERROR.
+    error_status: bool,
+    attributes: &'a [A],
+    /// Its resource's attributes.
+    resource: &'a [A],
+}
+
+/// A trace or span id: bytes (protobuf), or hex as OTLP/JSON writes it.
+#[derive(Clone, Copy)]
+enum Id<'a> {
+    Bytes(&'a [u8]),
+    Hex(&'a str),
+}
+
+impl<'a> Id<'a> {
+    fn is_empty(self) -> bool {
+        match self {
+            Id::Bytes(b) => b.is_empty(),
+            Id::Hex(h) => h.is_empty(),
+        }
+    }
+
+    /// Lowercase hex.
+    fn hex(self) -> Cow<'a, str> {
+        match self {
+            Id::Bytes(b) => Cow::Owned(hex(b)),
+            Id::Hex(h) if h.bytes().any(|b| b.is_ascii_uppercase()) => Cow::Owned(h.to_ascii_lowercase()),
+            Id::Hex(h) => Cow::Borrowed(h),
         }
     }
 }
@@ -199,32 +327,29 @@ fn nanos(t: u64, name: &str) -> Result<i64, Verdict> {
     i64::try_from(t).map_err(|_| out_of_range())
 }
 
-fn map_span<'a>(span: &'a Span, attrs: &Attrs<'a>, adapter: &Adapter) -> Result<Mapped<'a>, Verdict> {
+fn map_span<'a, A: Attr>(span: &SpanView<'a, A>, adapter: &Adapter) -> Result<Mapped<'a>, Verdict> {
+    let attrs = &Attrs { span: span.attributes, resource: span.resource };
     if span.trace_id.is_empty() {
         return Err(("missing_field", "required field `traceId` is missing or empty".into()));
     }
     if span.span_id.is_empty() {
         return Err(("missing_field", "required field `spanId` is missing or empty".into()));
     }
-    let (trace, id) = (hex(&span.trace_id), hex(&span.span_id));
-    let requested_at = nanos(span.start_time_unix_nano, "startTimeUnixNano")?;
-    let responded_at = nanos(span.end_time_unix_nano, "endTimeUnixNano")?;
-    let owned = |s: Option<&'a str>| s.map(Cow::Borrowed);
-
-    let request_id = format!("{trace}:{id}");
-    let tenant_id = owned(attrs.first_string(&adapter.otel_tenant_keys)?);
-    let actor_id = owned(attrs.first_string(&adapter.otel_actor_keys)?);
-    let provider = attrs.first_string(&["gen_ai.provider.name", "gen_ai.system"])?.map(|p| Cow::Borrowed(adapter.provider(p)));
-    let provider = provider.map(|p| Cow::Owned(p.into_owned()));
-    let model = owned(attrs.string("gen_ai.request.model")?);
-    let operation = owned(attrs.string("gen_ai.operation.name")?);
+    let requested_at = nanos(span.start, "startTimeUnixNano")?;
+    let responded_at = nanos(span.end, "endTimeUnixNano")?;
+    let request_id = format!("{}:{}", span.trace_id.hex(), span.span_id.hex());
+    let tenant_id = attrs.first_string(&adapter.otel_tenant_keys)?;
+    let actor_id = attrs.first_string(&adapter.otel_actor_keys)?;
+    let provider = attrs.first_string(&["gen_ai.provider.name", "gen_ai.system"])?.map(|p| Cow::Owned(adapter.provider(&p).to_string()));
+    let model = attrs.string("gen_ai.request.model")?;
+    let operation = attrs.string("gen_ai.operation.name")?;
     let vendor_region = match attrs.string("cloud.region")? {
-        Some(r) => Some(Cow::Borrowed(r)),
-        None => attrs.string("server.address")?.and_then(|h| adapter.region_of(h)).map(Cow::Owned),
+        Some(r) => Some(r),
+        None => attrs.string("server.address")?.and_then(|h| adapter.region_of(&h)).map(Cow::Owned),
     };
-    let environment = owned(attrs.first_string(&["deployment.environment.name", "deployment.environment"])?);
-    let source = owned(attrs.string("service.name")?);
-    let failed = span.status.as_ref().is_some_and(|s| s.code == StatusCode::Error as i32) || attrs.get("error.type").is_some();
+    let environment = attrs.first_string(&["deployment.environment.name", "deployment.environment"])?;
+    let source = attrs.string("service.name")?;
+    let failed = span.error_status || attrs.get("error.type").is_some();
 
     let request = Event {
         event_id: Some(Cow::Owned(format!("otel:{request_id}:request"))),
@@ -240,7 +365,7 @@ fn map_span<'a>(span: &'a Span, attrs: &Attrs<'a>, adapter: &Adapter) -> Result<
         vendor_region,
         data_classes: attrs.strings("aiwatch.data_classes")?,
         context_tenant_ids: attrs.strings("aiwatch.context_tenant_ids")?,
-        conversation_id: owned(attrs.string("gen_ai.conversation.id")?),
+        conversation_id: attrs.string("gen_ai.conversation.id")?,
         input_tokens: attrs.int("gen_ai.usage.input_tokens")?,
         ..Default::default()
     };
@@ -262,36 +387,65 @@ fn map_span<'a>(span: &'a Span, attrs: &Attrs<'a>, adapter: &Adapter) -> Result<
     Ok(Mapped { request, requested_at, response, responded_at })
 }
 
-fn map_request(req: &ExportTraceServiceRequest, format: Format, origin: &Origin, adapter: &Adapter, out: &mut Out<'_>) {
-    // The redacted request, made once for all the dead letters it may carry.
-    let mut redacted: Option<Vec<u8>> = None;
-    for rs in &req.resource_spans {
-        let resource = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
-        for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
-            if !span.attributes.iter().any(|kv| kv.key == "gen_ai.operation.name") {
-                out.skip(format.name(), "not_genai_span");
-                continue;
-            }
-            let attrs = Attrs { span: &span.attributes, resource };
-            let mapped = map_span(span, &attrs, adapter).and_then(|m| {
-                out.check(&m.request, m.requested_at)?;
-                out.check(&m.response, m.responded_at)?;
-                Ok(m)
-            });
-            match mapped {
-                Ok(m) => {
-                    out.append(&m.request, m.requested_at, origin);
-                    out.append(&m.response, m.responded_at, origin);
-                }
-                Err((kind, reason)) => {
-                    let record = redacted.get_or_insert_with(|| encode(&redacted_request(req), format));
-                    let id = |b: &[u8]| if b.is_empty() { "(empty)".to_string() } else { hex(b) };
-                    let reason = format!("span {} of trace {}: {reason}", id(&span.span_id), id(&span.trace_id));
-                    out.dead(origin, (kind, reason), record);
-                }
+/// Maps the spans of one request, whichever reader gave them.
+struct Mapper<'r> {
+    origin: &'r Origin,
+    adapter: &'r Adapter,
+    format: Format,
+    /// Makes the request's dead-letter record (its text hashed), once, should a span need it.
+    redact: &'r dyn Fn() -> Vec<u8>,
+    redacted: Option<Vec<u8>>,
+}
+
+impl Mapper<'_> {
+    /// Each GenAI span maps to two events, or is one dead letter; every other span is skipped, and counted.
+    fn spans<'a, A: Attr + 'a>(&mut self, spans: impl Iterator<Item = SpanView<'a, A>>, out: &mut Out<'_>) {
+        for span in spans {
+            if span.attributes.iter().any(|kv| kv.key() == "gen_ai.operation.name") {
+                self.span(&span, out);
+            } else {
+                out.skip(self.format.name(), "not_genai_span");
             }
         }
     }
+
+    fn span<A: Attr>(&mut self, span: &SpanView<'_, A>, out: &mut Out<'_>) {
+        let mapped = map_span(span, self.adapter).and_then(|m| {
+            out.check(&m.request, m.requested_at)?;
+            out.check(&m.response, m.responded_at)?;
+            Ok(m)
+        });
+        match mapped {
+            Ok(m) => {
+                out.append(&m.request, m.requested_at, self.origin);
+                out.append(&m.response, m.responded_at, self.origin);
+            }
+            Err((kind, reason)) => {
+                let record = self.redacted.get_or_insert_with(self.redact);
+                let id = |id: Id<'_>| if id.is_empty() { "(empty)".to_string() } else { id.hex().into_owned() };
+                let reason = format!("span {} of trace {}: {reason}", id(span.span_id), id(span.trace_id));
+                out.dead(self.origin, (kind, reason), record);
+            }
+        }
+    }
+}
+
+/// Maps a request of the crate's types (`otlp_proto`, and what the borrowed JSON reader leaves to them).
+fn map_request(req: &ExportTraceServiceRequest, format: Format, origin: &Origin, adapter: &Adapter, out: &mut Out<'_>) {
+    let redact = || encode(&redacted_request(req), format);
+    let spans = req.resource_spans.iter().flat_map(|rs| {
+        let resource = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+        rs.scope_spans.iter().flat_map(|ss| &ss.spans).map(move |span| SpanView {
+            trace_id: Id::Bytes(&span.trace_id),
+            span_id: Id::Bytes(&span.span_id),
+            start: span.start_time_unix_nano,
+            end: span.end_time_unix_nano,
+            error_status: span.status.as_ref().is_some_and(|s| s.code == StatusCode::Error as i32),
+            attributes: &span.attributes,
+            resource,
+        })
+    });
+    Mapper { origin, adapter, format, redact: &redact, redacted: None }.spans(spans, out);
 }
 
 fn encode(req: &ExportTraceServiceRequest, format: Format) -> Vec<u8> {
@@ -382,9 +536,14 @@ mod tests {
     use arrow::array::{Array, AsArray};
     use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue};
     use opentelemetry_proto::tonic::resource::v1::Resource;
-    use opentelemetry_proto::tonic::trace::v1::{span::Event as SpanEvent, ResourceSpans, ScopeSpans, Status};
+    use opentelemetry_proto::tonic::trace::v1::{span::Event as SpanEvent, ResourceSpans, ScopeSpans, Span, Status};
 
     const CANARY: &str = "AIWATCH-CANARY-PROMPT-7f3c";
+
+    /// The value of the first attribute named `key`, of the crate's types.
+    fn crate_value<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a Value> {
+        attrs.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()).and_then(|v| v.value.as_ref())
+    }
 
     fn kv(key: &str, value: Value) -> KeyValue {
         KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }), ..Default::default() }
@@ -523,9 +682,9 @@ mod tests {
                 };
                 assert_eq!(back.resource_spans[0].scope_spans[0].spans.len(), 5, "the whole request");
                 let span = &back.resource_spans[0].scope_spans[0].spans[0];
-                let msg = value_of(&span.attributes, "gen_ai.input.messages").unwrap();
+                let msg = crate_value(&span.attributes, "gen_ai.input.messages").unwrap();
                 assert!(matches!(msg, Value::StringValue(h) if h.len() == 64));
-                assert_eq!(value_of(&span.attributes, "gen_ai.request.model"), Some(&s("gpt-4o")), "other attributes stay");
+                assert_eq!(crate_value(&span.attributes, "gen_ai.request.model"), Some(&s("gpt-4o")), "other attributes stay");
             }
         }
     }
@@ -550,6 +709,42 @@ mod tests {
         let kept = String::from_utf8(d.dead_letters[0].bytes.clone().unwrap()).unwrap();
         assert!(!kept.contains(CANARY) && kept.contains("gen_ai.prompt"), "{kept}");
         assert!(!d.dead_letters[0].reason.contains(CANARY));
+    }
+
+    /// Every fixture record and test request read by the borrowed reader (or
+    /// by the crate's types where it leaves them the record) decodes exactly
+    /// as the crate's types alone decode it.
+    #[test]
+    fn the_borrowed_json_reader_decodes_as_the_crate_types_do() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/formats/otlp");
+        let mut records: Vec<Vec<u8>> = Vec::new();
+        for file in ["requests.otlp_json.jsonl", "malformed.jsonl"] {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap();
+            records.extend(text.lines().filter(|l| !l.trim().is_empty()).map(|l| l.as_bytes().to_vec()));
+        }
+        let bad = genai_span(3, vec![kv("gen_ai.usage.input_tokens", Value::DoubleValue(1.5))]);
+        let mut odd = genai_span(4, vec![kv("nested", Value::KvlistValue(Default::default())), kv("error.type", Value::BoolValue(true))]);
+        odd.status = Some(Status { code: StatusCode::Error as i32, ..Default::default() });
+        odd.trace_id = vec![0xAB, 0xCD];
+        let mixed = serde_json::to_vec(&request(vec![genai_span(1, vec![]), bad, odd, plain_span(9)])).unwrap();
+        let upper = String::from_utf8(mixed.clone()).unwrap().replace("abcd", "ABcD").into_bytes();
+        let bytes_value = serde_json::to_vec(&request(vec![genai_span(5, vec![kv("blob", Value::BytesValue(vec![1, 2]))])])).unwrap();
+        for r in [&records[0], &mixed, &upper] {
+            assert!(serde_json::from_slice::<json::Request<'_>>(r).is_ok(), "the borrowed reader reads {}", String::from_utf8_lossy(r));
+        }
+        records.extend([mixed, upper, bytes_value]);
+        records.push(br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"0xab","spanId":"01","startTimeUnixNano":1,"endTimeUnixNano":2,"attributes":[{"key":"gen_ai.operation.name","value":{"stringValue":"chat"}}]}]}]}]}"#.to_vec());
+        let mut raw = RawBatch::default();
+        for (i, r) in records.iter().enumerate() {
+            raw.push(r, Origin::Kafka { topic: "spans".into(), partition: 0, offset: i as i64 });
+        }
+        let decoder = || Decoder::with_formats(DecodeOptions::default(), Formats::one(Format::OtlpJson, Adapter::default()));
+        let fast = decoder().decode(&raw);
+        let with_crate = decoder().decode_with(&raw, |_, bytes, origin, adapter, out| decode_json_with_crate(bytes, origin, adapter, out));
+        assert_eq!(fast.events, with_crate.events);
+        assert_eq!(fast.dead_letters, with_crate.dead_letters);
+        assert_eq!(fast.skipped, with_crate.skipped);
+        assert!(fast.events.num_rows() > 20 && fast.dead_letters.len() > 10, "{} {}", fast.events.num_rows(), fast.dead_letters.len());
     }
 
     #[test]
