@@ -154,7 +154,7 @@ impl Metrics {
             "Unix time at which the state on disk last covered everything processed (a checkpoint was written, or was due with nothing new); the process start until then.",
         );
         last_checkpoint.set(unix_now());
-        let checkpoint_bytes = int_gauge("aiwatch_checkpoint_bytes", "Bytes on disk of the latest checkpoint: its file, its history segment folder and the spill store.");
+        let checkpoint_bytes = int_gauge("aiwatch_checkpoint_bytes", "Bytes on disk of the latest checkpoint: its manifest, its history segment and shard folders, and the spill stores.");
         let ready_gauge = int_gauge("aiwatch_ready", "1 when /readyz answers 200 (running, subscribed, last checkpoint written), else 0.");
         let metrics = Metrics {
             events: counter("aiwatch_events_consumed_total", "Valid events consumed."),
