@@ -472,6 +472,13 @@ impl Deadlines {
         self.closed.track = true;
     }
 
+    /// Notes that `k` changed, once changes are tracked.
+    fn note(&mut self, k: Key) {
+        if self.track {
+            self.dirty.insert(k);
+        }
+    }
+
     /// Whether anything changed since the last checkpoint.
     pub(crate) fn changed(&self) -> bool {
         !self.dirty.is_empty() || !self.early.dirty.is_empty() || !self.closed.log.is_empty()
@@ -540,9 +547,7 @@ impl Deadlines {
                 self.queue.push(Reverse((o.deadline, k)));
                 self.text = (self.text + text_bytes(&o)).saturating_sub(text_bytes(cur));
                 **cur = o;
-                if self.track {
-                    self.dirty.insert(k);
-                }
+                self.note(k);
             }
             return;
         }
@@ -569,9 +574,7 @@ impl Deadlines {
         self.queue.push(Reverse((o.deadline, k)));
         self.text += text_bytes(&o);
         self.open.insert(k, Box::new(o));
-        if self.track {
-            self.dirty.insert(k);
-        }
+        self.note(k);
     }
 
     /// Records a fulfilling event (a response, a deletion) at time `t`.
@@ -581,9 +584,7 @@ impl Deadlines {
                 self.text = self.text.saturating_sub(o.met.as_ref().map_or(0, |m| m.1.len())) + event_id.len();
                 o.met = Some((t, event_id.into()));
                 o.met_origin = Some(origin());
-                if self.track {
-                    self.dirty.insert(k);
-                }
+                self.note(k);
             }
             return;
         }
@@ -617,9 +618,7 @@ impl Deadlines {
             // Entries superseded by an earlier start are skipped here.
             if self.open.get(&k).is_some_and(|o| o.deadline == deadline) {
                 let o = self.open.remove(&k).expect("present");
-                if self.track {
-                    self.dirty.insert(k);
-                }
+                self.note(k);
                 self.text = self.text.saturating_sub(text_bytes(&o));
                 // Remembered from its earliest event: a key opened again within
                 // `memory` of that is the same request or artifact.
@@ -651,6 +650,7 @@ impl Deadlines {
                 d.put(k, &o);
                 self.maybe_spilled.insert(k);
                 self.spilled += 1;
+                // Field by field: `open` is being drained.
                 if self.track {
                     self.dirty.insert(k);
                 }
