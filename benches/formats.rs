@@ -49,6 +49,10 @@ fn time(decoder: &mut Decoder, raw: &RawBatch) -> (usize, usize, usize, f64) {
     (counts.0, counts.1, counts.2, secs)
 }
 
+fn litellm_payloads() -> Vec<Vec<u8>> {
+    fixture("litellm/payloads.jsonl", Framing::Lines).into_iter().filter(|p| p.starts_with(b"{")).collect()
+}
+
 fn fixture(path: &str, framing: Framing) -> Vec<Vec<u8>> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/formats").join(path);
     let mut r = LineReader::open_framed(path.to_str().expect("utf-8 path"), framing).expect("fixture");
@@ -89,37 +93,52 @@ fn main() {
     }));
 
     // Each LiteLLM payload gives 2 events, each OTLP request 14 (7 GenAI spans).
-    let payloads: Vec<Vec<u8>> = fixture("litellm/payloads.jsonl", Framing::Lines).into_iter().filter(|p| p.starts_with(b"{")).collect();
-    let litellm = batches((0..events / 2).map(|n| {
-        let p = &payloads[n % payloads.len()];
-        // Fixture call ids are `fx-...-00NN`: a fresh number keeps every event unique.
-        with_id(p, b"-00", n)
-    }));
+    let litellm = || {
+        let payloads = litellm_payloads();
+        batches((0..events / 2).map(|n| {
+            let p = &payloads[n % payloads.len()];
+            // Fixture call ids are `fx-...-00NN`: a fresh number keeps every event unique.
+            with_id(p, b"-00", n)
+        }))
+    };
     // The same payloads with a cost-map entry no payload before held (LiteLLM
     // repeats the model's entry in every payload; this is the cost without that).
-    let litellm_unrepeated = batches((0..events / 2).map(|n| {
-        let p = with_id(&payloads[n % payloads.len()], b"-00", n);
-        let text = String::from_utf8(p).expect("utf-8");
-        text.replacen("\"model_map_information\": {", &format!("\"model_map_information\": {{\"bench_n\": {n}, "), 1).into_bytes()
-    }));
-    let proto = fixture("otlp/requests.otlp_proto", Framing::LengthDelimited);
-    let json = fixture("otlp/requests.otlp_json.jsonl", Framing::Lines);
-    let per_request = 14 / proto.len().max(1) + 1;
-    let otlp_proto = batches((0..events / per_request).map(|n| proto[n % proto.len()].clone()));
-    let otlp_json = batches((0..events / per_request).map(|n| json[n % json.len()].clone()));
+    let litellm_unrepeated = || {
+        let payloads = litellm_payloads();
+        batches((0..events / 2).map(|n| {
+            let p = with_id(&payloads[n % payloads.len()], b"-00", n);
+            let text = String::from_utf8(p).expect("utf-8");
+            text.replacen("\"model_map_information\": {", &format!("\"model_map_information\": {{\"bench_n\": {n}, "), 1).into_bytes()
+        }))
+    };
+    let otlp = |path: &str, framing: Framing| {
+        let requests = fixture(path, framing);
+        let per_request = 14 / requests.len().max(1) + 1;
+        batches((0..events / per_request).map(|n| requests[n % requests.len()].clone()))
+    };
+    let otlp_proto = || otlp("otlp/requests.otlp_proto", Framing::LengthDelimited);
+    let otlp_json = || otlp("otlp/requests.otlp_json.jsonl", Framing::Lines);
 
-    let inputs = [
-        ("aiwatch", Format::Aiwatch, &aiwatch),
+    let makers: [(&str, Format, &dyn Fn() -> Vec<RawBatch>); 4] = [
         ("litellm", Format::Litellm, &litellm),
         ("litellm (unrepeated)", Format::Litellm, &litellm_unrepeated),
         ("otlp_proto", Format::OtlpProto, &otlp_proto),
         ("otlp_json", Format::OtlpJson, &otlp_json),
     ];
+    // `AIWATCH_BENCH_FORMAT=litellm` times that format alone, after the aiwatch
+    // base, and `AIWATCH_BENCH_PASSES=N` decodes each input N times (to profile
+    // the decoding rather than the making of the inputs).
+    let passes: usize = std::env::var("AIWATCH_BENCH_PASSES").ok().and_then(|p| p.parse().ok()).unwrap_or(1).max(1);
+    let only = std::env::var("AIWATCH_BENCH_FORMAT").ok();
+    let inputs: Vec<(&str, Format, Vec<RawBatch>)> = std::iter::once(("aiwatch", Format::Aiwatch, aiwatch))
+        .chain(makers.iter().filter(|(label, ..)| only.as_deref().is_none_or(|o| o == *label)).map(|(label, format, make)| (*label, *format, make())))
+        .collect();
     let totals: Vec<(usize, usize, usize, f64)> = inputs
         .iter()
         .map(|(_, format, raws)| {
             let mut decoder = Decoder::with_formats(DecodeOptions::default(), Formats::one(*format, Adapter::default()));
-            raws.iter().map(|raw| time(&mut decoder, raw)).fold((0, 0, 0, 0.0), |t, r| (t.0 + r.0, t.1 + r.1, t.2 + r.2, t.3 + r.3))
+            let t = (0..passes).flat_map(|_| raws.iter()).map(|raw| time(&mut decoder, raw)).fold((0, 0, 0, 0.0), |t, r| (t.0 + r.0, t.1 + r.1, t.2 + r.2, t.3 + r.3));
+            (t.0 / passes, t.1 / passes, t.2 / passes, t.3 / passes as f64)
         })
         .collect();
     println!("{:<20} {:>9} {:>9} {:>7} {:>8} {:>12} {:>10} {:>9}", "format", "records", "events", "dead", "MB", "events/s", "µs/event", "x aiwatch");

@@ -86,7 +86,7 @@ impl<'a> Obj<'a> {
     /// then asks `serde_json` why).
     fn read_top(b: &'a [u8], repeats: &mut Repeats, nested: impl Fn(&str) -> bool) -> Option<Payload<'a>> {
         // One UTF-8 check of the record; then every slice at an ASCII delimiter is text.
-        let text = std::str::from_utf8(b).ok()?;
+        let text = simdutf8::basic::from_utf8(b).ok()?;
         let mut r = Reader { text, repeats, inner: Vec::new() };
         let mut i = ws(b, 0);
         let top = r.object(&mut i, Some(&nested))?;

@@ -51,7 +51,7 @@ pub fn decode_proto(bytes: &[u8], origin: &Origin, adapter: &Adapter, out: &mut 
 /// it leaves to them, with the crate's types.
 pub fn decode_json(bytes: &[u8], origin: &Origin, adapter: &Adapter, out: &mut Out<'_>) {
     // One UTF-8 check of the whole record, rather than one of each string (serde_json's `from_slice`).
-    let request = std::str::from_utf8(bytes).ok().and_then(|text| serde_json::from_str::<json::Request<'_>>(text).ok());
+    let request = simdutf8::basic::from_utf8(bytes).ok().and_then(|text| serde_json::from_str::<json::Request<'_>>(text).ok());
     match request {
         Some(req) if !req.resource_spans.is_empty() => {
             let redact = || redact_json(bytes).unwrap_or_default();
