@@ -81,7 +81,7 @@ fn with_id(template: &[u8], id: &[u8], n: usize) -> Vec<u8> {
 }
 
 fn main() {
-    aiwatch::allocator::keep_freed_memory(); // as the binary
+    aiwatch::allocator::configure(); // as the binary
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let events: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
 

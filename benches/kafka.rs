@@ -47,7 +47,7 @@ const PARTITIONS: i32 = 4;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc; // as the binary
 
 fn main() -> anyhow::Result<()> {
-    aiwatch::allocator::keep_freed_memory(); // as the binary
+    aiwatch::allocator::configure(); // as the binary
     let bootstrap = std::env::var("AIWATCH_KAFKA_BOOTSTRAP")
         .map_err(|_| anyhow::anyhow!("set AIWATCH_KAFKA_BOOTSTRAP (start a broker with scripts/kafka.sh start)"))?;
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
@@ -70,8 +70,16 @@ fn main() -> anyhow::Result<()> {
     // (1) The raw consume rate: count messages until every partition's end.
     if std::env::var_os("AIWATCH_BENCH_ONLY_RUN").is_some() {
         let dir = tempfile::tempdir()?;
+        let cpu = cpu_seconds();
         let (totals, secs) = run_once(&runtime, dir.path(), &bootstrap, &topic, run_id)?;
-        println!("aiwatch run --until-end: {} messages in {secs:.2} s: {:.0} msg/s", totals.records, totals.records as f64 / secs);
+        let cpu = cpu_seconds() - cpu;
+        println!(
+            "aiwatch run --until-end: {} messages in {secs:.2} s: {:.0} msg/s; steady {:.0} msg/s; CPU {cpu:.2} s, {:.2} µs per message",
+            totals.records,
+            totals.records as f64 / secs,
+            totals.records as f64 / totals.processing.as_secs_f64().max(1e-9),
+            cpu * 1e6 / totals.records.max(1) as f64
+        );
         return Ok(());
     }
     let (n, raw_secs, bytes) = raw_consume(&bootstrap, &topic, run_id)?;
@@ -84,7 +92,9 @@ fn main() -> anyhow::Result<()> {
 
     // (3) aiwatch run --until-end over the same topic.
     let dir = tempfile::tempdir()?;
+    let cpu = cpu_seconds();
     let (totals, secs) = run_once(&runtime, dir.path(), &bootstrap, &topic, run_id)?;
+    let run_cpu = cpu_seconds() - cpu;
     let rate = totals.records as f64 / secs;
     println!(
         "aiwatch run --until-end: {} messages, {} events, {} alerts in {secs:.2} s: {rate:.0} msg/s ({:.2} x the typed consumer's rate, {:.0} % of raw)",
@@ -105,6 +115,7 @@ fn main() -> anyhow::Result<()> {
     // (4) aiwatch scan of the same events, from a file.
     let lines = dir.path().join("events.jsonl");
     stream::write_scan_stream(&lines, events)?;
+    let cpu = cpu_seconds();
     let scanned = runtime.block_on(async {
         let policy = std::sync::Arc::new(aiwatch::policy::Policy::parse(DEMO_POLICY, "demo").map_err(|e| anyhow::anyhow!(e))?);
         let mut engine = aiwatch::engine::Engine::new(policy, aiwatch::rules::builtin(), &aiwatch::engine::EngineConfig::default()).await?;
@@ -113,6 +124,7 @@ fn main() -> anyhow::Result<()> {
         let inputs = aiwatch::pipeline::ScanInputs::new(vec![lines.display().to_string()], 65_536);
         aiwatch::pipeline::scan(&mut engine, inputs, &mut dead, |a| Ok(alerts.write_alerts(a)?), |_| {}).await
     })?;
+    let scan_cpu = cpu_seconds() - cpu;
     let scan_rate = scanned.records as f64 / scanned.elapsed.as_secs_f64();
     println!(
         "aiwatch scan of the same events: {} lines, {} alerts in {:.2} s: {scan_rate:.0} events/s; run / scan = {:.2} (steady: {:.2})",
@@ -122,10 +134,26 @@ fn main() -> anyhow::Result<()> {
         rate / scan_rate,
         steady / scan_rate
     );
+    // CPU time, less sensitive than rates to other load on the machine (the broker's own is not counted).
+    println!(
+        "CPU (this process): run {run_cpu:.2} s, scan {scan_cpu:.2} s: {:.2} µs per event in run, {:.2} in scan ({:.2} x)",
+        run_cpu * 1e6 / totals.records.max(1) as f64,
+        scan_cpu * 1e6 / scanned.records.max(1) as f64,
+        (run_cpu / totals.records.max(1) as f64) / (scan_cpu / scanned.records.max(1) as f64)
+    );
     if kept_topic.is_none() {
         let _ = runtime.block_on(admin.delete_topics(&[&topic], &AdminOptions::new()));
     }
     Ok(())
+}
+
+/// User and system CPU seconds of this process so far.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(u.ru_utime) + secs(u.ru_stime)
 }
 
 /// `aiwatch run --until-end` over `topic` in a fresh group, state in `dir`: its totals and wall seconds.

@@ -29,7 +29,7 @@ mod stream;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc; // as the binary
 
 fn main() -> anyhow::Result<()> {
-    aiwatch::allocator::keep_freed_memory(); // as the binary
+    aiwatch::allocator::configure(); // as the binary
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let events: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
     let batch_size: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(65_536);

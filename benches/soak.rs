@@ -317,7 +317,7 @@ fn soak_kafka(bootstrap: &str, policy_text: &str, events: u64, rate: f64) -> any
 }
 
 fn main() -> anyhow::Result<()> {
-    aiwatch::allocator::keep_freed_memory(); // as the binary
+    aiwatch::allocator::configure(); // as the binary
     let kafka = std::env::args().skip(1).any(|a| a == "kafka");
     let env = |name: &str, default: f64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let events = env("AIWATCH_SOAK_EVENTS", 4_000_000.0) as u64;

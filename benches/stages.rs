@@ -30,7 +30,7 @@ fn report(stage: &str, events: usize, started: Instant) {
 }
 
 fn main() -> anyhow::Result<()> {
-    aiwatch::allocator::keep_freed_memory(); // as the binary
+    aiwatch::allocator::configure(); // as the binary
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let events: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
     let batch_size: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(32_768);

@@ -74,7 +74,7 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
-    aiwatch::allocator::keep_freed_memory();
+    aiwatch::allocator::configure();
     let cli = Cli::parse();
     let log_format = cli.log_format;
     init_logging(log_format);

@@ -266,7 +266,7 @@ impl Loop {
     /// A checkpoint that cannot be written (a full disk, a read-only folder)
     /// commits nothing: it is logged, counted, `/readyz` answers 503, and the
     /// next interval tries again. Returns whether it was written.
-    async fn checkpoint(&mut self, consumer: &rdkafka::consumer::StreamConsumer<Context>, mode: CommitMode) -> anyhow::Result<bool> {
+    async fn checkpoint(&mut self, consumer: &rdkafka::consumer::BaseConsumer<Context>, mode: CommitMode) -> anyhow::Result<bool> {
         self.flush().await?;
         let started = Instant::now();
         // The archive first: a checkpoint covers the files flushed before it.

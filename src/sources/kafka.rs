@@ -16,9 +16,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use futures::FutureExt as _;
 use rdkafka::message::Message;
 use tokio::sync::{mpsc, watch};
 
@@ -26,7 +25,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, FromClientConfigAndContext};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaConfRes;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
@@ -214,7 +213,7 @@ fn redact<'a>(text: &str, secrets: impl Iterator<Item = &'a str>) -> String {
 }
 
 /// A subscribed consumer with at-least-once settings.
-pub fn consumer(k: &KafkaConfig, context: Context) -> anyhow::Result<StreamConsumer<Context>> {
+pub fn consumer(k: &KafkaConfig, context: Context) -> anyhow::Result<BaseConsumer<Context>> {
     let mut c = client_config(k)?;
     c.set("group.id", &k.group_id)
         .set("enable.auto.commit", "false")
@@ -231,7 +230,7 @@ pub fn consumer(k: &KafkaConfig, context: Context) -> anyhow::Result<StreamConsu
     if !k.options.contains_key("fetch.queue.backoff.ms") {
         c.set("fetch.queue.backoff.ms", "20");
     }
-    let consumer: StreamConsumer<Context> = create(&c, k, context)?;
+    let consumer: BaseConsumer<Context> = create(&c, k, context)?;
     let all = k.all_topics();
     let topics: Vec<&str> = all.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
@@ -239,7 +238,7 @@ pub fn consumer(k: &KafkaConfig, context: Context) -> anyhow::Result<StreamConsu
 }
 
 /// The end offset of every partition of `topics` now: where `--until-end` stops.
-pub fn end_offsets(consumer: &StreamConsumer<Context>, topics: &[String]) -> anyhow::Result<HashMap<TopicPartition, (i64, i64)>> {
+pub fn end_offsets(consumer: &BaseConsumer<Context>, topics: &[String]) -> anyhow::Result<HashMap<TopicPartition, (i64, i64)>> {
     let mut out = HashMap::new();
     for t in topics {
         let md = consumer.fetch_metadata(Some(t), Duration::from_secs(30))?;
@@ -256,7 +255,7 @@ pub fn end_offsets(consumer: &StreamConsumer<Context>, topics: &[String]) -> any
 }
 
 /// The group's committed offsets for the given partitions (absent when none).
-pub fn committed(consumer: &StreamConsumer<Context>, parts: &[TopicPartition]) -> anyhow::Result<HashMap<TopicPartition, i64>> {
+pub fn committed(consumer: &BaseConsumer<Context>, parts: &[TopicPartition]) -> anyhow::Result<HashMap<TopicPartition, i64>> {
     let mut tpl = TopicPartitionList::new();
     for (t, p) in parts {
         tpl.add_partition(t, *p);
@@ -285,7 +284,7 @@ pub fn committed(consumer: &StreamConsumer<Context>, parts: &[TopicPartition]) -
 }
 
 /// Commits the durable offsets of the partitions still assigned, each past its floor.
-pub fn commit(consumer: &StreamConsumer<Context>, offsets: &Mutex<Offsets>, mode: CommitMode) -> anyhow::Result<usize> {
+pub fn commit(consumer: &BaseConsumer<Context>, offsets: &Mutex<Offsets>, mode: CommitMode) -> anyhow::Result<usize> {
     let o = offsets.lock().expect("offsets lock");
     let mut tpl = TopicPartitionList::new();
     for tp in o.durable.keys() {
@@ -351,7 +350,7 @@ impl Intake {
         }
     }
 
-    fn take(&mut self, consumer: &StreamConsumer<Context>, msg: rdkafka::error::KafkaResult<rdkafka::message::BorrowedMessage<'_>>, raw: &mut RawBatch) {
+    fn take(&mut self, consumer: &BaseConsumer<Context>, msg: rdkafka::error::KafkaResult<rdkafka::message::BorrowedMessage<'_>>, raw: &mut RawBatch) {
         let msg = match msg {
             Ok(m) => m,
             Err(rdkafka::error::KafkaError::PartitionEOF(partition)) => return self.reached_end(consumer, partition),
@@ -394,7 +393,7 @@ impl Intake {
     /// which): every assigned partition of that number whose position has
     /// reached its latest known end is at its end. For `--until-end` it is
     /// read; for the watermark hold it has no backlog beyond what was taken.
-    fn reached_end(&mut self, consumer: &StreamConsumer<Context>, partition: i32) {
+    fn reached_end(&mut self, consumer: &BaseConsumer<Context>, partition: i32) {
         use rdkafka::consumer::Consumer as _;
         let positions = match consumer.position() {
             Ok(p) => p,
@@ -468,58 +467,54 @@ pub(crate) struct IntakeLoop {
     pub pool: mpsc::UnboundedReceiver<RawBatch>,
 }
 
-/// Runs [`intake_loop`] on a thread of its own (with a runtime of its own), so
-/// consuming goes on while the rules of a step keep the main runtime's
-/// workers busy, as `scan`'s reader thread does.
-pub(crate) fn spawn_intake(consumer: Arc<StreamConsumer<Context>>, intake: Intake, l: IntakeLoop) -> std::thread::JoinHandle<()> {
+/// Runs [`intake_loop`] on a thread of its own, so consuming goes on while the
+/// rules of a step keep the runtime's workers busy, as `scan`'s reader does.
+pub(crate) fn spawn_intake(consumer: Arc<BaseConsumer<Context>>, intake: Intake, l: IntakeLoop) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("aiwatch-intake".into())
-        .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime for the Kafka intake");
-            runtime.block_on(intake_loop(consumer, intake, l));
-        })
+        .spawn(move || intake_loop(&consumer, intake, l))
         .expect("spawn the Kafka intake thread")
 }
 
 /// Takes messages into raw batches and hands a batch on when it is full or
 /// the batch wait passes; ends on shutdown or, with `--until-end`, at the end
 /// offsets. Dropping its sender is what ends the decoder and the engine loop.
-pub(crate) async fn intake_loop(consumer: Arc<StreamConsumer<Context>>, mut intake: Intake, mut l: IntakeLoop) {
-    let Some(mut raw) = l.pool.recv().await else { return };
-    let flush_timer = tokio::time::sleep(l.wait);
-    tokio::pin!(flush_timer);
+///
+/// A plain loop of blocking polls: what librdkafka already holds is taken
+/// with polls that do not wait, so a message costs one call into librdkafka
+/// and no future, waker or timer (the stream consumer's cost a message was
+/// about half the intake's). The polls also serve librdkafka's callbacks
+/// (rebalances, statistics), as the consumer's only poller must.
+fn intake_loop(consumer: &BaseConsumer<Context>, mut intake: Intake, mut l: IntakeLoop) {
+    /// The longest one poll blocks, so a shutdown is seen promptly on a quiet topic.
+    const TICK: Duration = Duration::from_millis(100);
+    let Some(mut raw) = l.pool.blocking_recv() else { return };
+    let mut flush_at = Instant::now() + l.wait;
     let done = |intake: &Intake| l.until_end && intake.remaining.is_empty();
-    while !done(&intake) {
-        let full = tokio::select! {
-            biased;
-            _ = l.stop.changed() => break,
-            _ = &mut flush_timer => {
-                flush_timer.as_mut().reset(tokio::time::Instant::now() + l.wait);
-                !raw.is_empty()
-            }
-            msg = consumer.recv() => {
-                intake.take(&consumer, msg, &mut raw);
-                // Take what librdkafka already holds without going back to the scheduler.
-                while raw.len() < l.batch_size && !done(&intake) {
-                    match consumer.recv().now_or_never() {
-                        Some(msg) => intake.take(&consumer, msg, &mut raw),
-                        None => break,
-                    }
+    while !done(&intake) && !l.stop.has_changed().unwrap_or(true) {
+        if let Some(msg) = consumer.poll(flush_at.saturating_duration_since(Instant::now()).min(TICK)) {
+            intake.take(consumer, msg, &mut raw);
+            while raw.len() < l.batch_size && !done(&intake) {
+                match consumer.poll(Duration::ZERO) {
+                    Some(msg) => intake.take(consumer, msg, &mut raw),
+                    None => break,
                 }
-                raw.len() >= l.batch_size
             }
-        };
-        if full {
-            if l.raw_tx.send(raw).await.is_err() {
-                return;
+        }
+        let full = raw.len() >= l.batch_size;
+        if full || Instant::now() >= flush_at {
+            if !raw.is_empty() {
+                if l.raw_tx.blocking_send(raw).is_err() {
+                    return;
+                }
+                let Some(next) = l.pool.blocking_recv() else { return };
+                raw = next;
             }
-            let Some(next) = l.pool.recv().await else { return };
-            raw = next;
-            flush_timer.as_mut().reset(tokio::time::Instant::now() + l.wait);
+            flush_at = Instant::now() + l.wait;
         }
     }
     if !raw.is_empty() {
-        let _ = l.raw_tx.send(raw).await;
+        let _ = l.raw_tx.blocking_send(raw);
     }
 }
 
