@@ -17,4 +17,4 @@ FROM events e
 WHERE e.event_type = 'artifact.stored'
   AND e.storage_region IS NOT NULL
   AND e.tenant_id IS NOT NULL
-  AND NOT array_has(tenant_allowed_regions(e.tenant_id), e.storage_region)
+  AND NOT tenant_region_allowed(e.tenant_id, e.storage_region)

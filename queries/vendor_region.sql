@@ -18,4 +18,4 @@ FROM events e
 WHERE e.event_type = 'ai.request'
   AND e.vendor_region IS NOT NULL
   AND e.tenant_id IS NOT NULL
-  AND NOT array_has(tenant_allowed_regions(e.tenant_id), e.vendor_region)
+  AND NOT tenant_region_allowed(e.tenant_id, e.vendor_region)

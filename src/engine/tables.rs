@@ -224,6 +224,31 @@ pub fn register_policy(ctx: &SessionContext, policy: &Arc<Policy>) -> DfResult<(
         }),
     ));
 
+    // tenant_region_allowed(tenant_id, region): whether the region is in the
+    // tenant's effective list; NULL when either is NULL. What
+    // `array_has(tenant_allowed_regions(t), r)` says, without building a list
+    // for every row (the built-in region rules call it on every request).
+    let pol = policy.clone();
+    ctx.register_udf(create_udf(
+        "tenant_region_allowed",
+        vec![DataType::Utf8, DataType::Utf8],
+        DataType::Boolean,
+        Volatility::Immutable,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let (tenants, regions) = (as_strings(&arrays[0])?, as_strings(&arrays[1])?);
+            let allowed: BooleanArray = tenants
+                .iter()
+                .zip(regions.iter())
+                .map(|(t, r)| {
+                    let (t, r) = (t?, r?);
+                    Some(pol.tenant(t).allowed_regions.iter().any(|a| a == r))
+                })
+                .collect();
+            Ok(ColumnarValue::Array(Arc::new(allowed)))
+        }),
+    ));
+
     // tenant_retention_days(tenant_id, artifact_kind): days, or NULL for no deadline.
     let pol = policy.clone();
     ctx.register_udf(create_udf(
@@ -251,4 +276,34 @@ fn as_strings(a: &ArrayRef) -> DfResult<&StringArray> {
     a.as_any()
         .downcast_ref::<StringArray>()
         .ok_or_else(|| DataFusionError::Execution(format!("expected a string argument, got {}", a.data_type())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `tenant_region_allowed(t, r)` says what `array_has(tenant_allowed_regions(t), r)` says, NULLs included.
+    #[tokio::test]
+    async fn tenant_region_allowed_answers_as_array_has_of_the_tenant_list() {
+        let policy = Arc::new(
+            Policy::parse(
+                "[[vendor]]\nprovider = \"openai\"\ndpa_signed = true\ntrains_on_customer_data = false\nallowed_data_classes = []\n\n\
+                 [tenant_defaults]\nallowed_regions = [\"us\", \"eu\"]\n\n[[tenant]]\ntenant_id = \"acme\"\nallowed_regions = [\"eu\"]\n",
+                "test",
+            )
+            .unwrap(),
+        );
+        let ctx = SessionContext::new();
+        register_policy(&ctx, &policy).unwrap();
+        let sql = "SELECT t, r, tenant_region_allowed(t, r) AS fast, array_has(tenant_allowed_regions(t), r) AS slow FROM (VALUES \
+                   ('acme', 'eu'), ('acme', 'us'), ('other', 'us'), ('other', 'apac'), (NULL, 'eu'), ('acme', NULL), (NULL, NULL)) AS v(t, r)";
+        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        let b = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+        let bools = |i: usize| b.column(i).as_any().downcast_ref::<BooleanArray>().unwrap().iter().collect::<Vec<_>>();
+        assert_eq!(bools(2), [Some(true), Some(false), Some(true), Some(false), None, None, None]);
+        // Where both tenant and region are known, the two agree.
+        for (fast, slow) in bools(2).into_iter().zip(bools(3)).take(4) {
+            assert_eq!(fast, slow);
+        }
+    }
 }
