@@ -328,6 +328,23 @@ pub(crate) struct Intake {
     offsets: Arc<Mutex<Offsets>>,
     /// [`Context::revokes`] when the intake last forgot revoked partitions.
     revokes: u64,
+    /// The partition of the last message taken, with what [`Intake::take`]
+    /// looks up for it: messages come in long runs per partition, so most
+    /// take no map lookup. Its `next` is written back to `taken` before
+    /// anything else reads or changes the maps ([`Intake::cool`]).
+    hot: Option<Hot>,
+}
+
+/// See [`Intake::hot`].
+struct Hot {
+    topic: Arc<str>,
+    partition: i32,
+    /// Next offset after the last message taken (`taken`'s entry).
+    next: i64,
+    /// Offsets below this are in the engine already (`covered`'s entry, or `i64::MIN`).
+    covered: i64,
+    /// `--until-end`: the end offset still to reach (`remaining`'s entry).
+    high: Option<i64>,
 }
 
 impl Intake {
@@ -347,6 +364,16 @@ impl Intake {
             at_end: Fast::default(),
             offsets,
             revokes: 0,
+            hot: None,
+        }
+    }
+
+    /// Writes the hot partition's progress back to `taken` and forgets it.
+    fn cool(&mut self) {
+        if let Some(h) = self.hot.take() {
+            if let Some(next) = self.taken.get_mut(&*h.topic).and_then(|parts| parts.get_mut(&h.partition)) {
+                *next = h.next;
+            }
         }
     }
 
@@ -364,29 +391,50 @@ impl Intake {
         if revokes != self.revokes {
             self.forget_revoked(revokes);
         }
+        let hot = match &mut self.hot {
+            Some(h) if h.partition == partition && *h.topic == *name => h,
+            _ => self.heat(name, partition, offset),
+        };
+        hot.next = offset + 1;
+        if offset < hot.covered {
+            return; // already in the restored state
+        }
+        raw.push(msg.payload().unwrap_or_default(), Origin::Kafka { topic: hot.topic.clone(), partition, offset });
+        if hot.high.is_some_and(|high| offset + 1 >= high) {
+            self.cool();
+            self.finished(name, partition);
+        }
+    }
+
+    /// Makes the partition of a message at `offset` the hot one, after the
+    /// bookkeeping of a partition's first message since it was assigned, or
+    /// since it was at its end.
+    fn heat(&mut self, name: &str, partition: i32, offset: i64) -> &mut Hot {
+        self.cool();
         if !self.at_end.is_empty() && self.at_end.get(name).is_some_and(|parts| parts.contains(&partition)) {
             self.at_end.get_mut(name).expect("checked").remove(&partition);
             self.offsets.lock().expect("offsets lock").at_end.remove(&(name.to_string(), partition));
         }
-        match self.taken.get_mut(name).and_then(|parts| parts.get_mut(&partition)) {
-            Some(next) => *next = offset + 1,
+        let next = match self.taken.get(name).and_then(|parts| parts.get(&partition)) {
+            Some(next) => *next,
             None => {
                 // The first message since the partition was assigned: where the group had it start.
-                self.taken.entry(name.to_string()).or_default().insert(partition, offset + 1);
+                self.taken.entry(name.to_string()).or_default().insert(partition, offset);
                 self.offsets.lock().expect("offsets lock").floor.insert((name.to_string(), partition), offset);
+                offset
             }
-        }
-        if self.covered.get(name).and_then(|m| m.get(&partition)).is_some_and(|c| offset < *c) {
-            return; // already in the restored state
-        }
+        };
         let topic = match self.topics.get(name) {
             Some(t) => t.clone(),
             None => self.topics.entry(name.to_string()).or_insert_with(|| Arc::from(name)).clone(),
         };
-        raw.push(msg.payload().unwrap_or_default(), Origin::Kafka { topic, partition, offset });
-        if self.remaining.get(name).and_then(|parts| parts.get(&partition)).is_some_and(|high| offset + 1 >= *high) {
-            self.finished(name, partition);
-        }
+        self.hot.insert(Hot {
+            topic,
+            partition,
+            next,
+            covered: self.covered.get(name).and_then(|m| m.get(&partition)).copied().unwrap_or(i64::MIN),
+            high: self.remaining.get(name).and_then(|parts| parts.get(&partition)).copied(),
+        })
     }
 
     /// Partition EOF for `partition` of some topic (librdkafka does not say
@@ -395,6 +443,7 @@ impl Intake {
     /// read; for the watermark hold it has no backlog beyond what was taken.
     fn reached_end(&mut self, consumer: &BaseConsumer<Context>, partition: i32) {
         use rdkafka::consumer::Consumer as _;
+        self.cool();
         let positions = match consumer.position() {
             Ok(p) => p,
             Err(e) => {
@@ -433,6 +482,7 @@ impl Intake {
     /// going through the engine again as duplicates, late events and a second
     /// copy of each dead letter.
     fn forget_revoked(&mut self, revokes: u64) {
+        self.cool();
         self.revokes = revokes;
         let revoked = std::mem::take(&mut self.offsets.lock().expect("offsets lock").revoked);
         for (t, p) in revoked {
