@@ -47,7 +47,7 @@ pub(super) struct ResourceSpans<'a> {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct Resource<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "attributes")]
     pub attributes: Vec<KeyValue<'a>>,
     #[serde(default)]
     dropped_attributes_count: u32,
@@ -110,7 +110,7 @@ pub(super) struct Span<'a> {
     pub start_time_unix_nano: Integer<u64>,
     #[serde(default)]
     pub end_time_unix_nano: Integer<u64>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "attributes")]
     pub attributes: Vec<KeyValue<'a>>,
     #[serde(default)]
     dropped_attributes_count: u32,
@@ -175,6 +175,29 @@ pub(super) struct KeyValue<'a> {
     pub value: Option<AnyValue<'a>>,
     #[serde(default)]
     key_strindex: i32,
+}
+
+/// The attributes of a resource or a span, as `Vec`'s own `Deserialize`
+/// reads them, into room for as many as a span of an instrumentation
+/// library has (a `Vec` from JSON starts empty and grows four times).
+fn attributes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<KeyValue<'de>>, D::Error> {
+    struct Visit;
+    impl<'de> Visitor<'de> for Visit {
+        type Value = Vec<KeyValue<'de>>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a sequence")
+        }
+
+        fn visit_seq<S: de::SeqAccess<'de>>(self, mut seq: S) -> Result<Self::Value, S::Error> {
+            let mut attributes = Vec::with_capacity(seq.size_hint().unwrap_or(0).max(24));
+            while let Some(kv) = seq.next_element()? {
+                attributes.push(kv);
+            }
+            Ok(attributes)
+        }
+    }
+    d.deserialize_seq(Visit)
 }
 
 /// An attribute value: the last value field present and not null, as the

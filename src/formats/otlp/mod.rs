@@ -192,14 +192,13 @@ impl Attr for json::KeyValue<'_> {
 
     fn val(&self) -> Option<Val<'_>> {
         Some(match self.value.as_ref()?.0.as_ref()? {
-            // A string serde_json has checked: it unescapes.
-            json::Value::String(s) => serde_json::from_str::<Item<'_>>(s.get()).map_or(Val::Other("a string"), |s| Val::Str(s.0)),
+            json::Value::String(s) => json_string(s.get()).map_or(Val::Other("a string"), |s| Val::Str(s.0)),
             json::Value::Int(i) => Val::Int(*i),
             json::Value::Array(items) => Val::Array(
                 items
                     .iter()
                     .map(|v| match &v.0 {
-                        Some(json::Value::String(s)) => serde_json::from_str::<Item<'_>>(s.get()).ok(),
+                        Some(json::Value::String(s)) => json_string(s.get()),
                         _ => None,
                     })
                     .collect(),
@@ -208,6 +207,15 @@ impl Attr for json::KeyValue<'_> {
             json::Value::Double => Val::Other("a double"),
             json::Value::Kvlist => Val::Other("a key-value list"),
         })
+    }
+}
+
+/// The text of a JSON string serde_json has checked: what is between the
+/// quotes when it holds no escape, else unescaped by serde_json.
+fn json_string(json: &str) -> Option<Item<'_>> {
+    match json.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+        Some(inner) if !inner.contains('\\') => Some(Item(Cow::Borrowed(inner))),
+        _ => serde_json::from_str::<Item<'_>>(json).ok(),
     }
 }
 
