@@ -113,7 +113,7 @@ impl<'a> Obj<'a> {
 
 /// The position of the first byte at or after `i` that is not JSON whitespace.
 #[inline]
-fn ws(b: &[u8], mut i: usize) -> usize {
+pub(crate) fn ws(b: &[u8], mut i: usize) -> usize {
     while matches!(b.get(i), Some(b' ' | b'\n' | b'\r' | b'\t')) {
         i += 1;
     }
@@ -267,7 +267,7 @@ impl Reader<'_, '_> {
 /// its text and where it ends; `None` for anything else, which serde_json
 /// then reads and judges. Accepts only what serde_json accepts.
 #[inline]
-fn plain_string(text: &str, i: usize) -> Option<(&str, usize)> {
+pub(crate) fn plain_string(text: &str, i: usize) -> Option<(&str, usize)> {
     let b = text.as_bytes();
     if b.get(i) != Some(&b'"') {
         return None;
@@ -282,7 +282,7 @@ fn plain_string(text: &str, i: usize) -> Option<(&str, usize)> {
 /// The position of the first `"`, `\\` or control character, eight bytes at a
 /// time (as serde_json finds the end of a string).
 #[inline]
-fn to_quote_escape_or_control(b: &[u8]) -> Option<usize> {
+pub(crate) fn to_quote_escape_or_control(b: &[u8]) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([1; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
     let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
@@ -303,7 +303,7 @@ fn to_quote_escape_or_control(b: &[u8]) -> Option<usize> {
 /// escapes, `null`, `true`, `false` or a number, and where it ends; `None`
 /// for anything else. What follows is the caller's to check (a delimiter).
 #[inline]
-fn plain_token(text: &str, i: usize) -> Option<(&str, usize)> {
+pub(crate) fn plain_token(text: &str, i: usize) -> Option<(&str, usize)> {
     let b = text.as_bytes();
     let digits = |mut j: usize| {
         while b.get(j).is_some_and(u8::is_ascii_digit) {
