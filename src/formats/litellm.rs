@@ -182,6 +182,11 @@ impl<'a> Reader<'a, '_> {
 
     fn value(&mut self, key: &str, at: &mut usize, nested: Option<&dyn Fn(&str) -> bool>) -> Option<&'a str> {
         let (text, b) = (self.text, self.text.as_bytes());
+        let start = *at;
+        if let Some((v, end)) = self.scalar(start) {
+            *at = end;
+            return Some(v);
+        }
         if let Some(nested) = nested.filter(|_| matches!(b.get(*at), Some(b'{' | b'['))) {
             if let Some(len) = self.repeats.find(key, b, *at) {
                 *at += len;
@@ -194,13 +199,23 @@ impl<'a> Reader<'a, '_> {
                 return text.get(start..*at);
             }
         }
-        let start = *at;
         self.skip(at, 0)?;
         let v = text.get(start..*at)?;
         if nested.is_some() {
             self.repeats.remember(key, v);
         }
         Some(v)
+    }
+
+    /// The plain scalar at `text[at]` ([`plain_token`]), in place: most
+    /// values are, and a call of [`Reader::skip`] for each costs more than
+    /// reading it.
+    #[inline(always)]
+    fn scalar(&self, at: usize) -> Option<(&'a str, usize)> {
+        match self.text.as_bytes().get(at) {
+            Some(b'{' | b'[') | None => None,
+            _ => plain_token(self.text, at),
+        }
     }
 
     /// Moves `*at` past the value there, checked as serde_json checks it.
@@ -222,7 +237,10 @@ impl<'a> Reader<'a, '_> {
                             return None;
                         }
                         i = ws(b, i + 1);
-                        self.skip(&mut i, depth + 1)?;
+                        match self.scalar(i) {
+                            Some((_, end)) => i = end,
+                            None => self.skip(&mut i, depth + 1)?,
+                        }
                         i = ws(b, i);
                         match b.get(i) {
                             Some(b',') => i = ws(b, i + 1),
@@ -237,7 +255,10 @@ impl<'a> Reader<'a, '_> {
                 let mut i = ws(b, *at + 1);
                 if b.get(i) != Some(&b']') {
                     loop {
-                        self.skip(&mut i, depth + 1)?;
+                        match self.scalar(i) {
+                            Some((_, end)) => i = end,
+                            None => self.skip(&mut i, depth + 1)?,
+                        }
                         i = ws(b, i);
                         match b.get(i) {
                             Some(b',') => i = ws(b, i + 1),
@@ -358,9 +379,9 @@ pub struct Repeats {
     /// (key, value's JSON text, times found again), at most [`Repeats::CAPACITY`].
     entries: Vec<(Box<str>, Box<str>, u32)>,
     /// The key of the value found last (`"key"` as written, for a search),
-    /// and where that value was in its record: where [`Repeats::locate`]
-    /// looks first in the next.
-    last: Option<(Box<str>, memchr::memmem::Finder<'static>, usize)>,
+    /// and where that value was in its record (where [`Repeats::locate`]
+    /// looks first in the next) and its length.
+    last: Option<(Box<str>, memchr::memmem::Finder<'static>, usize, usize)>,
     /// What [`Repeats::locate`] found in the record being read: where it
     /// looked (a value of the key found last) and the entry held there, if any.
     located: Option<(usize, Option<usize>)>,
@@ -383,7 +404,7 @@ impl Repeats {
     /// again ([`Repeats::find`]).
     fn locate(&mut self, b: &[u8]) -> Option<(usize, usize)> {
         self.located = None;
-        let (key, finder, was) = self.last.as_ref()?;
+        let (key, finder, was, _) = self.last.as_ref()?;
         let n = finder.needle().len();
         let near = was.saturating_sub(Self::NEAR).min(b.len());
         let near_end = (was + Self::NEAR + n).min(b.len()).max(near);
@@ -413,12 +434,14 @@ impl Repeats {
         *hits += 1;
         let len = text.len();
         match &mut self.last {
-            Some((k, _, was)) if **k == *key => *was = at,
+            Some((k, _, was, held)) if **k == *key => (*was, *held) = (at, len),
+            // A smaller value of another key, in a record where the key found last was found again: kept to.
+            Some((.., held)) if len < *held && matches!(self.located, Some((_, Some(_)))) => {}
             last => {
                 // What `locate` found was for another key.
                 self.located = None;
                 let finder = memchr::memmem::Finder::new(format!("\"{key}\"").as_bytes()).into_owned();
-                *last = Some((key.into(), finder, at));
+                *last = Some((key.into(), finder, at, len));
             }
         }
         Some(len)
