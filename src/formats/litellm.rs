@@ -86,8 +86,25 @@ impl<'a> Obj<'a> {
     /// then asks `serde_json` why).
     fn read_top(b: &'a [u8], repeats: &mut Repeats, nested: impl Fn(&str) -> bool) -> Option<Payload<'a>> {
         // One UTF-8 check of the record; then every slice at an ASCII delimiter is text.
-        let text = simdutf8::basic::from_utf8(b).ok()?;
-        let mut r = Reader { text, repeats, inner: Vec::new() };
+        // A held value found in the record by comparison is not checked again:
+        // it is text already (held as a `str`), so the record is text when
+        // the bytes before and after it are: a concatenation of UTF-8 texts is
+        // UTF-8 text. (And when either is not, neither is the record, as the
+        // held value starts and ends with an ASCII byte: no character spans
+        // the joins. Either way the slow path decides.)
+        let text = match repeats.locate(b) {
+            Some((at, len)) => {
+                simdutf8::basic::from_utf8(&b[..at]).ok()?;
+                simdutf8::basic::from_utf8(&b[at + len..]).ok()?;
+                // SAFETY: `b[..at]` and `b[at + len..]` were just checked, and
+                // `b[at..at + len]` equals the bytes of a `str` the decoder
+                // holds (`Repeats::locate` compared them); UTF-8 texts joined
+                // are UTF-8 text.
+                unsafe { std::str::from_utf8_unchecked(b) }
+            }
+            None => simdutf8::basic::from_utf8(b).ok()?,
+        };
+        let mut r = Reader { text, repeats, inner: Vec::with_capacity(2) };
         let mut i = ws(b, 0);
         let top = r.object(&mut i, Some(&nested))?;
         (ws(b, i) == b.len()).then(|| Payload { top, inner: RefCell::new(r.inner) })
@@ -95,7 +112,8 @@ impl<'a> Obj<'a> {
 }
 
 /// The position of the first byte at or after `i` that is not JSON whitespace.
-fn ws(b: &[u8], mut i: usize) -> usize {
+#[inline]
+pub(crate) fn ws(b: &[u8], mut i: usize) -> usize {
     while matches!(b.get(i), Some(b' ' | b'\n' | b'\r' | b'\t')) {
         i += 1;
     }
@@ -128,7 +146,8 @@ impl<'a> Reader<'a, '_> {
         if b.get(*at) != Some(&b'{') {
             return None;
         }
-        let mut entries = Vec::with_capacity(if nested.is_some() { 64 } else { 16 });
+        // LiteLLM's top level and `metadata` have 50 to 70 keys.
+        let mut entries = Vec::with_capacity(64);
         let mut i = ws(b, *at + 1);
         if b.get(i) == Some(&b'}') {
             *at = i + 1;
@@ -163,8 +182,13 @@ impl<'a> Reader<'a, '_> {
 
     fn value(&mut self, key: &str, at: &mut usize, nested: Option<&dyn Fn(&str) -> bool>) -> Option<&'a str> {
         let (text, b) = (self.text, self.text.as_bytes());
+        let start = *at;
+        if let Some((v, end)) = self.scalar(start) {
+            *at = end;
+            return Some(v);
+        }
         if let Some(nested) = nested.filter(|_| matches!(b.get(*at), Some(b'{' | b'['))) {
-            if let Some(len) = self.repeats.find(key, &b[*at..]) {
+            if let Some(len) = self.repeats.find(key, b, *at) {
                 *at += len;
                 return text.get(*at - len..*at);
             }
@@ -175,13 +199,23 @@ impl<'a> Reader<'a, '_> {
                 return text.get(start..*at);
             }
         }
-        let start = *at;
         self.skip(at, 0)?;
         let v = text.get(start..*at)?;
         if nested.is_some() {
-            self.repeats.remember(key, v.as_bytes());
+            self.repeats.remember(key, v);
         }
         Some(v)
+    }
+
+    /// The plain scalar at `text[at]` ([`plain_token`]), in place: most
+    /// values are, and a call of [`Reader::skip`] for each costs more than
+    /// reading it.
+    #[inline(always)]
+    fn scalar(&self, at: usize) -> Option<(&'a str, usize)> {
+        match self.text.as_bytes().get(at) {
+            Some(b'{' | b'[') | None => None,
+            _ => plain_token(self.text, at),
+        }
     }
 
     /// Moves `*at` past the value there, checked as serde_json checks it.
@@ -203,7 +237,10 @@ impl<'a> Reader<'a, '_> {
                             return None;
                         }
                         i = ws(b, i + 1);
-                        self.skip(&mut i, depth + 1)?;
+                        match self.scalar(i) {
+                            Some((_, end)) => i = end,
+                            None => self.skip(&mut i, depth + 1)?,
+                        }
                         i = ws(b, i);
                         match b.get(i) {
                             Some(b',') => i = ws(b, i + 1),
@@ -218,7 +255,10 @@ impl<'a> Reader<'a, '_> {
                 let mut i = ws(b, *at + 1);
                 if b.get(i) != Some(&b']') {
                     loop {
-                        self.skip(&mut i, depth + 1)?;
+                        match self.scalar(i) {
+                            Some((_, end)) => i = end,
+                            None => self.skip(&mut i, depth + 1)?,
+                        }
                         i = ws(b, i);
                         match b.get(i) {
                             Some(b',') => i = ws(b, i + 1),
@@ -247,7 +287,8 @@ impl Reader<'_, '_> {
 /// The string at `text[i]` when it holds no escape (most keys and values):
 /// its text and where it ends; `None` for anything else, which serde_json
 /// then reads and judges. Accepts only what serde_json accepts.
-fn plain_string(text: &str, i: usize) -> Option<(&str, usize)> {
+#[inline]
+pub(crate) fn plain_string(text: &str, i: usize) -> Option<(&str, usize)> {
     let b = text.as_bytes();
     if b.get(i) != Some(&b'"') {
         return None;
@@ -261,7 +302,8 @@ fn plain_string(text: &str, i: usize) -> Option<(&str, usize)> {
 
 /// The position of the first `"`, `\\` or control character, eight bytes at a
 /// time (as serde_json finds the end of a string).
-fn to_quote_escape_or_control(b: &[u8]) -> Option<usize> {
+#[inline]
+pub(crate) fn to_quote_escape_or_control(b: &[u8]) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([1; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
     let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
@@ -281,7 +323,8 @@ fn to_quote_escape_or_control(b: &[u8]) -> Option<usize> {
 /// The JSON text of the scalar at `text[i]` when it is a string without
 /// escapes, `null`, `true`, `false` or a number, and where it ends; `None`
 /// for anything else. What follows is the caller's to check (a delimiter).
-fn plain_token(text: &str, i: usize) -> Option<(&str, usize)> {
+#[inline]
+pub(crate) fn plain_token(text: &str, i: usize) -> Option<(&str, usize)> {
     let b = text.as_bytes();
     let digits = |mut j: usize| {
         while b.get(j).is_some_and(u8::is_ascii_digit) {
@@ -334,7 +377,14 @@ fn plain_token(text: &str, i: usize) -> Option<(&str, usize)> {
 #[derive(Debug, Default)]
 pub struct Repeats {
     /// (key, value's JSON text, times found again), at most [`Repeats::CAPACITY`].
-    entries: Vec<(Box<str>, Box<[u8]>, u32)>,
+    entries: Vec<(Box<str>, Box<str>, u32)>,
+    /// The key of the value found last (`"key"` as written, for a search),
+    /// and where that value was in its record (where [`Repeats::locate`]
+    /// looks first in the next) and its length.
+    last: Option<(Box<str>, memchr::memmem::Finder<'static>, usize, usize)>,
+    /// What [`Repeats::locate`] found in the record being read: where it
+    /// looked (a value of the key found last) and the entry held there, if any.
+    located: Option<(usize, Option<usize>)>,
 }
 
 impl Repeats {
@@ -342,25 +392,75 @@ impl Repeats {
     const MIN: usize = 2048;
     const MAX: usize = 64 << 10;
     const CAPACITY: usize = 16;
+    /// How far before and after its place in the last record [`Repeats::locate`] looks first.
+    const NEAR: usize = 1024;
 
-    /// The value at the start of `rest` when it is one held for `key`.
-    /// The length of the value at the start of `rest` when it is one held for `key`.
-    fn find(&mut self, key: &str, rest: &[u8]) -> Option<usize> {
-        let (_, text, hits) = self.entries.iter_mut().find(|(k, t, _)| **k == *key && rest.starts_with(t))?;
+    /// Where `b` holds, after the key of the value found last, a value held
+    /// under that key: its start and length. Searched for before the record
+    /// is read (so that the UTF-8 check can leave it out), near where it was
+    /// in the last record, then from the start; only the first `"key"` found
+    /// is tried, so a record without a repeat costs one search at most. The
+    /// reader then takes the value found at that place without comparing
+    /// again ([`Repeats::find`]).
+    fn locate(&mut self, b: &[u8]) -> Option<(usize, usize)> {
+        self.located = None;
+        let (key, finder, was, _) = self.last.as_ref()?;
+        let n = finder.needle().len();
+        let near = was.saturating_sub(Self::NEAR).min(b.len());
+        let near_end = (was + Self::NEAR + n).min(b.len()).max(near);
+        let found = match finder.find(&b[near..near_end]) {
+            Some(i) => near + i,
+            None => finder.find(b)?,
+        };
+        let mut at = ws(b, found + n);
+        if b.get(at) != Some(&b':') {
+            return None;
+        }
+        at = ws(b, at + 1);
+        let rest = &b[at..];
+        let entry = self.entries.iter().position(|(k, t, _)| *k == *key && rest.starts_with(t.as_bytes()));
+        self.located = Some((at, entry));
+        entry.map(|e| (at, self.entries[e].1.len()))
+    }
+
+    /// The length of the value at `b[at..]` when it is one held for `key`.
+    fn find(&mut self, key: &str, b: &[u8], at: usize) -> Option<usize> {
+        let entry = match self.located {
+            // Compared already, for every entry of this key.
+            Some((there, entry)) if there == at && self.last.as_ref().is_some_and(|l| *l.0 == *key) => entry,
+            _ => self.entries.iter().position(|(k, t, _)| **k == *key && b[at..].starts_with(t.as_bytes())),
+        }?;
+        let (_, text, hits) = &mut self.entries[entry];
         *hits += 1;
-        Some(text.len())
+        let len = text.len();
+        match &mut self.last {
+            Some((k, _, was, held)) if **k == *key => (*was, *held) = (at, len),
+            // A smaller value of another key, in a record where the key found last was found again: kept to.
+            Some((.., held)) if len < *held && matches!(self.located, Some((_, Some(_)))) => {}
+            last => {
+                // What `locate` found was for another key.
+                self.located = None;
+                let finder = memchr::memmem::Finder::new(format!("\"{key}\"").as_bytes()).into_owned();
+                *last = Some((key.into(), finder, at, len));
+            }
+        }
+        Some(len)
     }
 
     /// Holds a large object or array scanned under `key`, in place of the held value found again least.
-    fn remember(&mut self, key: &str, value: &[u8]) {
-        if !(Self::MIN..=Self::MAX).contains(&value.len()) || !matches!(value.first(), Some(b'{' | b'[')) || TEXT_FIELDS.contains(&key) {
+    fn remember(&mut self, key: &str, value: &str) {
+        if !(Self::MIN..=Self::MAX).contains(&value.len()) || !matches!(value.as_bytes().first(), Some(b'{' | b'[')) || TEXT_FIELDS.contains(&key) {
             return;
         }
         let entry = (key.into(), value.into(), 0);
         if self.entries.len() < Self::CAPACITY {
             self.entries.push(entry);
-        } else if let Some(least) = self.entries.iter_mut().min_by_key(|e| e.2) {
-            *least = entry;
+        } else if let Some(least) = (0..self.entries.len()).min_by_key(|e| self.entries[*e].2) {
+            self.entries[least] = entry;
+            // What `locate` found there is no longer held.
+            if self.located.is_some_and(|(_, e)| e == Some(least)) {
+                self.located = None;
+            }
         }
     }
 }
@@ -395,8 +495,9 @@ impl<'a> Payload<'a> {
         found
     }
 
-    fn path(&self, dotted: &str) -> Option<&'a str> {
-        self.at(dotted.split('.'))
+    /// The value at a path given both dotted (its name) and split.
+    fn path(&self, (_, keys): (&str, [&str; 3])) -> Option<&'a str> {
+        self.at(keys)
     }
 
     /// The first of `paths` holding a non-empty string.
@@ -413,10 +514,10 @@ impl<'a> Payload<'a> {
     }
 
     /// The first of `paths` holding a non-empty array of strings.
-    fn first_list(&self, paths: &[&str]) -> Result<Option<List<'a>>, Verdict> {
+    fn first_list(&self, paths: [(&str, [&str; 3]); 2]) -> Result<Option<List<'a>>, Verdict> {
         for p in paths {
             if let Some(v) = self.path(p) {
-                let l = strings(v, p)?;
+                let l = strings(v, p.0)?;
                 if !l.is_empty() {
                     return Ok(Some(l));
                 }
@@ -499,6 +600,17 @@ fn operation(call_type: &str) -> &str {
     listed(call_type).or_else(|| call_type.strip_prefix('a').and_then(listed)).unwrap_or(call_type)
 }
 
+/// `metadata.spend_logs_metadata.NAME` and `metadata.requester_metadata.NAME`, dotted and split.
+fn metadata_paths(name: &'static str) -> [(&'static str, [&'static str; 3]); 2] {
+    let dotted = match name {
+        "data_classes" => ["metadata.spend_logs_metadata.data_classes", "metadata.requester_metadata.data_classes"],
+        "context_tenant_ids" => ["metadata.spend_logs_metadata.context_tenant_ids", "metadata.requester_metadata.context_tenant_ids"],
+        "conversation_id" => ["metadata.spend_logs_metadata.conversation_id", "metadata.requester_metadata.conversation_id"],
+        other => unreachable!("no metadata path for {other}"),
+    };
+    [(dotted[0], ["metadata", "spend_logs_metadata", name]), (dotted[1], ["metadata", "requester_metadata", name])]
+}
+
 /// The two events of one payload, with their times.
 struct Mapped<'a> {
     request: Event<'a>,
@@ -537,7 +649,7 @@ fn map<'a>(p: &Payload<'a>, adapter: &Adapter) -> Result<Mapped<'a>, Verdict> {
     let actor_id = p.first_string(&adapter.actor_paths)?;
     let api_base = match opt(o.get("api_base"), |v| string(v, &"api_base"))? {
         Some(b) if !b.is_empty() => Some(b),
-        _ => opt(p.path("hidden_params.api_base"), |v| string(v, &"hidden_params.api_base"))?,
+        _ => opt(p.at(["hidden_params", "api_base"]), |v| string(v, &"hidden_params.api_base"))?,
     };
     let vendor_region = api_base.and_then(|b| adapter.region_of(&b)).map(Cow::Owned);
 
@@ -547,8 +659,8 @@ fn map<'a>(p: &Payload<'a>, adapter: &Adapter) -> Result<Mapped<'a>, Verdict> {
             data_classes.push(item);
         }
     };
-    for path in ["metadata.spend_logs_metadata.data_classes", "metadata.requester_metadata.data_classes"] {
-        for item in opt(p.path(path), |v| strings(v, path))?.unwrap_or_default() {
+    for path in metadata_paths("data_classes") {
+        for item in opt(p.path(path), |v| strings(v, path.0))?.unwrap_or_default() {
             add(item);
         }
     }
@@ -558,11 +670,10 @@ fn map<'a>(p: &Payload<'a>, adapter: &Adapter) -> Result<Mapped<'a>, Verdict> {
             add(Item(Cow::Owned(class.to_string())));
         }
     }
-    let context_tenant_ids =
-        p.first_list(&["metadata.spend_logs_metadata.context_tenant_ids", "metadata.requester_metadata.context_tenant_ids"])?;
+    let context_tenant_ids = p.first_list(metadata_paths("context_tenant_ids"))?;
     let mut conversation_id = None;
-    for path in ["metadata.spend_logs_metadata.conversation_id", "metadata.requester_metadata.conversation_id"] {
-        if let Some(s) = opt(p.path(path), |v| string(v, &path))?.filter(|s| !s.is_empty()) {
+    for path in metadata_paths("conversation_id") {
+        if let Some(s) = opt(p.path(path), |v| string(v, &path.0))?.filter(|s| !s.is_empty()) {
             conversation_id = Some(s);
             break;
         }
@@ -877,6 +988,54 @@ mod tests {
         assert_eq!(d.events.num_rows(), 4);
         let kinds: Vec<&str> = d.dead_letters.iter().map(|d| d.kind).collect();
         assert_eq!(kinds, ["invalid_json", "invalid_json"]);
+    }
+
+    /// The UTF-8 check leaves out a held value found by comparison, and
+    /// still refuses a record with a byte that is not UTF-8 anywhere else.
+    #[test]
+    fn a_value_met_before_is_left_out_of_the_utf8_check_and_nothing_else_is() {
+        let costs: Vec<String> = (0..200).map(|i| format!(r#""cost_{i}":{i}.5"#)).collect();
+        let big = format!(r#","model_map_information":{{"model_map_key":"gpt-4o","model_map_value":{{{}}}}}"#, costs.join(", "));
+        let other = big.replace("gpt-4o", "gpt-5");
+        let nested = |key: &str| key == "metadata";
+        let mut repeats = Repeats::default();
+        for (id, extra) in [("a", &big), ("b", &other), ("c", &big)] {
+            assert!(Obj::read_top(payload_json(id, extra).as_bytes(), &mut repeats, nested).is_some());
+        }
+        assert_eq!(repeats.entries.len(), 2);
+        // Found before the check, wherever the map is now.
+        let moved = payload_json("d", &format!(r#","first":"{}"{big}"#, "é".repeat(900)));
+        let read = Obj::read_top(moved.as_bytes(), &mut repeats, nested).expect("read");
+        assert!(matches!(repeats.located, Some((_, Some(0)))), "{:?}", repeats.located);
+        assert_eq!(read.top.get("first").map(str::len), Some(1802));
+        assert_eq!(repeats.entries[0].2, 2);
+        let other_again = payload_json("e", &other);
+        assert!(Obj::read_top(other_again.as_bytes(), &mut repeats, nested).is_some());
+        assert!(matches!(repeats.located, Some((_, Some(1)))), "every entry of the key is tried: {:?}", repeats.located);
+        // A byte that is not UTF-8 before the map, after it, or in it (then not found).
+        let with = |extra: &str, bad: &str| {
+            let mut bytes = payload_json("u", extra).into_bytes();
+            let at = bytes.windows(bad.len()).position(|w| w == bad.as_bytes()).unwrap();
+            bytes[at] = 0xff;
+            bytes
+        };
+        let cases = [
+            with(&format!(r#","before":"a?b"{big}"#), "?"),
+            with(&format!(r#"{big},"after":"a?b""#), "?"),
+            with(&format!(r#"{big},"after":"é""#), "é"),
+            with(&format!(r#","before":"é"{big}"#), "é"),
+            with(&big, "gpt-4o"),
+        ];
+        let hits = repeats.entries[0].2;
+        for (i, bytes) in cases.iter().enumerate() {
+            assert!(Obj::read_top(bytes, &mut repeats, nested).is_none(), "case {i}");
+            assert!(serde_json::from_slice::<Obj<'_>>(bytes).is_err(), "case {i}");
+            let mut raw = RawBatch::default();
+            raw.push(bytes, Origin::File { path: "l.jsonl".into(), line: 1 });
+            let d = Decoder::with_formats(DecodeOptions::default(), Formats::one(Format::Litellm, Adapter::default())).decode(&raw);
+            assert_eq!((d.events.num_rows(), d.dead_letters[0].kind), (0, "invalid_json"), "case {i}");
+        }
+        assert_eq!(repeats.entries[0].2, hits, "refused before the map is read");
     }
 
     #[test]

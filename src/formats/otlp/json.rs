@@ -26,6 +26,8 @@ use serde_json::value::RawValue;
 
 use crate::event::Item;
 
+pub(super) mod plain;
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct Request<'a> {
@@ -47,7 +49,7 @@ pub(super) struct ResourceSpans<'a> {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct Resource<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "attributes")]
     pub attributes: Vec<KeyValue<'a>>,
     #[serde(default)]
     dropped_attributes_count: u32,
@@ -110,7 +112,7 @@ pub(super) struct Span<'a> {
     pub start_time_unix_nano: Integer<u64>,
     #[serde(default)]
     pub end_time_unix_nano: Integer<u64>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "attributes")]
     pub attributes: Vec<KeyValue<'a>>,
     #[serde(default)]
     dropped_attributes_count: u32,
@@ -177,6 +179,29 @@ pub(super) struct KeyValue<'a> {
     key_strindex: i32,
 }
 
+/// The attributes of a resource or a span, as `Vec`'s own `Deserialize`
+/// reads them, into room for as many as a span of an instrumentation
+/// library has (a `Vec` from JSON starts empty and grows four times).
+fn attributes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<KeyValue<'de>>, D::Error> {
+    struct Visit;
+    impl<'de> Visitor<'de> for Visit {
+        type Value = Vec<KeyValue<'de>>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a sequence")
+        }
+
+        fn visit_seq<S: de::SeqAccess<'de>>(self, mut seq: S) -> Result<Self::Value, S::Error> {
+            let mut attributes = Vec::with_capacity(seq.size_hint().unwrap_or(0).max(24));
+            while let Some(kv) = seq.next_element()? {
+                attributes.push(kv);
+            }
+            Ok(attributes)
+        }
+    }
+    d.deserialize_seq(Visit)
+}
+
 /// An attribute value: the last value field present and not null, as the
 /// crate reads it; `None` when it has none.
 pub(super) struct AnyValue<'a>(pub Option<Value<'a>>);
@@ -184,7 +209,7 @@ pub(super) struct AnyValue<'a>(pub Option<Value<'a>>);
 pub(super) enum Value<'a> {
     /// A string's JSON text, unescaped only when the mapping reads it (most
     /// are never read: prompts, responses, SDK details).
-    String(&'a RawValue),
+    String(&'a str),
     Bool,
     Int(i64),
     Double,
@@ -214,7 +239,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for AnyValue<'a> {
                     let read = match &*key.0 {
                         "stringValue" => match map.next_value::<Option<&'de RawValue>>()? {
                             Some(s) if !s.get().starts_with('"') => return Err(de::Error::custom("stringValue: not a string")),
-                            s => s.map(Value::String),
+                            s => s.map(|s| Value::String(s.get())),
                         },
                         "boolValue" => map.next_value::<Option<bool>>()?.map(|_| Value::Bool),
                         "intValue" => map.next_value::<Option<Integer<i64>>>()?.map(|i| Value::Int(i.0)),
@@ -369,4 +394,62 @@ impl<'de, N: Names> Deserialize<'de> for Enum<N> {
         }
         d.deserialize_any(Visit(std::marker::PhantomData))
     }
+}
+
+/// Everything a [`Request`] holds, written out (tests compare the two readers).
+#[cfg(test)]
+pub(super) fn describe(r: &Request<'_>) -> String {
+    fn value(v: &Option<AnyValue<'_>>) -> String {
+        match v.as_ref().map(|v| &v.0) {
+            None => "-".into(),
+            Some(None) => "none".into(),
+            Some(Some(Value::String(s))) => format!("s{s}"),
+            Some(Some(Value::Int(i))) => format!("i{i}"),
+            Some(Some(Value::Bool)) => "b".into(),
+            Some(Some(Value::Double)) => "d".into(),
+            Some(Some(Value::Kvlist)) => "kv".into(),
+            Some(Some(Value::Array(a))) => format!("[{}]", a.iter().map(|v| value(&Some(AnyValue(v.0.as_ref().map(copy))))).collect::<Vec<_>>().join(",")),
+        }
+    }
+    fn copy<'a>(v: &Value<'a>) -> Value<'a> {
+        match v {
+            Value::String(s) => Value::String(s),
+            Value::Int(i) => Value::Int(*i),
+            Value::Bool => Value::Bool,
+            Value::Double => Value::Double,
+            Value::Kvlist => Value::Kvlist,
+            Value::Array(a) => Value::Array(a.iter().map(|v| AnyValue(v.0.as_ref().map(copy))).collect()),
+        }
+    }
+    fn attrs(a: &[KeyValue<'_>]) -> String {
+        a.iter().map(|kv| format!("{}={}/{}", kv.key.0, value(&kv.value), kv.key_strindex)).collect::<Vec<_>>().join(";")
+    }
+    let mut out = String::new();
+    for rs in &r.resource_spans {
+        let res = rs.resource.as_ref().map(|r| format!("{} {} {}", attrs(&r.attributes), r.dropped_attributes_count, r.entity_refs.len()));
+        out += &format!("RS {res:?}\n");
+        for ss in &rs.scope_spans {
+            let scope = ss.scope.as_ref().map(|s| format!("{} {}", attrs(&s.attributes), s.dropped_attributes_count));
+            out += &format!(" SS {scope:?}\n");
+            for s in &ss.spans {
+                out += &format!(
+                    "  S {} {} {} {} {} {} {} {} {} {} {} {} {:?}\n",
+                    s.trace_id.0,
+                    s.span_id.0,
+                    s.parent_span_id.0,
+                    s.flags,
+                    s.kind.0,
+                    s.start_time_unix_nano.0,
+                    s.end_time_unix_nano.0,
+                    attrs(&s.attributes),
+                    s.dropped_attributes_count,
+                    s.events.len(),
+                    s.dropped_events_count,
+                    s.links.len() * 1000 + s.dropped_links_count as usize,
+                    s.status.as_ref().map(|st| st.code.0),
+                );
+            }
+        }
+    }
+    out
 }

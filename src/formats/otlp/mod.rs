@@ -51,7 +51,10 @@ pub fn decode_proto(bytes: &[u8], origin: &Origin, adapter: &Adapter, out: &mut 
 /// it leaves to them, with the crate's types.
 pub fn decode_json(bytes: &[u8], origin: &Origin, adapter: &Adapter, out: &mut Out<'_>) {
     // One UTF-8 check of the whole record, rather than one of each string (serde_json's `from_slice`).
-    let request = simdutf8::basic::from_utf8(bytes).ok().and_then(|text| serde_json::from_str::<json::Request<'_>>(text).ok());
+    // The usual shape of a request by hand, anything else by the serde reader (both borrow).
+    let request = simdutf8::basic::from_utf8(bytes)
+        .ok()
+        .and_then(|text| json::plain::read(text).or_else(|| serde_json::from_str::<json::Request<'_>>(text).ok()));
     match request {
         Some(req) if !req.resource_spans.is_empty() => {
             let redact = || redact_json(bytes).unwrap_or_default();
@@ -192,14 +195,13 @@ impl Attr for json::KeyValue<'_> {
 
     fn val(&self) -> Option<Val<'_>> {
         Some(match self.value.as_ref()?.0.as_ref()? {
-            // A string serde_json has checked: it unescapes.
-            json::Value::String(s) => serde_json::from_str::<Item<'_>>(s.get()).map_or(Val::Other("a string"), |s| Val::Str(s.0)),
+            json::Value::String(s) => json_string(s).map_or(Val::Other("a string"), |s| Val::Str(s.0)),
             json::Value::Int(i) => Val::Int(*i),
             json::Value::Array(items) => Val::Array(
                 items
                     .iter()
                     .map(|v| match &v.0 {
-                        Some(json::Value::String(s)) => serde_json::from_str::<Item<'_>>(s.get()).ok(),
+                        Some(json::Value::String(s)) => json_string(s),
                         _ => None,
                     })
                     .collect(),
@@ -208,6 +210,15 @@ impl Attr for json::KeyValue<'_> {
             json::Value::Double => Val::Other("a double"),
             json::Value::Kvlist => Val::Other("a key-value list"),
         })
+    }
+}
+
+/// The text of a JSON string serde_json has checked: what is between the
+/// quotes when it holds no escape, else unescaped by serde_json.
+fn json_string(json: &str) -> Option<Item<'_>> {
+    match json.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+        Some(inner) if !inner.contains('\\') => Some(Item(Cow::Borrowed(inner))),
+        _ => serde_json::from_str::<Item<'_>>(json).ok(),
     }
 }
 
@@ -745,6 +756,62 @@ mod tests {
         assert_eq!(fast.dead_letters, with_crate.dead_letters);
         assert_eq!(fast.skipped, with_crate.skipped);
         assert!(fast.events.num_rows() > 20 && fast.dead_letters.len() > 10, "{} {}", fast.events.num_rows(), fast.dead_letters.len());
+    }
+
+    /// The hand reader of the usual shape reads what the serde reader reads,
+    /// alike, and nothing it refuses: every fixture request, and every
+    /// one-byte change of them.
+    #[test]
+    fn the_plain_json_reader_reads_only_what_the_serde_reader_reads_and_alike() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/formats/otlp");
+        let mut records: Vec<Vec<u8>> = Vec::new();
+        let mut requests = 0;
+        for file in ["requests.otlp_json.jsonl", "malformed.jsonl"] {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap();
+            records.extend(text.lines().filter(|l| !l.trim().is_empty()).map(|l| l.as_bytes().to_vec()));
+            requests = if requests == 0 { records.len() } else { requests };
+        }
+        let extra = [
+            r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"spanId":"01","spanId":"02"}]}]}]}"#,
+            r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"name":"a\ud800b","kind":"SPAN_KIND_CLIENT"}]}]}]}"#,
+            r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[{"key":"k","value":{"stringValue":"a\ud800b\n"}}],"status":{"code":2}}]}]}]}"#,
+            r#" {"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[{"key":"k","value":{"intValue":"-007"}},{"key":"d","value":{"doubleValue":-0.5}}]}]}]}]} "#,
+            r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[{"key":"k","value":{"intValue":9223372036854775808}}]}]}]}]}"#,
+            r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"startTimeUnixNano":18446744073709551615,"endTimeUnixNano":"18446744073709551616"}]}]}]}"#,
+            r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[{"key":"k","value":{"doubleValue":1e999}}]}]}]}]}"#,
+        ];
+        records.extend(extra.iter().map(|r| r.as_bytes().to_vec()));
+        let nested = |n: usize| {
+            let value = format!(r#"{}{{"intValue":1}}{}"#, r#"{"arrayValue":{"values":["#.repeat(n), "]}}".repeat(n));
+            format!(r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{{"attributes":[{{"key":"k","value":{value}}}]}}]}}]}}]}}"#)
+        };
+        records.extend([nested(3), nested(40)].map(String::into_bytes));
+        let (mut plain, mut checked) = (0, 0);
+        // Whether the hand reader read it (then as serde did); `None`: not UTF-8.
+        let check = |bytes: &[u8]| -> Option<bool> {
+            let text = std::str::from_utf8(bytes).ok()?;
+            let read = json::plain::read(text)?;
+            let Ok(serde) = serde_json::from_str::<json::Request<'_>>(text) else { panic!("read, but refused by serde: {text}") };
+            assert_eq!(json::describe(&read), json::describe(&serde), "{text}");
+            Some(true)
+        };
+        for (i, r) in records.iter().enumerate() {
+            checked += 1;
+            let read = check(r).is_some();
+            plain += usize::from(read);
+            assert!(read || i >= requests, "every fixture request is read by hand: {}", String::from_utf8_lossy(r));
+        }
+        for r in &records[..requests] {
+            for at in 0..r.len() {
+                for c in [b'"', b',', b'x', b'1', b' ', b'}', b']', b'\\', b'.', b'e', b'-', b'0', b'a', b'n', 0x01] {
+                    let mut bytes = r.clone();
+                    bytes[at] = c;
+                    checked += 1;
+                    plain += usize::from(check(&bytes).is_some());
+                }
+            }
+        }
+        assert!(plain > 5000 && checked > 100_000, "{plain} of {checked}");
     }
 
     #[test]
