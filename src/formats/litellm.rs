@@ -183,10 +183,6 @@ impl<'a> Reader<'a, '_> {
     fn value(&mut self, key: &str, at: &mut usize, nested: Option<&dyn Fn(&str) -> bool>) -> Option<&'a str> {
         let (text, b) = (self.text, self.text.as_bytes());
         let start = *at;
-        if let Some((v, end)) = self.scalar(start) {
-            *at = end;
-            return Some(v);
-        }
         if let Some(nested) = nested.filter(|_| matches!(b.get(*at), Some(b'{' | b'['))) {
             if let Some(len) = self.repeats.find(key, b, *at) {
                 *at += len;
@@ -205,17 +201,6 @@ impl<'a> Reader<'a, '_> {
             self.repeats.remember(key, v);
         }
         Some(v)
-    }
-
-    /// The plain scalar at `text[at]` ([`plain_token`]), in place: most
-    /// values are, and a call of [`Reader::skip`] for each costs more than
-    /// reading it.
-    #[inline(always)]
-    fn scalar(&self, at: usize) -> Option<(&'a str, usize)> {
-        match self.text.as_bytes().get(at) {
-            Some(b'{' | b'[') | None => None,
-            _ => plain_token(self.text, at),
-        }
     }
 
     /// Moves `*at` past the value there, checked as serde_json checks it.
@@ -237,10 +222,7 @@ impl<'a> Reader<'a, '_> {
                             return None;
                         }
                         i = ws(b, i + 1);
-                        match self.scalar(i) {
-                            Some((_, end)) => i = end,
-                            None => self.skip(&mut i, depth + 1)?,
-                        }
+                        self.skip(&mut i, depth + 1)?;
                         i = ws(b, i);
                         match b.get(i) {
                             Some(b',') => i = ws(b, i + 1),
@@ -255,10 +237,7 @@ impl<'a> Reader<'a, '_> {
                 let mut i = ws(b, *at + 1);
                 if b.get(i) != Some(&b']') {
                     loop {
-                        match self.scalar(i) {
-                            Some((_, end)) => i = end,
-                            None => self.skip(&mut i, depth + 1)?,
-                        }
+                        self.skip(&mut i, depth + 1)?;
                         i = ws(b, i);
                         match b.get(i) {
                             Some(b',') => i = ws(b, i + 1),
