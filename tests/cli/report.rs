@@ -183,7 +183,12 @@ fn recording_proxy() -> (u16, Arc<Mutex<Vec<String>>>) {
             let _ = c.set_read_timeout(Some(Duration::from_millis(500)));
             let mut buf = [0u8; 2048];
             let n = c.read(&mut buf).unwrap_or(0);
-            s.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_string());
+            // A connection closed or idle without a byte asked for nothing (Chromium
+            // opens spare connections to its proxy, and one from an earlier page
+            // can end after the list was cleared).
+            if n > 0 {
+                s.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_string());
+            }
         }
     });
     (port, seen)
