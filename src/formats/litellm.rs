@@ -663,7 +663,7 @@ fn map<'a>(p: &Payload<'a>, adapter: &Adapter) -> Result<Mapped<'a>, Verdict> {
     let status = opt(o.get("status"), |v| string(v, &"status"))?.map(|s| Cow::Borrowed(if s == "success" { "ok" } else { "error" }));
 
     let request = Event {
-        event_id: Some(Cow::Owned(format!("litellm:{call_id}:request"))),
+        event_id: Some(Cow::Owned(["litellm:", &call_id, ":request"].concat())),
         event_type: Some(Cow::Borrowed("ai.request")),
         tenant_id: tenant_id.clone(),
         actor_id,
@@ -681,7 +681,7 @@ fn map<'a>(p: &Payload<'a>, adapter: &Adapter) -> Result<Mapped<'a>, Verdict> {
         ..Default::default()
     };
     let response = Event {
-        event_id: Some(Cow::Owned(format!("litellm:{call_id}:response"))),
+        event_id: Some(Cow::Owned(["litellm:", &call_id, ":response"].concat())),
         event_type: Some(Cow::Borrowed("ai.response")),
         tenant_id,
         source: Some(Cow::Borrowed(FORMAT)),

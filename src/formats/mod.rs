@@ -133,22 +133,33 @@ pub fn sha256_compact_json(json: &str) -> String {
     use sha2::Digest as _;
     let mut h = sha2::Sha256::new();
     let b = json.as_bytes();
-    let (mut start, mut i, mut in_string) = (0, 0, false);
+    let (mut start, mut i) = (0, 0);
     while i < b.len() {
-        let c = b[i];
-        if in_string {
-            match c {
-                b'\\' => i += 1,
-                b'"' => in_string = false,
-                _ => {}
+        match b[i] {
+            // A string, kept whole: to its closing quote (an escaped character is skipped).
+            b'"' => {
+                i += 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', &b[i..]) {
+                        Some(p) if b[i + p] == b'\\' => i = (i + p + 2).min(b.len()),
+                        Some(p) => {
+                            i += p + 1;
+                            break;
+                        }
+                        None => {
+                            i = b.len();
+                            break;
+                        }
+                    }
+                }
             }
-        } else if c == b'"' {
-            in_string = true;
-        } else if matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
-            h.update(&b[start..i]);
-            start = i + 1;
+            b' ' | b'\n' | b'\r' | b'\t' => {
+                h.update(&b[start..i]);
+                i += 1;
+                start = i;
+            }
+            _ => i += 1,
         }
-        i += 1;
     }
     h.update(&b[start.min(b.len())..]);
     hex(&h.finalize())
@@ -157,6 +168,38 @@ pub fn sha256_compact_json(json: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_compact_hash_skips_whitespace_outside_strings_only() {
+        // What the hash must equal: the text with whitespace outside strings removed, one byte at a time.
+        fn compact(json: &str) -> Vec<u8> {
+            let (mut out, mut in_string, mut escaped) = (Vec::new(), false, false);
+            for &c in json.as_bytes() {
+                if in_string {
+                    (in_string, escaped) = (escaped || c != b'"', !escaped && c == b'\\');
+                } else if c == b'"' {
+                    in_string = true;
+                } else if matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
+                    continue;
+                }
+                out.push(c);
+            }
+            out
+        }
+        let cases = [
+            r#"[{"role": "user", "content": "a b"}]"#,
+            r#"[ {"content": "say \"hi there\" \\", "x" : [1, 2]} ]"#,
+            r#"{"a\\": " \\\" b ", "c": "\u00e9 \n"}"#,
+            "\"open string  with spaces",
+            "\"ends with a backslash \\",
+            "  \t\n ",
+            "",
+        ];
+        for case in cases {
+            use sha2::Digest as _;
+            assert_eq!(sha256_compact_json(case), hex(&sha2::Sha256::digest(compact(case))), "{case:?}");
+        }
+    }
 
     #[test]
     fn format_names_round_trip_and_unknown_names_list_the_choices() {
