@@ -172,8 +172,13 @@ impl Adapter {
 
     /// The region of an API URL or host: the `[adapter.regions]` table, then the host patterns.
     pub fn region_of(&self, url: &str) -> Option<String> {
-        let host = host_of(url)?.to_ascii_lowercase();
-        if let Some(r) = self.regions.get(&host) {
+        let host = host_of(url)?;
+        // Lowered only when it has capitals (a copy a payload, otherwise).
+        let host = match host.bytes().any(|b| b.is_ascii_uppercase()) {
+            true => std::borrow::Cow::Owned(host.to_ascii_lowercase()),
+            false => std::borrow::Cow::Borrowed(host),
+        };
+        if let Some(r) = self.regions.get(&*host) {
             return Some(r.clone());
         }
         region_from_host(&host).map(str::to_string)

@@ -468,7 +468,9 @@ impl<'a> Payload<'a> {
             return obj.as_ref()?.get(key);
         }
         // A path through something that is not an object finds nothing there.
-        let obj = if text.starts_with('{') { serde_json::from_str::<Obj<'a>>(text).ok() } else { None };
+        // The record was checked whole, so the reader takes what serde_json would (and leaves it anything unusual).
+        let read = || Reader { text, repeats: &mut Repeats::default(), inner: Vec::new() }.object(&mut 0, None);
+        let obj = if text.starts_with('{') { read().or_else(|| serde_json::from_str::<Obj<'a>>(text).ok()) } else { None };
         let found = obj.as_ref().and_then(|o| o.get(key));
         inner.push((text.as_ptr(), obj));
         found
