@@ -174,10 +174,7 @@ impl Adapter {
     pub fn region_of(&self, url: &str) -> Option<String> {
         let host = host_of(url)?;
         // Lowered only when it has capitals (a copy a payload, otherwise).
-        let host = match host.bytes().any(|b| b.is_ascii_uppercase()) {
-            true => std::borrow::Cow::Owned(host.to_ascii_lowercase()),
-            false => std::borrow::Cow::Borrowed(host),
-        };
+        let host: std::borrow::Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) { host.to_ascii_lowercase().into() } else { host.into() };
         if let Some(r) = self.regions.get(&*host) {
             return Some(r.clone());
         }
