@@ -260,6 +260,18 @@ pub struct Decoder {
     options: DecodeOptions,
     formats: Formats,
     state: formats::State,
+    /// What [`Decoder::append`] took in since the last [`Decoder::finish`], beside the columns.
+    pending: Pending,
+}
+
+/// Everything but the events of a [`Decoded`] being built.
+#[derive(Default)]
+struct Pending {
+    dead_letters: Vec<DeadLetter>,
+    skipped: BTreeMap<(&'static str, &'static str), usize>,
+    blank: usize,
+    records: usize,
+    bytes: usize,
 }
 
 impl Default for Decoder {
@@ -280,7 +292,7 @@ impl Decoder {
     }
 
     pub fn with_formats(options: DecodeOptions, formats: Formats) -> Decoder {
-        Decoder { columns: Columns::new(), options, formats, state: formats::State::default() }
+        Decoder { columns: Columns::new(), options, formats, state: formats::State::default(), pending: Pending::default() }
     }
 
     pub fn options(&self) -> &DecodeOptions {
@@ -289,14 +301,38 @@ impl Decoder {
 
     /// Decodes every record of `raw`; never fails: what is not an event becomes a dead letter.
     pub fn decode(&mut self, raw: &RawBatch) -> Decoded {
-        self.decode_with(raw, formats::decode)
+        self.append(raw);
+        self.finish()
+    }
+
+    /// Decodes every record of `raw` into the batch being built, which
+    /// [`Decoder::finish`] ends: several raw batches bounded by their bytes
+    /// ([`RawBatch::is_full`]) make one engine step.
+    pub fn append(&mut self, raw: &RawBatch) {
+        self.append_with(raw, formats::decode)
+    }
+
+    /// The records (blank lines included) taken in since the last [`Decoder::finish`].
+    pub fn pending_records(&self) -> usize {
+        self.pending.records + self.pending.blank
+    }
+
+    /// The batch built since the last call, with its dead letters and counts.
+    pub fn finish(&mut self) -> Decoded {
+        let Pending { dead_letters, skipped, blank, records, bytes } = std::mem::take(&mut self.pending);
+        Decoded { events: self.columns.finish(), dead_letters, blank, records, skipped, bytes }
     }
 
     /// [`Decoder::decode`] with another function for one record (tests: a format's other reader).
+    #[cfg(test)]
     pub(crate) fn decode_with(&mut self, raw: &RawBatch, decode: fn(Format, &[u8], &Origin, &Adapter, &mut Out<'_>)) -> Decoded {
-        let mut dead_letters = Vec::new();
-        let mut skipped = BTreeMap::new();
-        let (mut blank, mut records) = (0, 0);
+        self.append_with(raw, decode);
+        self.finish()
+    }
+
+    fn append_with(&mut self, raw: &RawBatch, decode: fn(Format, &[u8], &Origin, &Adapter, &mut Out<'_>)) {
+        let pending = &mut self.pending;
+        pending.bytes += raw.byte_len();
         // One reading of the clock per batch: a batch spans at most the batch wait.
         let latest = self.options.max_future_seconds.map(|s| {
             let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
@@ -304,8 +340,8 @@ impl Decoder {
         });
         let mut out = Out {
             columns: &mut self.columns,
-            dead_letters: &mut dead_letters,
-            skipped: &mut skipped,
+            dead_letters: &mut pending.dead_letters,
+            skipped: &mut pending.skipped,
             options: &self.options,
             latest,
             state: &mut self.state,
@@ -315,10 +351,10 @@ impl Decoder {
             prefetch(records_ahead.next());
             let format = self.formats.of(origin);
             if format.is_text() && bytes.iter().all(u8::is_ascii_whitespace) {
-                blank += 1;
+                pending.blank += 1;
                 continue;
             }
-            records += 1;
+            pending.records += 1;
             if bytes.len() > out.options.max_event_bytes {
                 let verdict = (
                     "event_too_large",
@@ -330,7 +366,6 @@ impl Decoder {
             }
             decode(format, bytes, origin, &self.formats.adapter, &mut out);
         }
-        Decoded { events: self.columns.finish(), dead_letters, blank, records, skipped, bytes: raw.byte_len() }
     }
 }
 

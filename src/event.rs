@@ -67,6 +67,13 @@ impl Origin {
 }
 
 /// A run of raw records (JSON Lines or Kafka message values), stored back to back.
+///
+/// A batch is full at the step's record count or at [`RawBatch::MAX_BYTES`],
+/// whichever comes first ([`RawBatch::is_full`]): a LiteLLM payload is 11 KB,
+/// so a step of 32,768 of them would hold 370 MB of raw bytes per batch in
+/// flight. The decoder joins batches that were full by their bytes into one
+/// step ([`crate::decode::Decoder::append`]), and reads each while it is
+/// still in the processor's cache from being written.
 #[derive(Debug, Default)]
 pub struct RawBatch {
     data: Vec<u8>,
@@ -75,8 +82,22 @@ pub struct RawBatch {
 }
 
 impl RawBatch {
+    /// The bytes at which a batch is full, whatever its record count (one record may take it past).
+    pub const MAX_BYTES: usize = 4 << 20;
+
+    /// Room for `records` records of `bytes` bytes in all (at most [`RawBatch::MAX_BYTES`]).
     pub fn with_capacity(records: usize, bytes: usize) -> RawBatch {
-        RawBatch { data: Vec::with_capacity(bytes), ends: Vec::with_capacity(records), origins: Vec::with_capacity(records) }
+        RawBatch { data: Vec::with_capacity(bytes.min(Self::MAX_BYTES)), ends: Vec::with_capacity(records), origins: Vec::with_capacity(records) }
+    }
+
+    /// Whether the batch takes no more records: `records` of them, or [`RawBatch::MAX_BYTES`].
+    pub fn is_full(&self, records: usize) -> bool {
+        self.len() >= records || self.is_full_by_bytes()
+    }
+
+    /// Whether the batch is full by its bytes: more records were likely ready.
+    pub fn is_full_by_bytes(&self) -> bool {
+        self.data.len() >= Self::MAX_BYTES
     }
 
     /// Empties the batch, keeping its buffers for the next one.

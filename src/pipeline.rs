@@ -187,18 +187,26 @@ fn spawn_reader(inputs: ScanInputs) -> mpsc::Receiver<anyhow::Result<Decoded>> {
                         return;
                     }
                 };
+                // A step is `batch_size` records, read in raw batches of at most
+                // `RawBatch::MAX_BYTES` (large records), each decoded while
+                // its bytes are still in the processor's cache.
                 loop {
-                    match reader.next_batch_into(&mut raw, batch_size) {
+                    match reader.next_batch_into(&mut raw, batch_size.saturating_sub(decoder.pending_records())) {
                         Ok(true) => {
-                            if tx.blocking_send(Ok(decoder.decode(&raw))).is_err() {
-                                return;
+                            decoder.append(&raw);
+                            if raw.is_full_by_bytes() && decoder.pending_records() < batch_size {
+                                continue;
                             }
                         }
-                        Ok(false) => break,
+                        Ok(false) if decoder.pending_records() == 0 => break,
+                        Ok(false) => {}
                         Err(e) => {
                             let _ = tx.blocking_send(Err(anyhow::Error::new(e).context(format!("cannot read input {input}"))));
                             return;
                         }
+                    }
+                    if tx.blocking_send(Ok(decoder.finish())).is_err() {
+                        return;
                     }
                 }
             }
@@ -279,4 +287,35 @@ pub async fn scan_archived(
     }
     totals.elapsed = started.elapsed();
     Ok(totals)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Large records cut raw batches at their bytes; the reader joins those
+    /// into steps of `batch_size` records, so the engine's steps keep their size.
+    #[test]
+    fn large_records_are_read_in_raw_batches_bounded_by_bytes_and_joined_into_full_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("large.jsonl");
+        let line = format!("{{\"padding\":\"{}\"}}\n", "x".repeat(100_000));
+        std::fs::write(&path, line.repeat(100)).unwrap();
+        let per_raw = RawBatch::MAX_BYTES.div_ceil(line.len() - 1);
+        assert!(per_raw < 60, "a raw batch holds {per_raw} of these records");
+
+        let mut reader = LineReader::open(path.to_str().unwrap()).unwrap();
+        let mut raw = RawBatch::default();
+        assert!(reader.next_batch_into(&mut raw, 60).unwrap());
+        assert_eq!(raw.len(), per_raw);
+        assert!(raw.is_full_by_bytes() && raw.is_full(60));
+
+        let inputs = ScanInputs::new(vec![path.to_str().unwrap().to_string()], 60);
+        let mut rx = spawn_reader(inputs);
+        let mut steps = Vec::new();
+        while let Some(d) = rx.blocking_recv() {
+            steps.push(d.unwrap().records);
+        }
+        assert_eq!(steps, [60, 40]);
+    }
 }

@@ -336,14 +336,37 @@ fn spawn_decoder(
         .name("aiwatch-decoder".into())
         .spawn(move || {
             let mut decoder = Decoder::with_formats(options, formats);
-            while let Some(raw) = raw_rx.blocking_recv() {
-                let decoded = decoder.decode(&raw);
-                let mut next = PerPartition::default();
-                for (_, origin) in raw.iter() {
-                    if let Origin::Kafka { topic, partition, offset } = origin {
-                        next.max(topic, *partition, offset + 1);
+            while let Some(mut raw) = raw_rx.blocking_recv() {
+                // Raw batches full by their bytes (large records) are joined
+                // into one step of about `batch_size` records; each goes back
+                // to the intake as soon as it is decoded.
+                let mut next: Vec<(TopicPartition, i64)> = Vec::new();
+                let full = loop {
+                    decoder.append(&raw);
+                    let mut seen = PerPartition::default();
+                    for (_, origin) in raw.iter() {
+                        if let Origin::Kafka { topic, partition, offset } = origin {
+                            seen.max(topic, *partition, offset + 1);
+                        }
                     }
-                }
+                    for (tp, n) in seen.owned() {
+                        match next.iter_mut().find(|(t, _)| *t == tp) {
+                            Some((_, m)) => *m = (*m).max(n),
+                            None => next.push((tp, n)),
+                        }
+                    }
+                    let (by_bytes, full) = (raw.is_full_by_bytes(), raw.len() >= batch_size || raw.is_full_by_bytes());
+                    raw.clear();
+                    let _ = pool.send(raw);
+                    if !by_bytes || decoder.pending_records() >= batch_size {
+                        break full;
+                    }
+                    match raw_rx.blocking_recv() {
+                        Some(more) => raw = more,
+                        None => break full,
+                    }
+                };
+                let decoded = decoder.finish();
                 let c = crate::engine::state::Cols::of(&decoded.events);
                 let mut newest = PerPartition::default();
                 for i in 0..decoded.events.num_rows() {
@@ -351,13 +374,10 @@ fn spawn_decoder(
                         newest.max(c.origin_source.value(i), c.origin_partition.value(i), c.time.value(i));
                     }
                 }
-                let step = DecodedStep { next: next.owned(), newest: newest.owned(), decoded, full: raw.len() >= batch_size };
+                let step = DecodedStep { next, newest: newest.owned(), decoded, full };
                 if decoded_tx.blocking_send(step).is_err() {
                     return;
                 }
-                let mut raw = raw;
-                raw.clear();
-                let _ = pool.send(raw);
             }
         })
         .expect("spawn decoder thread")

@@ -86,8 +86,8 @@ impl LineReader {
     }
 
     /// Fills `batch` (emptied first, its buffers reused: a scan then touches the
-    /// same memory batch after batch) with up to `batch_size` lines; `false` at
-    /// the end of the input.
+    /// same memory batch after batch) with up to `batch_size` lines, fewer
+    /// when they reach [`RawBatch::MAX_BYTES`]; `false` at the end of the input.
     pub fn next_batch_into(&mut self, batch: &mut RawBatch, batch_size: usize) -> io::Result<bool> {
         batch.clear();
         if self.done {
@@ -96,7 +96,7 @@ impl LineReader {
         if self.framing == Framing::LengthDelimited {
             return self.next_delimited(batch, batch_size);
         }
-        while batch.len() < batch_size {
+        while !batch.is_full(batch_size) {
             self.buf.clear();
             if self.reader.read_until(b'\n', &mut self.buf)? == 0 {
                 self.done = true;
@@ -119,7 +119,7 @@ impl LineReader {
 impl LineReader {
     fn next_delimited(&mut self, batch: &mut RawBatch, batch_size: usize) -> io::Result<bool> {
         let damaged = |line: u64, what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("record {line}: {what} (is this a length-delimited otlp_proto file?)"));
-        while batch.len() < batch_size {
+        while !batch.is_full(batch_size) {
             let Some(len) = self.varint()? else {
                 self.done = true;
                 break;

@@ -544,14 +544,14 @@ fn intake_loop(consumer: &BaseConsumer<Context>, mut intake: Intake, mut l: Inta
     while !done(&intake) && !l.stop.has_changed().unwrap_or(true) {
         if let Some(msg) = consumer.poll(flush_at.saturating_duration_since(Instant::now()).min(TICK)) {
             intake.take(consumer, msg, &mut raw);
-            while raw.len() < l.batch_size && !done(&intake) {
+            while !raw.is_full(l.batch_size) && !done(&intake) {
                 match consumer.poll(Duration::ZERO) {
                     Some(msg) => intake.take(consumer, msg, &mut raw),
                     None => break,
                 }
             }
         }
-        let full = raw.len() >= l.batch_size;
+        let full = raw.is_full(l.batch_size);
         if full || Instant::now() >= flush_at {
             if !raw.is_empty() {
                 if l.raw_tx.blocking_send(raw).is_err() {

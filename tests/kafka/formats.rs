@@ -161,3 +161,43 @@ fn prost_varint(mut n: usize, out: &mut Vec<u8>) {
     }
     out.push(n as u8);
 }
+
+/// A LiteLLM topic of 12 MB: raw batches close at `RawBatch::MAX_BYTES`, long
+/// before their record count, and the decoder joins them into steps of the
+/// configured size. `run --until-end` still finds what `scan` finds.
+#[test]
+fn a_litellm_topic_read_in_raw_batches_bounded_by_bytes_gives_what_scan_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let templates: Vec<Vec<u8>> = lines_of(&std::fs::read(fixtures().join("litellm/payloads.jsonl")).unwrap())
+        .into_iter()
+        .filter(|l| l.starts_with(b"{"))
+        .map(<[u8]>::to_vec)
+        .collect();
+    // Fixture call ids are `fx-...-00NN`: a fresh number keeps every payload its own.
+    let mut data = Vec::new();
+    for n in 0..1_100usize {
+        let text = String::from_utf8(templates[n % templates.len()].clone()).unwrap();
+        data.extend(text.replace("-00", &format!("-{n:05}-")).into_bytes());
+        data.push(b'\n');
+    }
+    assert!(data.len() > 2 * aiwatch::event::RawBatch::MAX_BYTES, "{} bytes", data.len());
+    let file = dir.path().join("litellm.jsonl");
+    std::fs::write(&file, &data).unwrap();
+    let (want, dead) = scan_format("litellm", &file, dir.path());
+    assert!(want.len() >= 100, "{}", want.len());
+
+    let topic = unique("litellm-large");
+    create_topic(&topic, PARTITIONS);
+    produce_lines(&topic, &data);
+    let mut cfg = RunConfig::new(dir.path(), &topic);
+    cfg.policy = fixtures().join("policy.toml");
+    cfg.single_step();
+    cfg.batch_size = 700;
+    cfg.start_at_beginning();
+    cfg.extra = format!("\n{}", std::fs::read_to_string(fixtures().join("adapter.toml")).unwrap());
+    let path = write(&cfg, dir.path());
+    run_until_end(&path, Duration::from_secs(120), &[]);
+    assert_same_violations(&violations_once(&json_lines(cfg.alerts())), &want, "run --until-end over a 12 MB LiteLLM topic");
+    assert_eq!(json_lines(cfg.dead_letters()).len(), dead);
+    delete_topics(&[&topic]);
+}
