@@ -104,12 +104,14 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let events: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
 
-    let mut g = Generator::new(GeneratorConfig { events_per_second: 200.0, max_disorder_seconds: 5.0, ..Default::default() });
-    let aiwatch = batches((0..events).map(|_| {
-        let mut line = Vec::with_capacity(1024);
-        g.next_into(&mut line);
-        line
-    }));
+    let aiwatch = || {
+        let mut g = Generator::new(GeneratorConfig { events_per_second: 200.0, max_disorder_seconds: 5.0, ..Default::default() });
+        batches((0..events).map(|_| {
+            let mut line = Vec::with_capacity(1024);
+            g.next_into(&mut line);
+            line
+        }))
+    };
 
     // Each LiteLLM payload gives 2 events, each OTLP request 14 (7 GenAI spans).
     let litellm = || {
@@ -138,7 +140,8 @@ fn main() {
     let otlp_proto = || otlp("otlp/requests.otlp_proto", Framing::LengthDelimited);
     let otlp_json = || otlp("otlp/requests.otlp_json.jsonl", Framing::Lines);
 
-    let makers: [(&str, Format, &dyn Fn() -> Vec<RawBatch>); 4] = [
+    let makers: [(&str, Format, &dyn Fn() -> Vec<RawBatch>); 5] = [
+        ("aiwatch", Format::Aiwatch, &aiwatch),
         ("litellm", Format::Litellm, &litellm),
         ("litellm (unrepeated)", Format::Litellm, &litellm_unrepeated),
         ("otlp_proto", Format::OtlpProto, &otlp_proto),
@@ -146,24 +149,20 @@ fn main() {
     ];
     // `AIWATCH_BENCH_FORMAT=litellm` times that format alone, after the aiwatch
     // base, and `AIWATCH_BENCH_PASSES=N` decodes each input N times (to profile
-    // the decoding rather than the making of the inputs).
+    // the decoding rather than the making of the inputs). Each input is made,
+    // timed and dropped before the next is made: every format is timed with
+    // only its own input in memory, the same conditions for all.
     let passes: usize = std::env::var("AIWATCH_BENCH_PASSES").ok().and_then(|p| p.parse().ok()).unwrap_or(1).max(1);
     let only = std::env::var("AIWATCH_BENCH_FORMAT").ok();
-    let inputs: Vec<(&str, Format, Vec<RawBatch>)> = std::iter::once(("aiwatch", Format::Aiwatch, aiwatch))
-        .chain(makers.iter().filter(|(label, ..)| only.as_deref().is_none_or(|o| o == *label)).map(|(label, format, make)| (*label, *format, make())))
-        .collect();
-    let totals: Vec<(usize, usize, usize, f64)> = inputs
-        .iter()
-        .map(|(_, format, raws)| {
-            let mut decoder = Decoder::with_formats(DecodeOptions::default(), Formats::one(*format, Adapter::default()));
-            let t = (0..passes).map(|_| time(&mut decoder, raws)).fold((0, 0, 0, 0.0), |t, r| (t.0 + r.0, t.1 + r.1, t.2 + r.2, t.3 + r.3));
-            (t.0 / passes, t.1 / passes, t.2 / passes, t.3 / passes as f64)
-        })
-        .collect();
     println!("{:<20} {:>9} {:>9} {:>7} {:>8} {:>12} {:>10} {:>9}", "format", "records", "events", "dead", "MB", "events/s", "µs/event", "x aiwatch");
     let mut base = None;
-    for ((label, _, raws), (records, events, dead, secs)) in inputs.iter().zip(totals) {
+    for (label, format, make) in makers.iter().filter(|(label, ..)| *label == "aiwatch" || only.as_deref().is_none_or(|o| o == *label)) {
+        let raws = make();
+        let mut decoder = Decoder::with_formats(DecodeOptions::default(), Formats::one(*format, Adapter::default()));
+        let t = (0..passes).map(|_| time(&mut decoder, &raws)).fold((0, 0, 0, 0.0), |t, r| (t.0 + r.0, t.1 + r.1, t.2 + r.2, t.3 + r.3));
+        let (records, events, dead, secs) = (t.0 / passes, t.1 / passes, t.2 / passes, t.3 / passes as f64);
         let mb = raws.iter().map(|r| r.byte_len()).sum::<usize>() as f64 / 1e6;
+        drop(raws);
         let per_event = secs * 1e6 / events.max(1) as f64;
         let base = *base.get_or_insert(per_event);
         println!(
