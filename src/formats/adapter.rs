@@ -135,6 +135,8 @@ pub struct Adapter {
     providers: HashMap<String, String>,
     /// Lowercase host -> region.
     regions: HashMap<String, String>,
+    /// The keys a `litellm` payload is looked up by, at any depth.
+    pub(crate) litellm_keys: crate::formats::litellm::Keys,
 }
 
 impl Default for Adapter {
@@ -148,9 +150,11 @@ impl Adapter {
         let split = |keys: &[String]| keys.iter().map(|k| k.split('.').map(str::to_string).collect()).collect();
         let mut providers: HashMap<String, String> = PROVIDERS.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
         providers.extend(c.providers.iter().map(|(a, b)| (a.clone(), b.clone())));
+        let (tenant_paths, actor_paths): (Vec<Vec<String>>, Vec<Vec<String>>) = (split(&c.tenant_keys), split(&c.actor_keys));
         Adapter {
-            tenant_paths: split(&c.tenant_keys),
-            actor_paths: split(&c.actor_keys),
+            litellm_keys: crate::formats::litellm::Keys::of(tenant_paths.iter().chain(&actor_paths)),
+            tenant_paths,
+            actor_paths,
             data_class_tag_prefix: c.data_class_tag_prefix.clone(),
             otel_tenant_keys: c.otel_tenant_keys.clone(),
             otel_actor_keys: c.otel_actor_keys.clone(),

@@ -46,6 +46,44 @@ fn print(key: &str) -> u64 {
     u64::from_le_bytes(tail) ^ (b.len() as u64).rotate_right(8)
 }
 
+/// The keys a `litellm` mapping may look up, at any depth: the mapping's own
+/// and every segment of the adapter's tenant and actor paths. An object read
+/// by [`Reader`] keeps only the entries whose key may be one of them (a
+/// 256-bit filter on [`print`]: a false hit only keeps one entry more), so a
+/// payload's 50 to 70 keys a level cost no entry and no lookup passes them.
+#[derive(Debug, Clone)]
+pub struct Keys([u64; 4]);
+
+impl Keys {
+    /// What [`map`] and [`metadata_paths`] look up.
+    const MAPPED: [&'static str; 19] = [
+        "litellm_call_id", "startTime", "endTime", "custom_llm_provider", "model", "call_type", "api_base", "hidden_params", "metadata",
+        "spend_logs_metadata", "requester_metadata", "data_classes", "context_tenant_ids", "conversation_id", "request_tags",
+        "prompt_tokens", "completion_tokens", "messages", "status",
+    ];
+
+    /// The keys of the mapping with `paths` (the adapter's, split at the dots).
+    pub fn of<'p>(paths: impl IntoIterator<Item = &'p Vec<String>>) -> Keys {
+        let mut keys = Keys([0; 4]);
+        let segments = paths.into_iter().flatten().map(String::as_str);
+        for key in Self::MAPPED.into_iter().chain(segments) {
+            let slot = Self::slot(print(key));
+            keys.0[slot >> 6] |= 1 << (slot & 63);
+        }
+        keys
+    }
+
+    fn slot(print: u64) -> usize {
+        (print.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize
+    }
+
+    /// Whether a key with this [`print`] may be looked up (or shares a slot with one that may).
+    fn may_hold(&self, print: u64) -> bool {
+        let slot = Self::slot(print);
+        self.0[slot >> 6] >> (slot & 63) & 1 == 1
+    }
+}
+
 impl<'de> Deserialize<'de> for Obj<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Visit;
@@ -84,7 +122,13 @@ impl<'a> Obj<'a> {
     /// Reads a payload's top-level object as `serde_json` reads an [`Obj`]
     /// ([`Reader`]); `None` where the text is not such an object (the caller
     /// then asks `serde_json` why).
+    #[cfg(test)]
     fn read_top(b: &'a [u8], repeats: &mut Repeats, nested: impl Fn(&str) -> bool) -> Option<Payload<'a>> {
+        Obj::read_top_keeping(b, repeats, nested, None)
+    }
+
+    /// [`Obj::read_top`], keeping in each object only the entries whose key may be one of `keys` (all when `None`).
+    fn read_top_keeping(b: &'a [u8], repeats: &mut Repeats, nested: impl Fn(&str) -> bool, keys: Option<&'a Keys>) -> Option<Payload<'a>> {
         // One UTF-8 check of the record; then every slice at an ASCII delimiter is text.
         // A held value found in the record by comparison is not checked again:
         // it is text already (held as a `str`), so the record is text when
@@ -104,10 +148,10 @@ impl<'a> Obj<'a> {
             }
             None => simdutf8::basic::from_utf8(b).ok()?,
         };
-        let mut r = Reader { text, repeats, inner: Vec::with_capacity(2) };
+        let mut r = Reader { text, repeats, inner: Vec::with_capacity(2), keys };
         let mut i = ws(b, 0);
         let top = r.object(&mut i, Some(&nested))?;
-        (ws(b, i) == b.len()).then(|| Payload { top, inner: RefCell::new(r.inner) })
+        (ws(b, i) == b.len()).then(|| Payload { top, inner: RefCell::new(r.inner), keys })
     }
 }
 
@@ -137,6 +181,8 @@ struct Reader<'a, 'r> {
     text: &'a str,
     repeats: &'r mut Repeats,
     inner: Vec<(*const u8, Option<Obj<'a>>)>,
+    /// The keys whose entries objects keep (all when `None`).
+    keys: Option<&'a Keys>,
 }
 
 impl<'a> Reader<'a, '_> {
@@ -146,12 +192,15 @@ impl<'a> Reader<'a, '_> {
         if b.get(*at) != Some(&b'{') {
             return None;
         }
-        // LiteLLM's top level and `metadata` have 50 to 70 keys.
-        let mut entries = Vec::with_capacity(64);
+        // LiteLLM's top level and `metadata` have 50 to 70 keys, of which the mapping reads a few.
+        let (mut entries, mut prints) = match self.keys {
+            Some(_) => (Vec::with_capacity(16), Vec::with_capacity(16)),
+            None => (Vec::with_capacity(64), Vec::with_capacity(64)),
+        };
         let mut i = ws(b, *at + 1);
         if b.get(i) == Some(&b'}') {
             *at = i + 1;
-            return Some(Obj::new(entries));
+            return Some(Obj { entries, prints });
         }
         loop {
             let key = match plain_string(text, i) {
@@ -167,13 +216,17 @@ impl<'a> Reader<'a, '_> {
             }
             i = ws(b, i + 1);
             let value = self.value(&key, &mut i, nested)?;
-            entries.push((key, value));
+            let p = print(&key);
+            if self.keys.is_none_or(|k| k.may_hold(p)) {
+                entries.push((key, value));
+                prints.push(p);
+            }
             i = ws(b, i);
             match b.get(i) {
                 Some(b',') => i = ws(b, i + 1),
                 Some(b'}') => {
                     *at = i + 1;
-                    return Some(Obj::new(entries));
+                    return Some(Obj { entries, prints });
                 }
                 _ => return None,
             }
@@ -474,13 +527,26 @@ struct Payload<'a> {
     top: Obj<'a>,
     /// Parsed inner objects, by the address of their text (`None`: not an object).
     inner: RefCell<Vec<(*const u8, Option<Obj<'a>>)>>,
+    /// The keys the objects read keep ([`Reader::keys`]).
+    keys: Option<&'a Keys>,
 }
 
 impl<'a> Payload<'a> {
+    /// The first value of the top-level `key` that is not `null`.
+    fn get(&self, key: &str) -> Option<&'a str> {
+        self.kept(key);
+        self.top.get(key)
+    }
+
+    /// Checks (in debug builds) that the objects read kept the entries of `key`: it must be one of [`Keys`].
+    fn kept(&self, key: &str) {
+        debug_assert!(self.keys.is_none_or(|k| k.may_hold(print(key))), "`{key}` is looked up but not in litellm::Keys");
+    }
+
     /// The value at `path` (keys into nested objects), first non-null at each step.
     fn at<'k>(&self, path: impl IntoIterator<Item = &'k str>) -> Option<&'a str> {
         let mut path = path.into_iter();
-        let mut v = self.top.get(path.next()?)?;
+        let mut v = self.get(path.next()?)?;
         for key in path {
             v = self.child(v, key)?;
         }
@@ -488,13 +554,14 @@ impl<'a> Payload<'a> {
     }
 
     fn child(&self, text: &'a str, key: &str) -> Option<&'a str> {
+        self.kept(key);
         let mut inner = self.inner.borrow_mut();
         if let Some((_, obj)) = inner.iter().find(|(p, _)| *p == text.as_ptr()) {
             return obj.as_ref()?.get(key);
         }
         // A path through something that is not an object finds nothing there.
         // The record was checked whole, so the reader takes what serde_json would (and leaves it anything unusual).
-        let read = || Reader { text, repeats: &mut Repeats::default(), inner: Vec::new() }.object(&mut 0, None);
+        let read = || Reader { text, repeats: &mut Repeats::default(), inner: Vec::new(), keys: self.keys }.object(&mut 0, None);
         let obj = if text.starts_with('{') { read().or_else(|| serde_json::from_str::<Obj<'a>>(text).ok()) } else { None };
         let found = obj.as_ref().and_then(|o| o.get(key));
         inner.push((text.as_ptr(), obj));
@@ -626,7 +693,7 @@ struct Mapped<'a> {
 }
 
 fn map<'a>(p: &Payload<'a>, adapter: &Adapter) -> Result<Mapped<'a>, Verdict> {
-    let o = &p.top;
+    let o = p;
     let call_id = match o.get("litellm_call_id") {
         None => return Err(("missing_field", "required field `litellm_call_id` is missing or null".into())),
         Some(v) => string(v, &"litellm_call_id")?,
@@ -749,8 +816,8 @@ fn invalid_json(e: &serde_json::Error) -> Verdict {
 }
 
 fn payload(bytes: &[u8], index: Option<usize>, origin: &Origin, adapter: &Adapter, out: &mut Out<'_>) {
-    let fast = Obj::read_top(bytes, &mut out.formats_state().litellm, |key| adapter.looks_into(key));
-    let read = fast.map_or_else(|| serde_json::from_slice::<Obj<'_>>(bytes).map(|top| Payload { top, inner: RefCell::new(Vec::new()) }), Ok);
+    let fast = Obj::read_top_keeping(bytes, &mut out.formats_state().litellm, |key| adapter.looks_into(key), Some(&adapter.litellm_keys));
+    let read = fast.map_or_else(|| serde_json::from_slice::<Obj<'_>>(bytes).map(|top| Payload { top, inner: RefCell::new(Vec::new()), keys: None }), Ok);
     let mapped = match read {
         Ok(p) => {
             map(&p, adapter).and_then(|m| {
