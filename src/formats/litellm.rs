@@ -82,6 +82,12 @@ impl Keys {
         let slot = Self::slot(print);
         self.0[slot >> 6] >> (slot & 63) & 1 == 1
     }
+
+    /// Whether the mapping looks into the object under the payload key `key`
+    /// ([`Adapter::looks_into`]), the filter first.
+    fn looks_into(&self, key: &str, adapter: &Adapter) -> bool {
+        self.may_hold(print(key)) && adapter.looks_into(key)
+    }
 }
 
 impl<'de> Deserialize<'de> for Obj<'de> {
@@ -635,12 +641,25 @@ fn strings<'a>(v: &'a str, name: &str) -> Result<List<'a>, Verdict> {
     serde_json::from_str::<List<'a>>(v).map_err(|_| wrong(&name, "an array of strings", v))
 }
 
+/// `v` is a JSON value the reader or serde_json checked: one that starts
+/// like a number is a JSON number, which Rust's own parser reads as JSON
+/// means it (correctly rounded). Anything else goes to serde_json, for its verdict.
 fn number(v: &str, name: &str) -> Result<f64, Verdict> {
-    serde_json::from_str::<f64>(v).map_err(|_| wrong(&name, "a number", v))
+    match v.as_bytes().first() {
+        Some(b'-' | b'0'..=b'9') => v.parse::<f64>().ok(),
+        _ => None,
+    }
+    .map_or_else(|| serde_json::from_str::<f64>(v).map_err(|_| wrong(&name, "a number", v)), Ok)
 }
 
+/// As [`number`]: a JSON number of digits only (no fraction or exponent) in
+/// range is what both Rust and serde_json read as an integer.
 fn integer(v: &str, name: &str) -> Result<i64, Verdict> {
-    serde_json::from_str::<i64>(v).map_err(|_| wrong(&name, "an integer", v))
+    match v.as_bytes().first() {
+        Some(b'-' | b'0'..=b'9') => v.parse::<i64>().ok(),
+        _ => None,
+    }
+    .map_or_else(|| serde_json::from_str::<i64>(v).map_err(|_| wrong(&name, "an integer", v)), Ok)
 }
 
 fn opt<'a, T>(v: Option<&'a str>, read: impl FnOnce(&'a str) -> Result<T, Verdict>) -> Result<Option<T>, Verdict> {
@@ -816,7 +835,7 @@ fn invalid_json(e: &serde_json::Error) -> Verdict {
 }
 
 fn payload(bytes: &[u8], index: Option<usize>, origin: &Origin, adapter: &Adapter, out: &mut Out<'_>) {
-    let fast = Obj::read_top_keeping(bytes, &mut out.formats_state().litellm, |key| adapter.looks_into(key), Some(&adapter.litellm_keys));
+    let fast = Obj::read_top_keeping(bytes, &mut out.formats_state().litellm, |key| adapter.litellm_keys.looks_into(key, adapter), Some(&adapter.litellm_keys));
     let read = fast.map_or_else(|| serde_json::from_slice::<Obj<'_>>(bytes).map(|top| Payload { top, inner: RefCell::new(Vec::new()), keys: None }), Ok);
     let mapped = match read {
         Ok(p) => {
