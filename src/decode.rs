@@ -346,9 +346,7 @@ impl Decoder {
             latest,
             state: &mut self.state,
         };
-        let mut records_ahead = raw.iter().map(|(bytes, _)| bytes).skip(1);
         for (bytes, origin) in raw.iter() {
-            prefetch(records_ahead.next());
             let format = self.formats.of(origin);
             if format.is_text() && bytes.iter().all(u8::is_ascii_whitespace) {
                 pending.blank += 1;
@@ -365,26 +363,6 @@ impl Decoder {
                 continue;
             }
             decode(format, bytes, origin, &self.formats.adapter, &mut out);
-        }
-    }
-}
-
-/// Asks for the next record's bytes while this one is decoded, when it is
-/// large: an adapter record (LiteLLM's 11 KB, OTLP's 2 to 4 KB) is otherwise
-/// fetched from memory by the first pass over it, the processor's own
-/// prefetching stopping at each 4 KB page. Small records (an `aiwatch` event)
-/// are left to the processor. Prefetching reads nothing: no effect but timing.
-#[inline]
-fn prefetch(next: Option<&[u8]>) {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(next) = next.filter(|b| b.len() >= 1024) {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
-        for line in next.chunks(64) {
-            // SAFETY: a prefetch of an address within a live slice; it neither faults nor changes memory.
-            #[allow(unused_unsafe)]
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T1>(line.as_ptr().cast());
-            }
         }
     }
 }

@@ -38,12 +38,15 @@ struct Obj<'a> {
 }
 
 /// A key's fingerprint: its length and last eight bytes.
+#[inline]
 fn print(key: &str) -> u64 {
     let b = key.as_bytes();
-    let n = b.len().min(8);
-    let mut tail = [0u8; 8];
-    tail[..n].copy_from_slice(&b[b.len() - n..]);
-    u64::from_le_bytes(tail) ^ (b.len() as u64).rotate_right(8)
+    let tail = match b.len().checked_sub(8) {
+        // One load for most keys (a copy of a length not known at compile time would call `memcpy`).
+        Some(start) => u64::from_le_bytes(b[start..].try_into().expect("eight bytes")),
+        None => b.iter().rev().fold(0u64, |t, c| (t << 8) | u64::from(*c)),
+    };
+    tail ^ (b.len() as u64).rotate_right(8)
 }
 
 /// The keys a `litellm` mapping may look up, at any depth: the mapping's own
@@ -254,7 +257,7 @@ impl<'a> Reader<'a, '_> {
                 return text.get(start..*at);
             }
         }
-        self.skip(at, 0)?;
+        self.skip_in_place(at, 0)?;
         let v = text.get(start..*at)?;
         if nested.is_some() {
             self.repeats.remember(key, v);
@@ -281,7 +284,7 @@ impl<'a> Reader<'a, '_> {
                             return None;
                         }
                         i = ws(b, i + 1);
-                        self.skip(&mut i, depth + 1)?;
+                        self.skip_in_place(&mut i, depth + 1)?;
                         i = ws(b, i);
                         match b.get(i) {
                             Some(b',') => i = ws(b, i + 1),
@@ -296,7 +299,7 @@ impl<'a> Reader<'a, '_> {
                 let mut i = ws(b, *at + 1);
                 if b.get(i) != Some(&b']') {
                     loop {
-                        self.skip(&mut i, depth + 1)?;
+                        self.skip_in_place(&mut i, depth + 1)?;
                         i = ws(b, i);
                         match b.get(i) {
                             Some(b',') => i = ws(b, i + 1),
@@ -318,6 +321,18 @@ impl<'a> Reader<'a, '_> {
 }
 
 impl Reader<'_, '_> {
+    /// [`Reader::skip`], with a plain scalar (most values) read here rather than by a call.
+    #[inline]
+    fn skip_in_place(&mut self, at: &mut usize, depth: usize) -> Option<()> {
+        if !matches!(self.text.as_bytes().get(*at), Some(b'{' | b'[')) {
+            if let Some((_, end)) = plain_token(self.text, *at) {
+                *at = end;
+                return Some(());
+            }
+        }
+        self.skip(at, depth)
+    }
+
     /// How deep [`Reader::skip`] walks before it leaves a value to serde_json (which has no limit).
     const DEPTH: usize = 32;
 }
