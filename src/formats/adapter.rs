@@ -3,10 +3,12 @@
 //! names, and regions by API host. Parsed strictly: an unknown key is an
 //! error that names it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
+
+use crate::engine::state::HashMap as Fast;
 
 /// `[adapter]` as written in a config file; every key has the default of `adapters.md`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -132,9 +134,10 @@ pub struct Adapter {
     pub data_class_tag_prefix: String,
     pub otel_tenant_keys: Vec<String>,
     pub otel_actor_keys: Vec<String>,
-    providers: HashMap<String, String>,
+    /// Looked up once a payload or span: a fast keyed hash (provider names and hosts are not secret).
+    providers: Fast<String, String>,
     /// Lowercase host -> region.
-    regions: HashMap<String, String>,
+    regions: Fast<String, String>,
     /// The keys a `litellm` payload is looked up by, at any depth.
     pub(crate) litellm_keys: crate::formats::litellm::Keys,
 }
@@ -148,7 +151,7 @@ impl Default for Adapter {
 impl Adapter {
     pub fn new(c: &AdapterConfig) -> Adapter {
         let split = |keys: &[String]| keys.iter().map(|k| k.split('.').map(str::to_string).collect()).collect();
-        let mut providers: HashMap<String, String> = PROVIDERS.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let mut providers: Fast<String, String> = PROVIDERS.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
         providers.extend(c.providers.iter().map(|(a, b)| (a.clone(), b.clone())));
         let (tenant_paths, actor_paths): (Vec<Vec<String>>, Vec<Vec<String>>) = (split(&c.tenant_keys), split(&c.actor_keys));
         Adapter {

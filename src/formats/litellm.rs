@@ -32,9 +32,9 @@ pub const TEXT_FIELDS: [&str; 2] = ["messages", "response"];
 /// A JSON object whose values are left unparsed (their JSON text) until
 /// asked for. Keys are borrowed from the record unless they hold escapes.
 struct Obj<'a> {
-    entries: Vec<(Cow<'a, str>, &'a str)>,
-    /// The keys' fingerprints ([`print`]), so a lookup compares whole keys only where they agree.
-    prints: Vec<u64>,
+    /// Each key's fingerprint ([`print`], so a lookup compares whole keys
+    /// only where they agree), the key, and its value's JSON text.
+    entries: Vec<(u64, Cow<'a, str>, &'a str)>,
 }
 
 /// A key's fingerprint: its length and last eight bytes.
@@ -106,9 +106,9 @@ impl<'de> Deserialize<'de> for Obj<'de> {
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Obj<'de>, M::Error> {
                 let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(48));
                 while let Some(Item(key)) = map.next_key::<Item<'de>>()? {
-                    entries.push((key, map.next_value::<&'de RawValue>()?.get()));
+                    entries.push((print(&key), key, map.next_value::<&'de RawValue>()?.get()));
                 }
-                Ok(Obj::new(entries))
+                Ok(Obj { entries })
             }
         }
         d.deserialize_map(Visit)
@@ -116,16 +116,10 @@ impl<'de> Deserialize<'de> for Obj<'de> {
 }
 
 impl<'a> Obj<'a> {
-    fn new(entries: Vec<(Cow<'a, str>, &'a str)>) -> Obj<'a> {
-        let prints = entries.iter().map(|(k, _)| print(k)).collect();
-        Obj { entries, prints }
-    }
-
     /// The first value of `key` that is not `null`.
     fn get(&self, key: &str) -> Option<&'a str> {
         let p = print(key);
-        let (_, v) = self.prints.iter().zip(&self.entries).find(|(q, (k, v))| **q == p && k == key && *v != "null").map(|(_, e)| e)?;
-        Some(v)
+        self.entries.iter().find(|(q, k, v)| *q == p && k == key && *v != "null").map(|e| e.2)
     }
 
     /// Reads a payload's top-level object as `serde_json` reads an [`Obj`]
@@ -202,14 +196,11 @@ impl<'a> Reader<'a, '_> {
             return None;
         }
         // LiteLLM's top level and `metadata` have 50 to 70 keys, of which the mapping reads a few.
-        let (mut entries, mut prints) = match self.keys {
-            Some(_) => (Vec::with_capacity(16), Vec::with_capacity(16)),
-            None => (Vec::with_capacity(64), Vec::with_capacity(64)),
-        };
+        let mut entries = Vec::with_capacity(if self.keys.is_some() { 16 } else { 64 });
         let mut i = ws(b, *at + 1);
         if b.get(i) == Some(&b'}') {
             *at = i + 1;
-            return Some(Obj { entries, prints });
+            return Some(Obj { entries });
         }
         loop {
             let key = match plain_string(text, i) {
@@ -227,15 +218,14 @@ impl<'a> Reader<'a, '_> {
             let value = self.value(&key, &mut i, nested)?;
             let p = print(&key);
             if self.keys.is_none_or(|k| k.may_hold(p)) {
-                entries.push((key, value));
-                prints.push(p);
+                entries.push((p, key, value));
             }
             i = ws(b, i);
             match b.get(i) {
                 Some(b',') => i = ws(b, i + 1),
                 Some(b'}') => {
                     *at = i + 1;
-                    return Some(Obj { entries, prints });
+                    return Some(Obj { entries });
                 }
                 _ => return None,
             }
@@ -905,7 +895,7 @@ fn redact_payload(bytes: &[u8]) -> Option<Vec<u8>> {
         return serde_json::from_slice::<serde::de::IgnoredAny>(bytes).ok().map(|_| bytes.to_vec());
     };
     let mut out = b"{".to_vec();
-    for (i, (key, value)) in obj.entries.iter().enumerate() {
+    for (i, (_, key, value)) in obj.entries.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
@@ -1203,8 +1193,8 @@ mod tests {
                 let Some(read) = Obj::read_top(&bytes, &mut repeats, |k| k == "metadata") else { continue };
                 fast += 1;
                 let Ok(obj) = serde_json::from_slice::<Obj<'_>>(&bytes) else { panic!("read, but not JSON: {}", String::from_utf8_lossy(&bytes)) };
-                let a: Vec<(&str, &str)> = read.top.entries.iter().map(|(k, v)| (&**k, *v)).collect();
-                let b: Vec<(&str, &str)> = obj.entries.iter().map(|(k, v)| (&**k, *v)).collect();
+                let a: Vec<(&str, &str)> = read.top.entries.iter().map(|(_, k, v)| (&**k, *v)).collect();
+                let b: Vec<(&str, &str)> = obj.entries.iter().map(|(_, k, v)| (&**k, *v)).collect();
                 assert_eq!(a, b);
                 checked += 1;
             }
