@@ -391,7 +391,8 @@ pub(crate) fn to_quote_escape_or_control(b: &[u8]) -> Option<usize> {
 /// The JSON text of the scalar at `text[i]` when it is a string without
 /// escapes, `null`, `true`, `false` or a number, and where it ends; `None`
 /// for anything else. What follows is the caller's to check (a delimiter).
-#[inline]
+/// Always inlined: a call a scalar costs the LiteLLM reader about 4 %.
+#[inline(always)]
 pub(crate) fn plain_token(text: &str, i: usize) -> Option<(&str, usize)> {
     let b = text.as_bytes();
     let digits = |mut j: usize| {
