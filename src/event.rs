@@ -74,11 +74,21 @@ impl Origin {
 /// flight. The decoder joins batches that were full by their bytes into one
 /// step ([`crate::decode::Decoder::append`]), and reads each while it is
 /// still in the processor's cache from being written.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RawBatch {
     data: Vec<u8>,
     ends: Vec<usize>,
     origins: Vec<Origin>,
+    /// The last raw batch of an engine step (the default). The Kafka intake
+    /// clears it on a batch full by its bytes whose step wants more records,
+    /// so the decoder joins the next batch into the same step.
+    pub ends_step: bool,
+}
+
+impl Default for RawBatch {
+    fn default() -> RawBatch {
+        RawBatch { data: Vec::new(), ends: Vec::new(), origins: Vec::new(), ends_step: true }
+    }
 }
 
 impl RawBatch {
@@ -87,7 +97,12 @@ impl RawBatch {
 
     /// Room for `records` records of `bytes` bytes in all (at most [`RawBatch::MAX_BYTES`]).
     pub fn with_capacity(records: usize, bytes: usize) -> RawBatch {
-        RawBatch { data: Vec::with_capacity(bytes.min(Self::MAX_BYTES)), ends: Vec::with_capacity(records), origins: Vec::with_capacity(records) }
+        RawBatch {
+            data: Vec::with_capacity(bytes.min(Self::MAX_BYTES)),
+            ends: Vec::with_capacity(records),
+            origins: Vec::with_capacity(records),
+            ends_step: true,
+        }
     }
 
     /// Whether the batch takes no more records: `records` of them, or [`RawBatch::MAX_BYTES`].
@@ -105,6 +120,7 @@ impl RawBatch {
         self.data.clear();
         self.ends.clear();
         self.origins.clear();
+        self.ends_step = true;
     }
 
     pub fn push(&mut self, bytes: &[u8], origin: Origin) {

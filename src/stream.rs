@@ -337,11 +337,11 @@ fn spawn_decoder(
         .spawn(move || {
             let mut decoder = Decoder::with_formats(options, formats);
             while let Some(mut raw) = raw_rx.blocking_recv() {
-                // Raw batches full by their bytes (large records) are joined
-                // into one step of about `batch_size` records; each goes back
+                // The raw batches of one step (more than one when records are
+                // large, see `RawBatch::ends_step`) are joined; each goes back
                 // to the intake as soon as it is decoded.
                 let mut next: Vec<(TopicPartition, i64)> = Vec::new();
-                let full = loop {
+                loop {
                     decoder.append(&raw);
                     let mut seen = PerPartition::default();
                     for (_, origin) in raw.iter() {
@@ -355,17 +355,19 @@ fn spawn_decoder(
                             None => next.push((tp, n)),
                         }
                     }
-                    let (by_bytes, full) = (raw.is_full_by_bytes(), raw.len() >= batch_size || raw.is_full_by_bytes());
+                    let ends_step = raw.ends_step;
                     raw.clear();
                     let _ = pool.send(raw);
-                    if !by_bytes || decoder.pending_records() >= batch_size {
-                        break full;
+                    if ends_step {
+                        break;
                     }
                     match raw_rx.blocking_recv() {
                         Some(more) => raw = more,
-                        None => break full,
+                        None => break,
                     }
-                };
+                }
+                // A full step: there is a backlog, and the next one is coming.
+                let full = decoder.pending_records() >= batch_size;
                 let decoded = decoder.finish();
                 let c = crate::engine::state::Cols::of(&decoded.events);
                 let mut newest = PerPartition::default();

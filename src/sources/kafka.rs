@@ -535,35 +535,49 @@ pub(crate) fn spawn_intake(consumer: Arc<BaseConsumer<Context>>, intake: Intake,
 /// and no future, waker or timer (the stream consumer's cost a message was
 /// about half the intake's). The polls also serve librdkafka's callbacks
 /// (rebalances, statistics), as the consumer's only poller must.
+///
+/// A step is `batch_size` records, or what came within the batch wait. Its
+/// records go out in raw batches of at most [`RawBatch::MAX_BYTES`]; all but
+/// the last have [`RawBatch::ends_step`] cleared, and the decoder joins them.
 fn intake_loop(consumer: &BaseConsumer<Context>, mut intake: Intake, mut l: IntakeLoop) {
     /// The longest one poll blocks, so a shutdown is seen promptly on a quiet topic.
     const TICK: Duration = Duration::from_millis(100);
     let Some(mut raw) = l.pool.blocking_recv() else { return };
     let mut flush_at = Instant::now() + l.wait;
+    // Records of this step already handed on, in raw batches full by their bytes.
+    let mut step_records = 0;
     let done = |intake: &Intake| l.until_end && intake.remaining.is_empty();
     while !done(&intake) && !l.stop.has_changed().unwrap_or(true) {
+        let wanted = l.batch_size - step_records;
         if let Some(msg) = consumer.poll(flush_at.saturating_duration_since(Instant::now()).min(TICK)) {
             intake.take(consumer, msg, &mut raw);
-            while !raw.is_full(l.batch_size) && !done(&intake) {
+            while !raw.is_full(wanted) && !done(&intake) {
                 match consumer.poll(Duration::ZERO) {
                     Some(msg) => intake.take(consumer, msg, &mut raw),
                     None => break,
                 }
             }
         }
-        let full = raw.is_full(l.batch_size);
-        if full || Instant::now() >= flush_at {
-            if !raw.is_empty() {
+        let step_full = raw.len() >= wanted;
+        let waited = Instant::now() >= flush_at;
+        if step_full || waited || raw.is_full_by_bytes() {
+            raw.ends_step = step_full || waited;
+            // An empty batch still ends a step that earlier batches began.
+            if !raw.is_empty() || (raw.ends_step && step_records > 0) {
+                step_records = if raw.ends_step { 0 } else { step_records + raw.len() };
                 if l.raw_tx.blocking_send(raw).is_err() {
                     return;
                 }
                 let Some(next) = l.pool.blocking_recv() else { return };
                 raw = next;
             }
-            flush_at = Instant::now() + l.wait;
+            if step_records == 0 {
+                flush_at = Instant::now() + l.wait;
+            }
         }
     }
-    if !raw.is_empty() {
+    if !raw.is_empty() || step_records > 0 {
+        raw.ends_step = true;
         let _ = l.raw_tx.blocking_send(raw);
     }
 }

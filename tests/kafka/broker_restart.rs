@@ -100,8 +100,10 @@ fn broker_killed_and_restarted_mid_run_loses_no_violation() {
     let mut cfg = RunConfig::new(dir.path(), &topic);
     cfg.policy = policy;
     cfg.checkpoint_interval_seconds = 1;
-    // Small steps, so the stream takes long enough to lose the broker in the middle.
-    cfg.batch_size = 500;
+    // Small steps, so the stream takes long enough to lose the broker in the
+    // middle, also when other tests leave this one the machine (500 was too
+    // few: under no load all of it could be consumed before the first commit).
+    cfg.batch_size = 200;
     // Little prefetch: while the broker is gone the consumer has only a few
     // hundred KB in hand, so most of the stream is fetched after the restart.
     cfg.kafka_options.push(("queued.max.messages.kbytes".into(), "256".into()));
