@@ -71,9 +71,9 @@ impl Origin {
 /// A batch is full at the step's record count or at [`RawBatch::MAX_BYTES`],
 /// whichever comes first ([`RawBatch::is_full`]): a LiteLLM payload is 11 KB,
 /// so a step of 32,768 of them would hold 370 MB of raw bytes per batch in
-/// flight. The decoder joins batches that were full by their bytes into one
-/// step ([`crate::decode::Decoder::append`]), and reads each while it is
-/// still in the processor's cache from being written.
+/// flight. The decoder joins the raw batches of one step
+/// ([`crate::decode::Decoder::append`]), and reads each while it is still in
+/// the processor's cache from being written.
 #[derive(Debug)]
 pub struct RawBatch {
     data: Vec<u8>,
