@@ -349,12 +349,7 @@ fn spawn_decoder(
                             seen.max(topic, *partition, offset + 1);
                         }
                     }
-                    for (tp, n) in seen.owned() {
-                        match next.iter_mut().find(|(t, _)| *t == tp) {
-                            Some((_, m)) => *m = (*m).max(n),
-                            None => next.push((tp, n)),
-                        }
-                    }
+                    seen.max_into(&mut next);
                     let ends_step = raw.ends_step;
                     raw.clear();
                     let _ = pool.send(raw);
@@ -412,6 +407,17 @@ impl<'a> PerPartition<'a> {
 
     fn owned(self) -> Vec<(TopicPartition, i64)> {
         self.seen.into_iter().map(|((t, p), v)| ((t.to_string(), p), v)).collect()
+    }
+
+    /// Raises `into`'s value of each partition seen here to this one's (the
+    /// raw batches of one step, read in turn).
+    fn max_into(&self, into: &mut Vec<(TopicPartition, i64)>) {
+        for ((t, p), v) in &self.seen {
+            match into.iter_mut().find(|((u, q), _)| u == t && q == p) {
+                Some((_, m)) => *m = (*m).max(*v),
+                None => into.push(((t.to_string(), *p), *v)),
+            }
+        }
     }
 }
 

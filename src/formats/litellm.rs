@@ -85,12 +85,6 @@ impl Keys {
         let slot = Self::slot(print);
         self.0[slot >> 6] >> (slot & 63) & 1 == 1
     }
-
-    /// Whether the mapping looks into the object under the payload key `key`
-    /// ([`Adapter::looks_into`]), the filter first.
-    fn looks_into(&self, key: &str, adapter: &Adapter) -> bool {
-        self.may_hold(print(key)) && adapter.looks_into(key)
-    }
 }
 
 impl<'de> Deserialize<'de> for Obj<'de> {
@@ -841,7 +835,10 @@ fn invalid_json(e: &serde_json::Error) -> Verdict {
 }
 
 fn payload(bytes: &[u8], index: Option<usize>, origin: &Origin, adapter: &Adapter, out: &mut Out<'_>) {
-    let fast = Obj::read_top_keeping(bytes, &mut out.formats_state().litellm, |key| adapter.litellm_keys.looks_into(key, adapter), Some(&adapter.litellm_keys));
+    let keys = &adapter.litellm_keys;
+    // The objects the mapping looks into, the filter first.
+    let nested = |key: &str| keys.may_hold(print(key)) && adapter.looks_into(key);
+    let fast = Obj::read_top_keeping(bytes, &mut out.formats_state().litellm, nested, Some(keys));
     let read = fast.map_or_else(|| serde_json::from_slice::<Obj<'_>>(bytes).map(|top| Payload { top, inner: RefCell::new(Vec::new()), keys: None }), Ok);
     let mapped = match read {
         Ok(p) => {
