@@ -33,8 +33,8 @@ pub struct Totals {
     pub bytes: usize,
     pub alerts_by_rule: BTreeMap<String, usize>,
     pub elapsed: Duration,
-    /// `run`: from the first batch taken in to the last one evaluated, without
-    /// start-up (planning, joining the group) and the final checkpoint.
+    /// `run`: from the first message taken in to the last step evaluated,
+    /// without start-up (planning, joining the group) and the final checkpoint.
     pub processing: Duration,
     /// The engine state at its largest (by estimated bytes) after a step.
     pub state_peak: StateStats,

@@ -604,7 +604,6 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
 
     let mut schedule = Schedule { every: checkpoint_every, last: Instant::now(), took: Duration::ZERO };
     let mut backlog = false;
-    let mut first_step: Option<Instant> = None;
     loop {
         // Under load (the last batch was full) the next batch is on its way and
         // the engine stays pipelined: the state of one step overlaps the rules
@@ -636,7 +635,6 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
             Err(mpsc::error::TryRecvError::Disconnected) => break,
         };
         if let Some(step) = step {
-            first_step.get_or_insert_with(Instant::now);
             backlog = step.full;
             lp.step(step).await?;
             if let Some(p) = &mut progress {
@@ -655,7 +653,7 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
             schedule.last = Instant::now();
         }
     }
-    intake.join().map_err(|_| anyhow::anyhow!("the Kafka intake thread panicked"))?;
+    let first_message = intake.join().map_err(|_| anyhow::anyhow!("the Kafka intake thread panicked"))?;
     decoder.join().map_err(|_| anyhow::anyhow!("the decoder thread panicked"))?;
     if let Some(p) = progress {
         p.finish();
@@ -671,7 +669,7 @@ pub async fn run(config: RunConfig, options: RunOptions) -> anyhow::Result<Total
         lp.delivery.deliver(&report.alerts, &lp.metrics, &lp.stop).await?;
     }
     lp.flush().await?;
-    lp.totals.processing = first_step.map_or(Duration::ZERO, |t| t.elapsed());
+    lp.totals.processing = first_message.map_or(Duration::ZERO, |t| t.elapsed());
     if !lp.checkpoint(&consumer, CommitMode::Sync).await? {
         anyhow::bail!("the last checkpoint could not be written (see the error above); offsets since the last good one stay uncommitted and are read again at the next start");
     }

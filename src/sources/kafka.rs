@@ -519,7 +519,7 @@ pub(crate) struct IntakeLoop {
 
 /// Runs [`intake_loop`] on a thread of its own, so consuming goes on while the
 /// rules of a step keep the runtime's workers busy, as `scan`'s reader does.
-pub(crate) fn spawn_intake(consumer: Arc<BaseConsumer<Context>>, intake: Intake, l: IntakeLoop) -> std::thread::JoinHandle<()> {
+pub(crate) fn spawn_intake(consumer: Arc<BaseConsumer<Context>>, intake: Intake, l: IntakeLoop) -> std::thread::JoinHandle<Option<Instant>> {
     std::thread::Builder::new()
         .name("aiwatch-intake".into())
         .spawn(move || intake_loop(&consumer, intake, l))
@@ -539,10 +539,13 @@ pub(crate) fn spawn_intake(consumer: Arc<BaseConsumer<Context>>, intake: Intake,
 /// A step is `batch_size` records, or what came within the batch wait. Its
 /// records go out in raw batches of at most [`RawBatch::MAX_BYTES`]; all but
 /// the last have [`RawBatch::ends_step`] cleared, and the decoder joins them.
-fn intake_loop(consumer: &BaseConsumer<Context>, mut intake: Intake, mut l: IntakeLoop) {
+///
+/// Returns when the first message was taken (`run`'s steady rate is timed from it).
+fn intake_loop(consumer: &BaseConsumer<Context>, mut intake: Intake, mut l: IntakeLoop) -> Option<Instant> {
     /// The longest one poll blocks, so a shutdown is seen promptly on a quiet topic.
     const TICK: Duration = Duration::from_millis(100);
-    let Some(mut raw) = l.pool.blocking_recv() else { return };
+    let Some(mut raw) = l.pool.blocking_recv() else { return None };
+    let mut first: Option<Instant> = None;
     let mut flush_at = Instant::now() + l.wait;
     // Records of this step already handed on, in raw batches full by their bytes.
     let mut step_records = 0;
@@ -550,12 +553,16 @@ fn intake_loop(consumer: &BaseConsumer<Context>, mut intake: Intake, mut l: Inta
     while !done(&intake) && !l.stop.has_changed().unwrap_or(true) {
         let wanted = l.batch_size - step_records;
         if let Some(msg) = consumer.poll(flush_at.saturating_duration_since(Instant::now()).min(TICK)) {
+            let polled = first.is_none().then(Instant::now);
             intake.take(consumer, msg, &mut raw);
             while !raw.is_full(wanted) && !done(&intake) {
                 match consumer.poll(Duration::ZERO) {
                     Some(msg) => intake.take(consumer, msg, &mut raw),
                     None => break,
                 }
+            }
+            if first.is_none() && !raw.is_empty() {
+                first = polled;
             }
         }
         let step_full = raw.len() >= wanted;
@@ -566,9 +573,9 @@ fn intake_loop(consumer: &BaseConsumer<Context>, mut intake: Intake, mut l: Inta
             if !raw.is_empty() || (raw.ends_step && step_records > 0) {
                 step_records = if raw.ends_step { 0 } else { step_records + raw.len() };
                 if l.raw_tx.blocking_send(raw).is_err() {
-                    return;
+                    return first;
                 }
-                let Some(next) = l.pool.blocking_recv() else { return };
+                let Some(next) = l.pool.blocking_recv() else { return first };
                 raw = next;
             }
             if step_records == 0 {
@@ -580,6 +587,7 @@ fn intake_loop(consumer: &BaseConsumer<Context>, mut intake: Intake, mut l: Inta
         raw.ends_step = true;
         let _ = l.raw_tx.blocking_send(raw);
     }
+    first
 }
 
 #[cfg(test)]
