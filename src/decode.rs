@@ -395,6 +395,34 @@ mod tests {
 
     const OK: &str = r#"{"event_id":"e1","event_type":"ai.request","time":"2026-11-28T11:00:00.123456789+01:00","tenant_id":"müller-gmbh","data_classes":["pii"],"input_tokens":5,"latency_ms":3,"extra":{"x":[1,2]}}"#;
 
+    /// The record is checked to be UTF-8 whole and then read as text: with a
+    /// byte that is not UTF-8 (alone, or cutting a character short) in any
+    /// position of a valid record (keys, values, an unknown field's strings,
+    /// between tokens, after the end), it is a dead letter that says so,
+    /// even where `serde_json::from_slice` would skip the bytes unchecked.
+    #[test]
+    fn records_that_are_not_utf8_are_dead_letters() {
+        let base = format!("{OK} ");
+        for at in 0..=base.len() {
+            for bad in [&[0xffu8][..], &[0xc3], &[0xe2, 0x82], &[0xed, 0xa0, 0x80]] {
+                let mut bytes = base.as_bytes()[..at].to_vec();
+                bytes.extend_from_slice(bad);
+                bytes.extend_from_slice(&base.as_bytes()[at..]);
+                let mut raw = RawBatch::default();
+                raw.push(&bytes, Origin::File { path: "t.jsonl".into(), line: 1 });
+                let d = Decoder::new().decode(&raw);
+                assert_eq!(d.events.num_rows(), 0, "{bad:x?} at {at}");
+                assert_eq!(d.dead_letters.len(), 1, "{bad:x?} at {at}");
+                let dl = &d.dead_letters[0];
+                assert_eq!(dl.kind, "invalid_json");
+                // The column of the first byte of the sequence that is not
+                // UTF-8: the inserted one, or the start of the character it cuts.
+                let column: usize = dl.reason.split("not UTF-8 at column ").nth(1).and_then(|c| c.parse().ok()).expect(&dl.reason);
+                assert!((at.saturating_sub(2)..=at + 1).contains(&column), "{bad:x?} at {at}: {}", dl.reason);
+            }
+        }
+    }
+
     #[test]
     fn valid_event_is_typed_and_normalised_to_utc() {
         let d = decode(&[OK]);
